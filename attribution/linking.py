@@ -1,0 +1,372 @@
+"""Link inference: account-to-account evidence, by family, without all pairs.
+
+Candidate pairs come only from *blocks*: accounts that share a card
+fingerprint, a device, an IP, an email domain, a prompt template, a creation
+burst, or a MinHash band of their active minutes. Inside a block of ``n``
+accounts every pair is formed while ``n`` is small; a larger block links each
+account to its next ``window`` neighbours in a block-specific pseudo-random
+order, so a block costs O(n) pairs and a big campaign still comes out as one
+well-mixed piece. Entities so common that their evidence is negligible
+(carrier NAT, public email domains, popular templates) form no pairs.
+
+Each family gives a strength in [0, cap]: rarer entities weigh more (an IP
+shared by thousands is worth next to nothing, a card shared by five a lot),
+shared use that does not overlap in time weighs less, and several entities of
+one family count as one piece of evidence plus a small bonus, never as
+independent evidence. An edge needs a strong identifier (card or device) or at
+least two families agreeing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from attribution.behaviour import MINHASH_K
+from attribution.graph import PropertyGraph
+from attribution.settings import LinkParams
+
+FAMILIES = ("payment", "device", "network", "email", "prompt", "timing", "creation", "profile")
+STRONG_FAMILIES = ("payment", "device")
+# uses.kind -> evidence family
+KIND_FAMILY = {
+    "payment": "payment",
+    "device": "device",
+    "ip": "network",
+    "signup_ip": "network",
+    "email_domain": "email",
+    "prompt": "prompt",
+}
+# Profile similarity is common among strangers: it agrees only when quite high.
+PROFILE_AGREES = 0.7
+
+
+@dataclass
+class Links:
+    """Inferred account-to-account edges over an account index.
+
+    ``edges`` has columns a, b (row numbers of ``accounts``, a < b), one
+    ``s_<family>`` strength column per family, ``families`` (how many agree)
+    and ``weight`` (their sum). ``candidates`` counts the pairs scored.
+    """
+
+    accounts: pl.DataFrame
+    edges: pl.DataFrame
+    candidates: int
+
+
+def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
+    """1.0 for an entity shared by two accounts, falling towards 0 as ``n`` grows.
+
+    ``hub`` is the share count at which an entity is worth about a fifth of a
+    two-account one: log(1 + hub/n) / log(1 + hub/2).
+    """
+    hub_e = hub if isinstance(hub, pl.Expr) else pl.lit(hub)
+    n_f = n.cast(pl.Float64)
+    return (((hub_e / n_f) + 1.0).log() / ((hub_e / 2.0) + 1.0).log()).clip(0.0, 1.0)
+
+
+def infer_links(graph: PropertyGraph, params: LinkParams) -> Links:
+    """Score candidate pairs from every blocking family and keep the edges."""
+    accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
+        pl.col("idx").cast(pl.Int32)
+    )
+    parts = [
+        _entity_evidence(graph, accounts, params),
+        _creation_evidence(graph, accounts, params),
+        _timing_candidates(graph, params),
+    ]
+    rows = pl.concat([p.select("a", "b", "family", "s") for p in parts if p.height])
+    scored = _combine(rows, params)
+    scored = _add_pairwise_families(scored, graph, params)
+    edges = _decide(scored, params)
+    return Links(accounts=accounts, edges=edges, candidates=scored.height)
+
+
+def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
+    """Pairs inside each block: all of them for small blocks, a band for big ones.
+
+    ``members``: block (u64), idx (i32), s, first_seen, last_seen. The result has
+    a, b, s and the two members' intervals (f1, l1, f2, l2).
+    """
+    ranked = members.with_columns(
+        pl.struct("block", "idx").hash(seed=17).rank("ordinal").over("block").alias("r")
+    )
+    right = ranked.select(
+        "block",
+        "r",
+        pl.col("idx").alias("idx_b"),
+        pl.col("first_seen").alias("f2"),
+        pl.col("last_seen").alias("l2"),
+    )
+    sizes = ranked.group_by("block").agg(pl.len().alias("n"))
+    max_n = int(sizes["n"].max() or 0)  # type: ignore[arg-type]
+    out = []
+    for d in range(1, min(window, max(max_n - 1, 0)) + 1):
+        shifted = ranked.with_columns((pl.col("r") + d).alias("r"))
+        out.append(shifted.join(right, on=["block", "r"], how="inner"))
+    if not out:
+        return pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64})
+    pairs = pl.concat(out).rename({"first_seen": "f1", "last_seen": "l1"})
+    return pairs.with_columns(
+        pl.min_horizontal("idx", "idx_b").alias("a"), pl.max_horizontal("idx", "idx_b").alias("b")
+    ).drop("idx", "idx_b", "r")
+
+
+def _entity_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s) from shared cards, devices, IPs, email domains and templates."""
+    uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
+        pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
+    )
+    degree = uses.group_by("kind", "entity_id", "family").agg(pl.col("idx").n_unique().alias("n"))
+    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
+    hub = pl.col("family").replace_strict(p.hub_size, return_dtype=pl.Float64)
+    blocks = (
+        degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
+        .with_columns((cap * rarity(pl.col("n"), hub)).alias("s"))
+        .filter(pl.col("s") >= p.min_block_strength)
+    )
+    members = uses.join(blocks.select("kind", "entity_id", "s"), on=["kind", "entity_id"])
+    members = members.select(
+        pl.struct("kind", "entity_id").hash(seed=3).alias("block"),
+        "idx",
+        "family",
+        "s",
+        "first_seen",
+        "last_seen",
+    )
+    out = []
+    for family, group in members.partition_by("family", as_dict=True).items():
+        pairs = _window_pairs(group.drop("family"), p.window)
+        if not pairs.height:
+            continue
+        overlap = pl.max_horizontal("f1", "f2") <= pl.min_horizontal("l1", "l2")
+        factor = (
+            pl.when(overlap).then(1.0).otherwise(p.no_overlap_factor)
+            if family[0] in ("network", "device")
+            else pl.lit(1.0)
+        )
+        out.append(pairs.select("a", "b", pl.lit(family[0]).alias("family"), pl.col("s") * factor))
+    return pl.concat(out) if out else _empty_rows()
+
+
+def email_shape(local: pl.Expr) -> pl.Expr:
+    """Letters to ``a``, digit runs to ``9``: "john.smith84" -> "a.a9"."""
+    return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
+
+
+def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s) for accounts created in a burst with the same email pattern.
+
+    A burst is judged against its own base rate: k accounts of one (domain,
+    shape) in a window where about lambda were expected. The strength grows
+    with the Poisson surprise and with the share of the burst that is excess,
+    so background sign-ups in a busy window are not glued together.
+    """
+    acc = graph.accounts.join(index, on="account_id").select(
+        "idx",
+        (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
+        pl.col("email_domain").fill_null(""),
+        email_shape(pl.col("email_local").fill_null("")).alias("shape"),
+    )
+    if acc.height < 2:
+        return _empty_rows()
+    span = max(float(acc["minute"].max() - acc["minute"].min()), 1440.0)  # type: ignore[operator]
+    cap = p.cap["creation"]
+    out = []
+    for keys in (("email_domain", "shape"), ("shape",)):
+        base = acc.group_by(*keys).agg(pl.len().alias("total"))
+        for offset in (0, p.burst_minutes // 2):
+            bucket = ((pl.col("minute") + offset) // p.burst_minutes).alias("bucket")
+            counted = acc.with_columns(bucket).join(base, on=list(keys))
+            blocks = (
+                counted.group_by("bucket", *keys)
+                .agg(pl.len().alias("k"), pl.col("total").first())
+                .filter(pl.col("k") >= p.burst_min_size)
+                .with_columns((pl.col("total") * p.burst_minutes / span).alias("lam"))
+                .with_columns(
+                    (
+                        pl.col("k") * (pl.col("k") / pl.col("lam")).log()
+                        - pl.col("k")
+                        + pl.col("lam")
+                    ).alias("surprise")
+                )
+                .with_columns(
+                    (
+                        cap
+                        * (1.0 - pl.col("lam") / pl.col("k")).clip(0.0, 1.0)
+                        * (pl.col("surprise") / 10.0).clip(0.0, 1.0)
+                    ).alias("s")
+                )
+                .filter(pl.col("s") >= p.min_block_strength)
+            )
+            members = counted.join(blocks.select("bucket", *keys, "s"), on=["bucket", *keys])
+            members = members.select(
+                pl.struct("bucket", *keys).hash(seed=5).alias("block"),
+                "idx",
+                "s",
+                pl.lit(0).alias("first_seen"),
+                pl.lit(0).alias("last_seen"),
+            )
+            pairs = _window_pairs(members, p.window)
+            if pairs.height:
+                out.append(pairs.select("a", "b", pl.lit("creation").alias("family"), "s"))
+    return pl.concat(out) if out else _empty_rows()
+
+
+def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
+    """Candidate pairs whose active-minute MinHash signatures agree in a band.
+
+    These carry no strength themselves: the timing strength of every candidate
+    pair, whatever block produced it, is computed later from the signatures.
+    """
+    acc = graph.accounts.with_row_index("idx").filter(
+        (pl.col("active_minutes") >= p.min_minutes) & pl.col("minute_sig").is_not_null()
+    )
+    if acc.height < 2:
+        return _empty_rows()
+    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
+    idx = acc["idx"].cast(pl.Int32).to_numpy()
+    out = []
+    bands = MINHASH_K // p.lsh_rows
+    for band in range(bands):
+        cols = sig[:, band * p.lsh_rows:(band + 1) * p.lsh_rows]
+        key = np.zeros(len(idx), dtype=np.uint64)
+        for j in range(cols.shape[1]):
+            key = key * np.uint64(1_000_003) + cols[:, j].astype(np.uint64)
+        members = pl.DataFrame({"block": key, "idx": idx}).with_columns(
+            pl.lit(0.0).alias("s"), pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen")
+        )
+        sizes = members.group_by("block").agg(pl.len().alias("n"))
+        members = members.join(
+            sizes.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block)), on="block"
+        ).drop("n")
+        pairs = _window_pairs(members, p.window)
+        if pairs.height:
+            out.append(pairs.select("a", "b", pl.lit("timing").alias("family"), "s"))
+    return pl.concat(out) if out else _empty_rows()
+
+
+def _empty_rows() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"a": pl.Int32, "b": pl.Int32, "family": pl.String, "s": pl.Float64}
+    )
+
+
+def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """One row per pair, one strength per family: the strongest entity plus a bonus."""
+    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
+    per_family = (
+        rows.with_columns(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32))
+        .filter(pl.col("a") != pl.col("b"))
+        .group_by("a", "b", "family")
+        .agg(pl.col("s").max().alias("top"), pl.col("s").sum().alias("total"))
+        .with_columns(
+            pl.min_horizontal(
+                pl.col("top") + p.same_family_bonus * (pl.col("total") - pl.col("top")), cap
+            ).alias("s")
+        )
+    )
+    wide = per_family.pivot(on="family", index=["a", "b"], values="s", aggregate_function="max")
+    for family in FAMILIES:
+        if family not in wide.columns:
+            wide = wide.with_columns(pl.lit(0.0).alias(family))
+    return wide.select(
+        "a", "b", *[pl.col(f).fill_null(0.0).alias(f"s_{f}") for f in FAMILIES]
+    ).sort("a", "b")
+
+
+def _add_pairwise_families(
+    scored: pl.DataFrame, graph: PropertyGraph, p: LinkParams
+) -> pl.DataFrame:
+    """Timing and profile strengths for every candidate pair, from per-account features."""
+    if not scored.height:
+        return scored
+    acc = graph.accounts
+    a = scored["a"].to_numpy()
+    b = scored["b"].to_numpy()
+    n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.float64)
+    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
+    jac = (sig[a] == sig[b]).mean(axis=1)
+    first = acc["first_ts"].dt.epoch("s").drop_nulls()
+    last = acc["last_ts"].dt.epoch("s").drop_nulls()
+    span_min = max(float((last.max() or 0) - (first.min() or 0)) / 60.0, 1440.0)  # type: ignore[operator]
+    m_eff = span_min * 0.5
+    na, nb = n_min[a], n_min[b]
+    expected = na * nb / m_eff
+    j0 = np.clip(expected / np.maximum(na + nb - expected, 1.0), 0.0, 1.0)
+    timing = p.cap["timing"] * np.clip((jac - j0 - p.timing_excess) / p.timing_full, 0.0, 1.0)
+    timing[np.minimum(na, nb) < p.min_minutes] = 0.0
+
+    hours = _normalised(acc["hours"], 24)
+    caps = _normalised(acc["capabilities"], 6)
+    hcos = (hours[a] * hours[b]).sum(axis=1)
+    ccos = (caps[a] * caps[b]).sum(axis=1)
+    active = (np.minimum(acc["exchanges"].fill_null(0).to_numpy()[a],
+                         acc["exchanges"].fill_null(0).to_numpy()[b]) >= 10)
+    tz_code, tz_rarity = _timezones(graph)
+    same_tz = (tz_code[a] == tz_code[b]) & (tz_code[a] >= 0)
+    profile = p.cap["profile"] * (
+        0.35 * np.clip((hcos - 0.6) / 0.4, 0.0, 1.0) * active
+        + 0.25 * np.clip((ccos - 0.7) / 0.3, 0.0, 1.0) * active
+        + 0.4 * np.where(same_tz, tz_rarity[a], 0.0)
+    )
+    return scored.with_columns(
+        pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
+        pl.Series("s_profile", profile),
+    )
+
+
+def list_matrix(col: pl.Series, width: int, fill: int) -> np.ndarray:
+    """A list column of fixed width as a 2-D array, ``fill`` for missing rows."""
+    blank = pl.lit([fill] * width, dtype=pl.List(pl.Int64))
+    full = pl.select(pl.when(col.is_null()).then(blank).otherwise(col.cast(pl.List(pl.Int64))))
+    return full.to_series().list.to_array(width).to_numpy()
+
+
+def _normalised(col: pl.Series, width: int) -> np.ndarray:
+    """Rows of a list column as unit vectors (zeros where missing)."""
+    values = list_matrix(col, width, 0).astype(np.float64)
+    norm = np.linalg.norm(values, axis=1, keepdims=True)
+    return np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)
+
+
+def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Each account's most used device time zone (code, -1 if none) and its rarity."""
+    dev = graph.uses.filter(pl.col("kind") == "device").join(
+        graph.devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
+    ).filter(pl.col("timezone").is_not_null())
+    modal = (
+        dev.group_by("account_id", "timezone")
+        .agg(pl.col("count").sum())
+        .sort("count", "timezone", descending=[True, False])
+        .group_by("account_id", maintain_order=True)
+        .first()
+    )
+    acc = graph.accounts.select("account_id").join(modal, on="account_id", how="left")
+    codes = acc["timezone"].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
+    share = acc.group_by("timezone").agg(pl.len().alias("c")).with_columns(
+        (pl.col("c") / acc.height).alias("share")
+    )
+    rar = acc.join(share, on="timezone", how="left")["share"].fill_null(1.0).to_numpy()
+    return codes.astype(np.int64), 1.0 - rar
+
+
+def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Keep pairs with a strong identifier, or several families agreeing."""
+    s_cols = [f"s_{f}" for f in FAMILIES]
+    agrees = [
+        (pl.col(f"s_{f}") >= (PROFILE_AGREES if f == "profile" else p.family_threshold)).cast(
+            pl.Int32
+        )
+        for f in FAMILIES
+    ]
+    strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
+    out = scored.with_columns(
+        pl.sum_horizontal(agrees).alias("families"), pl.sum_horizontal(s_cols).alias("weight")
+    )
+    return out.filter(
+        strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight))
+    )

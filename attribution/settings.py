@@ -1,0 +1,101 @@
+"""Run parameters as pure data, recorded in every run's manifest.
+
+Nothing here reads the environment except ``Neo4jSettings.from_env``: a run
+is reproducible from its manifest's ``params`` alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _family_table(**values: float) -> dict[str, float]:
+    return dict(values)
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Link inference: how much each evidence family can weigh and how fast it decays."""
+
+    # Strength of an entity shared by two accounts, per family (its cap).
+    cap: dict[str, float] = field(default_factory=lambda: _family_table(
+        payment=4.0, device=4.0, network=2.0, email=1.5, prompt=2.5,
+        timing=3.0, creation=2.0, profile=1.0,
+    ))
+    # Share count at which an entity is worth about a fifth of a two-account one.
+    hub_size: dict[str, float] = field(default_factory=lambda: _family_table(
+        payment=1000.0, device=300.0, network=30.0, email=50.0, prompt=100.0,
+        timing=1.0, creation=1.0, profile=1.0,
+    ))
+    min_block_strength: float = 0.2   # blocks weaker than this form no pairs
+    max_block: int = 20000            # no pairs from blocks larger than this
+    window: int = 12                  # neighbours per account inside a big block
+    no_overlap_factor: float = 0.4    # shared IP or device used at different times
+    same_family_bonus: float = 0.25   # extra entities of one family: a small bonus only
+    strong_threshold: float = 2.0     # a strong identifier alone makes an edge
+    family_threshold: float = 0.4     # a family "agrees" from this strength
+    min_families: int = 2             # weak evidence needs this many families
+    min_weight: float = 1.8           # and this total strength
+    # Timing: MinHash bands over active minutes, and the burst window.
+    lsh_rows: int = 2
+    min_minutes: int = 5
+    timing_excess: float = 0.12       # Jaccard above chance before timing counts
+    timing_full: float = 0.30         # excess Jaccard at which timing is at its cap
+    burst_minutes: int = 30
+    burst_min_size: int = 3
+
+
+@dataclass(frozen=True)
+class FleetParams:
+    """Community detection."""
+
+    seed: int = 42
+    louvain_min_size: int = 8         # smaller components are fleets as they are
+    top_k_edges: int = 12             # per account, before Louvain, for speed
+    merge_ratio: float = 0.5          # re-merge communities linked at this share of expectation
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    """Naming organizations."""
+
+    abstain_below: float = 0.5        # no org_id under this confidence
+    accuse_min_sybil: float = 0.5     # only fleets this likely inauthentic are attributed
+    prior_logit: float = 2.5          # log-odds of "no known org" before any evidence
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Everything a run depends on besides its input."""
+
+    link: LinkParams = field(default_factory=LinkParams)
+    fleet: FleetParams = field(default_factory=FleetParams)
+    attribution: AttributionParams = field(default_factory=AttributionParams)
+    max_rejected_share: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Neo4jSettings:
+    """Connection settings, taken only from the environment."""
+
+    uri: str
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def from_env(cls) -> Neo4jSettings | None:
+        uri = os.environ.get("NEO4J_URI")
+        if not uri:
+            return None
+        return cls(
+            uri=uri,
+            user=os.environ.get("NEO4J_USER", "neo4j"),
+            password=os.environ.get("NEO4J_PASSWORD", ""),
+            database=os.environ.get("NEO4J_DATABASE", "neo4j"),
+        )
