@@ -37,9 +37,13 @@ SAME_KIND_BONUS = 0.3
 
 def mask(kind: str, key: str) -> str:
     """Show only the tail of an identifier: evidence must not leak personal data."""
-    if kind in ("asn", "email_domain"):
+    if kind in ("asn", "email_domain", "prompt"):
         return key
-    return "..." + key[-4:] if len(key) > 4 else key
+    if kind in ("ip", "signup_ip"):
+        if ":" in key:
+            return ":".join(key.split(":")[:3]) + "::/48"
+        return ".".join(key.split(".")[:3]) + ".0/24"
+    return "..." + key[-4:] if len(key) > 4 else "..."
 
 
 def attribute(

@@ -51,7 +51,7 @@ def open_store(embedded_root: Path) -> Store:
 
     settings = Neo4jSettings.from_env()
     if settings is not None:
-        from attribution.store.neo4j import Neo4jStore  # type: ignore[import-not-found]
+        from attribution.store.neo4j import Neo4jStore
 
         return Neo4jStore(settings)
     return EmbeddedStore(Path(embedded_root))

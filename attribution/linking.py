@@ -173,7 +173,7 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
     )
     if acc.height < 2:
         return _empty_rows()
-    span = max(float(acc["minute"].max() - acc["minute"].min()), 1440.0)  # type: ignore[operator]
+    span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
     cap = p.cap["creation"]
     out = []
     for keys in (("email_domain", "shape"), ("shape",)):
@@ -249,6 +249,11 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
     return pl.concat(out) if out else _empty_rows()
 
 
+def _num(value: object) -> float:
+    """A polars scalar aggregate as a float (0.0 for an empty column)."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _empty_rows() -> pl.DataFrame:
     return pl.DataFrame(
         schema={"a": pl.Int32, "b": pl.Int32, "family": pl.String, "s": pl.Float64}
@@ -292,7 +297,7 @@ def _add_pairwise_families(
     jac = (sig[a] == sig[b]).mean(axis=1)
     first = acc["first_ts"].dt.epoch("s").drop_nulls()
     last = acc["last_ts"].dt.epoch("s").drop_nulls()
-    span_min = max(float((last.max() or 0) - (first.min() or 0)) / 60.0, 1440.0)  # type: ignore[operator]
+    span_min = max((_num(last.max()) - _num(first.min())) / 60.0, 1440.0)
     m_eff = span_min * 0.5
     na, nb = n_min[a], n_min[b]
     expected = na * nb / m_eff

@@ -201,11 +201,13 @@ def _assemble(
         pl.max_horizontal(pl.col("last_ts").max(), pl.col("created_at").max()).alias(
             "last_seen"),
         pl.col("exchanges").sum().cast(pl.Int64),
-        pl.col("capabilities").list.to_array(len(CAPABILITIES)).sum().alias("caps"),
+        *[pl.col("capabilities").list.get(i).sum().alias(f"cap{i}")
+          for i in range(len(CAPABILITIES))],
     )
-    tops = [_top_capabilities(c) for c in activity["caps"].to_list()]
+    caps = activity.select([f"cap{i}" for i in range(len(CAPABILITIES))]).rows()
+    tops = [_top_capabilities(list(c)) for c in caps]
     activity = activity.with_columns(pl.Series("top_capabilities", tops, dtype=pl.String)).drop(
-        "caps")
+        [f"cap{i}" for i in range(len(CAPABILITIES))])
     fleets = (
         fleet_scores.select("fleet", pl.col("size").cast(pl.Int64), "sybil_score")
         .join(attribution, on="fleet", how="left")
@@ -229,8 +231,17 @@ def _assemble(
         .sort("account_id")
     )
     evidence = (
-        pl.concat([e.select("fleet", pl.col("org_id").cast(pl.String), "kind", "detail",
-                            pl.col("weight").cast(pl.Float64)) for e in evidence_parts])
+        pl.concat([
+            e.select(
+                "fleet",
+                (pl.col("org_id") if "org_id" in e.columns else pl.lit(None)).cast(pl.String)
+                .alias("org_id"),
+                "kind",
+                "detail",
+                pl.col("weight").cast(pl.Float64),
+            )
+            for e in evidence_parts
+        ])
         .join(ids, on="fleet")
         .sort(["fleet_id", "weight", "kind", "detail"], descending=[False, True, False, False])
         .drop("fleet")

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -69,7 +70,7 @@ class RunRecord:
         )
 
 
-def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+def _conform(frame: pl.DataFrame, schema: Mapping[str, Any]) -> pl.DataFrame:
     cols = [
         (pl.col(c) if c in frame.columns else pl.lit(None)).cast(t).alias(c)
         for c, t in schema.items()

@@ -1,0 +1,60 @@
+"""Link inference on hand-made worlds: hubs carry nothing, strong ids link, families stay apart."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from attribution.graph import build_graph
+from attribution.linking import infer_links
+from attribution.settings import LinkParams
+from tests.tables import tables, ts
+
+
+def world(n_hub: int = 300) -> dict[str, pl.DataFrame]:
+    accounts = [
+        {"account_id": f"u{i:04d}", "created_at": ts(i * 97.0), "email": f"person{i}@mailbox.test"}
+        for i in range(n_hub)
+    ]
+    # Everyone on one carrier NAT IP; u0000..u0002 also share a card; u0010/u0011 share one home IP.
+    ips = [{"ip": "198.51.100.7", "asn": 64501}, {"ip": "203.0.113.9", "asn": 64502}]
+    account_ips = [
+        {"account_id": a["account_id"], "ip": "198.51.100.7", "first_seen": ts(0),
+         "last_seen": ts(5000), "requests": 5}
+        for a in accounts
+    ] + [
+        {"account_id": f"u{i:04d}", "ip": "203.0.113.9", "first_seen": ts(0),
+         "last_seen": ts(5000), "requests": 3}
+        for i in (10, 11)
+    ]
+    pms = [{"payment_method_id": f"pm{i}", "fingerprint": "fpA", "kind": "card"} for i in range(3)]
+    aps = [{"account_id": f"u{i:04d}", "payment_method_id": f"pm{i}", "first_seen": ts(0),
+            "last_seen": ts(10)} for i in range(3)]
+    return tables(accounts=accounts, ips=ips, account_ips=account_ips, payment_methods=pms,
+                  account_payments=aps)
+
+
+def pairs(links_edges: pl.DataFrame, accounts: pl.DataFrame) -> set[tuple[str, str]]:
+    ids = accounts["account_id"].to_list()
+    return {(ids[a], ids[b]) for a, b in links_edges.select("a", "b").iter_rows()}
+
+
+def test_card_links_and_hub_ip_does_not() -> None:
+    graph = build_graph(world())
+    links = infer_links(graph, LinkParams())
+    got = pairs(links.edges, links.accounts)
+    assert got == {("u0000", "u0001"), ("u0000", "u0002"), ("u0001", "u0002")}
+
+
+def test_one_weak_family_alone_forms_no_edge() -> None:
+    # u0010 and u0011 share a rare home IP (network family) and nothing else.
+    graph = build_graph(world())
+    links = infer_links(graph, LinkParams())
+    scored = links.edges
+    assert ("u0010", "u0011") not in pairs(scored, links.accounts)
+
+
+def test_big_blocks_cost_linear_pairs() -> None:
+    graph = build_graph(world(n_hub=2000))
+    params = LinkParams(min_block_strength=0.0)  # even the hub forms pairs now
+    links = infer_links(graph, params)
+    assert links.candidates <= 2000 * params.window * 3
