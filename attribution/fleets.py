@@ -153,3 +153,36 @@ def _merge_back(
             mapping[y] = x
         comm = np.array([mapping.get(int(c), int(c)) for c in comm], dtype=np.int64)
     return comm
+
+
+def attach_loners(
+    membership: pl.DataFrame, loose: pl.DataFrame, params: FleetParams
+) -> pl.DataFrame:
+    """Attach accounts that formed no link to the fleet they were created with.
+
+    A new or dormant account often has nothing yet but its sign-up: created in
+    the same burst, with the same email pattern, as several accounts of one
+    fleet. One weak family never *forms* a fleet, but several burst links into
+    an existing fleet (formed on other evidence) attach the account to it,
+    with its attachment weight, so its score reflects the thinner tie.
+    """
+    if not loose.height or not membership.height:
+        return membership
+    fleet_of = membership.select("idx", "fleet")
+    sides = pl.concat([
+        loose.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), "s"),
+        loose.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), "s"),
+    ])
+    joined = (
+        sides.join(fleet_of, on="idx")
+        .join(fleet_of.select(pl.col("idx").alias("loner")), on="loner", how="anti")
+        .group_by("loner", "fleet")
+        .agg(pl.len().alias("n"), pl.col("s").sum().alias("attachment"))
+        .filter(pl.col("n") >= params.attach_links)
+        .sort(["loner", "n", "attachment", "fleet"], descending=[False, True, True, False])
+        .group_by("loner", maintain_order=True).first()
+    )
+    added = joined.select(
+        pl.col("loner").cast(pl.Int32).alias("idx"), "fleet", pl.col("attachment").cast(pl.Float64)
+    )
+    return pl.concat([membership, added]).sort("idx")

@@ -55,6 +55,7 @@ class Links:
     accounts: pl.DataFrame
     edges: pl.DataFrame
     candidates: int
+    loose: pl.DataFrame  # one-family pairs (a, b, s) that may attach a loner to a fleet
 
 
 def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
@@ -82,7 +83,12 @@ def infer_links(graph: PropertyGraph, params: LinkParams) -> Links:
     scored = _combine(rows, params)
     scored = _add_pairwise_families(scored, graph, params)
     edges = _decide(scored, params)
-    return Links(accounts=accounts, edges=edges, candidates=scored.height)
+    linked = pl.concat([edges["a"], edges["b"]]).unique()
+    loose = scored.filter(
+        (pl.col("s_creation") >= params.attach_min)
+        & ~(pl.col("a").is_in(linked.implode()) & pl.col("b").is_in(linked.implode()))
+    ).select("a", "b", pl.col("s_creation").alias("s"))
+    return Links(accounts=accounts, edges=edges, candidates=scored.height, loose=loose)
 
 
 def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
@@ -292,18 +298,13 @@ def _add_pairwise_families(
     acc = graph.accounts
     a = scored["a"].to_numpy()
     b = scored["b"].to_numpy()
-    n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.float64)
+    n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
     sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
-    jac = (sig[a] == sig[b]).mean(axis=1)
-    first = acc["first_ts"].dt.epoch("s").drop_nulls()
-    last = acc["last_ts"].dt.epoch("s").drop_nulls()
-    span_min = max((_num(last.max()) - _num(first.min())) / 60.0, 1440.0)
-    m_eff = span_min * 0.5
-    na, nb = n_min[a], n_min[b]
-    expected = na * nb / m_eff
-    j0 = np.clip(expected / np.maximum(na + nb - expected, 1.0), 0.0, 1.0)
-    timing = p.cap["timing"] * np.clip((jac - j0 - p.timing_excess) / p.timing_full, 0.0, 1.0)
-    timing[np.minimum(na, nb) < p.min_minutes] = 0.0
+    matches = (sig[a] == sig[b]).sum(axis=1)
+    null = TimingNull.fit(sig, n_min, p, seed=p.null_seed)
+    surprise = null.surprise(matches, n_min[a], n_min[b])
+    timing = p.cap["timing"] * np.clip((surprise - p.timing_from) / p.timing_span, 0.0, 1.0)
+    timing[(np.minimum(n_min[a], n_min[b]) < p.min_minutes) | (matches == 0)] = 0.0
 
     hours = _normalised(acc["hours"], 24)
     caps = _normalised(acc["capabilities"], 6)
@@ -329,6 +330,47 @@ def list_matrix(col: pl.Series, width: int, fill: int) -> np.ndarray:
     blank = pl.lit([fill] * width, dtype=pl.List(pl.Int64))
     full = pl.select(pl.when(col.is_null()).then(blank).otherwise(col.cast(pl.List(pl.Int64))))
     return full.to_series().list.to_array(width).to_numpy()
+
+
+@dataclass
+class TimingNull:
+    """How often two *unrelated* accounts agree on k of the K minute hashes.
+
+    Fitted on random account pairs of the same snapshot, binned by the product
+    of their active-minute counts, so heavy users (who overlap with everybody)
+    and the population's own diurnal rhythm set the bar, not a model of it.
+    ``surprise`` is -log10 of the chance of at least that many matches.
+    """
+
+    edges: np.ndarray  # bin edges over log2(n_a * n_b)
+    tail: np.ndarray   # [bin, k] -> P(matches >= k) under the null
+
+    @classmethod
+    def fit(cls, sig: np.ndarray, n_min: np.ndarray, p: LinkParams, *, seed: int) -> TimingNull:
+        rng = np.random.default_rng(seed)
+        active = np.flatnonzero(n_min >= p.min_minutes)
+        edges = np.arange(0.0, 40.0, 1.0)
+        tail = np.ones((len(edges) + 1, MINHASH_K + 2))
+        if len(active) < 2:
+            return cls(edges, tail)
+        a = rng.choice(active, p.null_pairs)
+        b = rng.choice(active, p.null_pairs)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        m = (sig[a] == sig[b]).sum(axis=1)
+        bins = np.digitize(np.log2(n_min[a] * n_min[b]), edges)
+        counts = np.zeros((len(edges) + 1, MINHASH_K + 1))
+        np.add.at(counts, (bins, m), 1.0)
+        at_least = counts[:, ::-1].cumsum(axis=1)[:, ::-1]
+        total = counts.sum(axis=1, keepdims=True)
+        # Add-one smoothing: a bin never seen gives no evidence, never certainty.
+        tail[:, : MINHASH_K + 1] = (at_least + 1.0) / (total + 1.0)
+        return cls(edges, tail)
+
+    def surprise(self, matches: np.ndarray, na: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        prod = np.maximum(na.astype(np.float64) * nb, 1.0)
+        bins = np.digitize(np.log2(prod), self.edges)
+        return -np.log10(self.tail[bins, np.clip(matches, 0, MINHASH_K)])
 
 
 def _normalised(col: pl.Series, width: int) -> np.ndarray:

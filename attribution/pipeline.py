@@ -15,7 +15,7 @@ import polars as pl
 
 from attribution import __version__
 from attribution.attribute import attribute, mask
-from attribution.fleets import find_fleets
+from attribution.fleets import attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
@@ -119,6 +119,7 @@ def attribute_graph(
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
+        membership = attach_loners(membership, links.loose, params.fleet)
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership)
     members = membership.join(links.accounts, on="idx").select("account_id", "fleet")

@@ -26,17 +26,32 @@ HARVEST = ("coding", "agentic", "reasoning")
 # Feature -> (weight in log-odds, evidence kind, sentence template).
 FEATURES: dict[str, tuple[float, str, str]] = {
     "infra": (3.0, "proxy_share", "{pct} of the fleet's requests come through proxy or hosting IPs"),
-    "tz_leak": (2.5, "timezone", "{pct} of accounts report a device time zone foreign to their network's country"),
+    "tz_leak": (2.5, "timezone",
+                "{pct} of accounts report a device time zone foreign to their network's country"),
     "sync": (2.0, "synchronized_timing", "accounts active in the same minutes (mean sync {val})"),
-    "burst": (1.2, "creation_burst", "{pct} of accounts created in sign-up bursts with one email pattern"),
+    "burst": (0.6, "creation_burst", "{pct} of accounts created in sign-up bursts with one email pattern"),
     "uniform": (1.5, "uniform_behaviour", "scripted sameness: volume spread {val} and capability mixes alike"),
     "harvest": (1.0, "capability_mix", "{pct} of exchanges are coding, agentic or reasoning"),
-    "unclaimed": (1.0, "unclaimed", "{pct} of accounts claim no workplace and are on individual plans"),
+    "unclaimed": (0.5, "unclaimed", "{pct} of accounts claim no workplace and are on individual plans"),
     "claimed": (-3.5, "team_identity", "{pct} of accounts claim the same workplace"),
     "team_plan": (-1.5, "team_plan", "{pct} of accounts are on team or API plans"),
 }
-BIAS = -3.2
+BIAS = -3.0
+# Features an account shows on its own; its score moves by this share of its difference.
+ACCOUNT_LEVEL = ("infra", "tz_leak", "team_plan", "unclaimed", "claimed")
+ACCOUNT_SHIFT = 0.6
 SIZE_WEIGHT = 0.9  # per decade of fleet size
+
+
+def _ratio(num: object, den: object) -> float:
+    n = float(num) if isinstance(num, int | float) else 0.0
+    d = float(den) if isinstance(den, int | float) else 0.0
+    return n / d if d > 0 else 0.0
+
+
+def _excess(share: pl.Expr, baseline: float) -> pl.Expr:
+    """How far a share stands above the population's, on a 0..1 scale."""
+    return ((share - baseline) / max(1.0 - baseline, 1e-9)).clip(0.0, 1.0)
 
 
 def _sigmoid(x: pl.Expr) -> pl.Expr:
@@ -89,6 +104,8 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
     out = out.join(tz_share.select("home", "timezone", "tz_share"), on=["home", "timezone"],
                    how="left")
     return out.with_columns(
+        pl.col("plan").is_in(["team", "api"]).alias("team_plan"),
+        (pl.col("claim").is_null() & pl.col("plan").is_in(["", "free", "pro"])).alias("unclaimed"),
         (pl.col("tz_share").fill_null(1.0) < 0.05).cast(pl.Float64).alias("tz_leak"),
         (pl.col("rented_req").fill_null(0) / pl.col("ip_req").fill_null(0).clip(1)).alias("infra"),
     ).drop("tz_share", "ip_country")
@@ -126,19 +143,22 @@ def sybil_scores(
         .group_by("fleet", "claim").agg(pl.len().alias("c"))
         .sort("c", "claim", descending=[True, False])
         .group_by("fleet", maintain_order=True).first()
-        .select("fleet", pl.col("c").alias("claim_n"))
+        .select("fleet", pl.col("c").alias("claim_n"), pl.col("claim").alias("claim_mode"))
     )
     log_ex = (pl.col("exchanges").cast(pl.Float64) + 1.0).log()
+    # Population baselines: a fleet is judged against the users around it, so a
+    # world where many people use VPNs or write code does not look "sybil".
+    pop_infra = _ratio(feats["rented_req"].fill_null(0).sum(), feats["ip_req"].fill_null(0).sum())
+    pop_harvest = _ratio(feats["harvest_ex"].sum(), feats["cap_total"].sum())
     fleets = members.group_by("fleet").agg(
         pl.len().alias("size"),
         (pl.col("rented_req").fill_null(0).sum() / pl.col("ip_req").fill_null(0).sum().clip(1))
-        .alias("infra"),
+        .alias("infra_share"),
         pl.col("tz_leak").mean(),
         (pl.col("harvest_ex").sum() / pl.col("cap_total").sum().clip(1)).alias("harvest_share"),
         log_ex.std().fill_null(0.0).alias("vol_spread"),
-        pl.col("plan").is_in(["team", "api"]).mean().alias("team_plan"),
-        (pl.col("claim").is_null() & pl.col("plan").is_in(["", "free", "pro"])).mean()
-        .alias("unclaimed"),
+        pl.col("team_plan").mean(),
+        pl.col("unclaimed").mean(),
     )
     capsim = _capability_similarity(members, graph)
     fleets = (
@@ -155,11 +175,13 @@ def sybil_scores(
                 * pl.col("capsim").fill_null(0.0)
                 * (pl.col("size") >= 4).cast(pl.Float64)
             ).alias("uniform"),
-            ((pl.col("harvest_share") - 0.5) / 0.5).clip(0.0, 1.0).alias("harvest"),
+            _excess(pl.col("infra_share"), pop_infra).alias("infra"),
+            _excess(pl.col("harvest_share"), pop_harvest).alias("harvest"),
         )
-    )
-    fleets = fleets.with_columns(
-        pl.when(pl.col("claimed") >= 0.5).then(pl.col("claimed")).otherwise(0.0).alias("claimed")
+        .with_columns(
+            pl.when(pl.col("claimed") >= 0.5).then(pl.col("claimed")).otherwise(0.0)
+            .alias("claimed")
+        )
     )
     contrib = [(pl.col(f) * w).alias(f"w_{f}") for f, (w, _, _) in FEATURES.items()]
     fleets = fleets.with_columns(contrib).with_columns(
@@ -170,23 +192,44 @@ def sybil_scores(
         ).alias("logit")
     ).with_columns(_sigmoid(pl.col("logit")).alias("sybil_score")).sort("fleet")
 
-    # Accounts: the fleet's score, pulled down for members barely attached to it.
+    # Accounts: the fleet's log-odds, moved by how the account itself differs from
+    # its fleet on what it shows openly (its own network, time zone, workplace
+    # claim and plan), and pulled down when it is barely attached to the fleet.
     med = members.group_by("fleet").agg(pl.col("attachment").median().alias("med"))
+    fleet_cols = fleets.select(
+        "fleet", "logit", *[pl.col(f).alias(f"fleet_{f}") for f in ACCOUNT_LEVEL],
+        pl.col("claim_mode"),
+    )
+    own = {
+        "infra": _excess(pl.col("infra_acc"), pop_infra),
+        "tz_leak": pl.col("tz_leak"),
+        "team_plan": pl.col("team_plan").cast(pl.Float64),
+        "unclaimed": pl.col("unclaimed").cast(pl.Float64),
+        "claimed": (pl.col("claim") == pl.col("claim_mode")).fill_null(False).cast(pl.Float64),
+    }
+    shift = pl.sum_horizontal([
+        FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")) for f in ACCOUNT_LEVEL
+    ])
     acc_scores = (
-        members.join(med, on="fleet")
-        .join(fleets.select("fleet", "sybil_score"), on="fleet")
+        members.rename({"infra": "infra_acc"})
+        .join(med, on="fleet")
+        .join(fleet_cols, on="fleet")
         .with_columns(
             (pl.col("attachment") / (0.25 * pl.col("med")).clip(1e-9)).clip(0.0, 1.0).alias("att")
         )
         .select(
-            "account_id", "fleet", (pl.col("sybil_score") * pl.col("att")).alias("sybil_score")
+            "account_id",
+            "fleet",
+            (_sigmoid(pl.col("logit") + ACCOUNT_SHIFT * shift) * pl.col("att")).alias(
+                "sybil_score"),
         )
     )
     lone = feats.join(acc_scores.select("account_id"), on="account_id", how="anti").select(
         "account_id",
         pl.lit(None, pl.Int64).alias("fleet"),
         # A lone account is not coordinated as far as the graph shows: low, graded.
-        (0.05 + 0.2 * pl.max_horizontal("infra", "tz_leak").fill_null(0.0)).alias("sybil_score"),
+        (0.05 + 0.2 * pl.max_horizontal(_excess(pl.col("infra"), pop_infra), "tz_leak")
+         .fill_null(0.0)).alias("sybil_score"),
     )
     accounts = pl.concat([acc_scores, lone]).sort("account_id")
     return fleets, accounts, _feature_evidence(fleets)

@@ -40,11 +40,14 @@ class LinkParams:
     min_weight: float = 1.8           # and this total strength
     # Timing: MinHash bands over active minutes, and the burst window.
     lsh_rows: int = 2
-    min_minutes: int = 5
-    timing_excess: float = 0.12       # Jaccard above chance before timing counts
-    timing_full: float = 0.30         # excess Jaccard at which timing is at its cap
+    min_minutes: int = 2
+    null_pairs: int = 400_000         # random pairs that define "chance" for timing
+    null_seed: int = 7
+    timing_from: float = 2.0          # -log10 chance at which timing starts to count
+    timing_span: float = 2.5          # ... and how much more reaches its cap
     burst_minutes: int = 30
     burst_min_size: int = 3
+    attach_min: float = 1.5           # a burst this strong may attach a loner to a fleet
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class FleetParams:
     louvain_min_size: int = 8         # smaller components are fleets as they are
     top_k_edges: int = 12             # per account, before Louvain, for speed
     merge_ratio: float = 0.5          # re-merge communities linked at this share of expectation
+    attach_links: int = 2             # burst links into one fleet that attach a loner to it
 
 
 @dataclass(frozen=True)

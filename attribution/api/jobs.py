@@ -1,0 +1,141 @@
+"""Re-attribution runs started over the API, one at a time, in a background thread.
+
+A run loads a snapshot into the store and replaces its graph, so two at once
+would race; a second request while one is running gets 409. Each job writes
+its run directory under ``$ATTRIBUTION_HOME/api-runs/<job_id>``; with
+``keep_fleet_ids`` the store's current run is handed to the pipeline as the
+previous run, so fleet ids stay stable. Jobs live in memory: a restart
+forgets them (the runs they wrote stay in the store).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from attribution.api.masking import scrub_text
+from attribution.api.problems import ApiProblem
+
+if TYPE_CHECKING:
+    from attribution.api.service import Service
+
+log = logging.getLogger("attribution.api")
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+@dataclass
+class Job:
+    """One requested run and what became of it."""
+
+    job_id: str
+    snapshot: str
+    requested_by: str
+    keep_fleet_ids: bool
+    max_rejected_share: float
+    status: JobStatus = "queued"
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    run_id: str | None = None
+    out: str | None = None
+    error: str | None = None
+
+
+class Jobs:
+    """The job table and the single worker thread."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def start(self, snapshot: Path, *, requested_by: str, keep_fleet_ids: bool,
+              max_rejected_share: float) -> Job:
+        """Queue a run; 409 while another is running."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise ApiProblem(409, "a run is already in progress; try again when it ends")
+            job = Job(job_id=uuid.uuid4().hex, snapshot=str(snapshot), requested_by=requested_by,
+                      keep_fleet_ids=keep_fleet_ids, max_rejected_share=max_rejected_share)
+            self._jobs[job.job_id] = job
+            self._thread = threading.Thread(target=self._work, args=(job,), daemon=True,
+                                            name=f"attribution-run-{job.job_id[:8]}")
+            self._thread.start()
+        return job
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running job (if any) ends (tests, shutdown)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def shutdown(self) -> None:
+        # The worker is a daemon: a run still going on is abandoned, and the
+        # store keeps its previous current run (runs are written atomically).
+        return None
+
+    def _work(self, job: Job) -> None:
+        from attribution.pipeline import run
+        from attribution.settings import RunParams
+
+        job.status, job.started_at = "running", dt.datetime.now(dt.UTC)
+        out = self.service.home / "api-runs" / job.job_id
+        previous: Path | None = None
+        store = None
+        try:
+            if job.keep_fleet_ids:
+                previous = self._previous_dir()
+            store = self.service.store_factory()
+            outcome = run(Path(job.snapshot), out, store,
+                          params=RunParams(max_rejected_share=job.max_rejected_share),
+                          previous=previous)
+            job.run_id, job.out, job.status = outcome.record.run_id, str(out), "succeeded"
+        except BaseException as exc:  # a failed run must never take the server down
+            log.warning("run job %s failed: %s", job.job_id, type(exc).__name__, exc_info=True)
+            job.status = "failed"
+            job.error = scrub_text(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:500]
+        finally:
+            job.finished_at = dt.datetime.now(dt.UTC)
+            if store is not None:
+                try:
+                    store.close()
+                except Exception:
+                    log.warning("closing the job's store failed", exc_info=True)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+
+    def _previous_dir(self) -> Path | None:
+        """The current run written out as a run directory, for stable fleet ids."""
+        from attribution.results import write_tables
+
+        try:
+            view = self.service.current_view()
+        except ApiProblem:
+            return None
+        record = self.service.record(view.run_id)
+        if record is None:
+            return None
+        tmp = Path(tempfile.mkdtemp(prefix=".previous.", dir=self.service.home))
+        write_tables(record, tmp)
+        return tmp
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as the API shows it (no server paths beyond the run directory)."""
+    return {
+        "job_id": job.job_id, "status": job.status, "requested_by": job.requested_by,
+        "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "run_id": job.run_id, "error": job.error,
+        "keep_fleet_ids": job.keep_fleet_ids,
+    }

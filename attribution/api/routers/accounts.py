@@ -1,0 +1,86 @@
+"""One account: its fleet, score, attribution, evidence and the entities it uses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from fastapi import APIRouter, Depends, Query, Request
+
+from attribution.api.deps import ViewDep, require_read, set_rows
+from attribution.api.models import AccountDetail, AccountEntity, Page
+from attribution.api.problems import ApiProblem, responses
+from attribution.api.routers.common import Id, Limit, Offset, entity_rows, page
+from attribution.api.views import RunView
+
+router = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[Depends(require_read)],
+                   responses=responses(401, 403, 404, 422, 503))
+ENTITIES_INLINE = 100
+
+
+def _entities(view: RunView, account_id: str) -> pl.DataFrame:
+    return view.rows(view.uses, view.uses_at, account_id)
+
+
+def _entity_items(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    rows = frame.select(
+        "kind", "entity_id", "first_seen", "last_seen", "count",
+        (pl.col("accounts").cast(pl.Int64) - 1).clip(0).alias("shared_with"),
+        (pl.col("in_fleet").cast(pl.Int64) - 1).clip(0).alias("shared_in_fleet"),
+    ).to_dicts()
+    return entity_rows(rows)
+
+
+@router.get("/{account_id}", response_model=AccountDetail, summary="One account")
+async def get_account(request: Request, view: ViewDep, account_id: Id) -> dict[str, Any]:
+    """Everything the current run says about one account, identifiers masked.
+
+    The 404 for an unknown id does not repeat the id.
+    """
+    row = view.account_row(account_id)
+    if row is None:
+        raise ApiProblem(404, "no such account in the current run")
+    fleet_id = row["fleet_id"]
+    fleet = view.fleet_row(fleet_id) if fleet_id is not None else None
+    evidence = (view.rows(view.evidence, view.evidence_at, fleet_id).to_dicts()
+                if fleet_id is not None else [])
+    attribution = None
+    if row["org_id"] is not None:
+        org = view.org_row(row["org_id"])
+        attribution = {"org_id": row["org_id"], "org_name": org["name"] if org else None,
+                       "confidence": row["confidence"]}
+    entities = _entities(view, account_id)
+    set_rows(request, 1)
+    return {
+        "account_id": account_id,
+        "run_id": view.run_id,
+        "sybil_score": row["sybil_score"],
+        "fleet": fleet,
+        "attribution": attribution,
+        "evidence": evidence,
+        "profile": view.profile(account_id),
+        "entities": _entity_items(entities.head(ENTITIES_INLINE)),
+        "entities_total": entities.height,
+    }
+
+
+@router.get("/{account_id}/entities", response_model=Page[AccountEntity],
+            summary="Entities an account uses")
+async def account_entities(
+    request: Request,
+    view: ViewDep,
+    account_id: Id,
+    kind: Annotated[Literal["payment", "device", "ip", "signup_ip", "email_domain", "prompt"]
+                    | None, Query()] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """All the account's entities, most widely shared first, masked."""
+    if view.account_row(account_id) is None:
+        raise ApiProblem(404, "no such account in the current run")
+    frame = _entities(view, account_id)
+    if kind is not None:
+        frame = frame.filter(pl.col("kind") == kind)
+    items = _entity_items(frame.slice(offset, limit))
+    set_rows(request, len(items))
+    return page(items, total=frame.height, limit=limit, offset=offset)

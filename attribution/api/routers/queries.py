@@ -1,0 +1,112 @@
+"""Named Cypher queries from the ``queries/*.cypher`` library (Neo4j store only).
+
+Only vetted library queries run, by name, with parameters checked against the
+query's header, in a read transaction; no endpoint accepts Cypher text. On
+the embedded store the library is listed but running a query answers 501.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from attribution.api.deps import ServiceDep, require_read, set_rows
+from attribution.api.masking import mask_param, scrub_text
+from attribution.api.models import NamedQuery, QueryResult, QueryRun
+from attribution.api.problems import ApiProblem, responses
+from attribution.api.routers.common import Id
+from attribution.store import Store
+
+router = APIRouter(prefix="/queries", tags=["queries"], dependencies=[Depends(require_read)],
+                   responses=responses(401, 403, 422, 503))
+NEEDS_NEO4J = "named Cypher queries need the Neo4j store (set NEO4J_URI and restart the API)"
+
+
+def _library() -> dict[str, Any]:
+    try:
+        from attribution import cypher
+    except ImportError:  # pragma: no cover - the loader ships with the package
+        return {}
+    try:
+        return dict(cypher.load_queries())
+    except cypher.QueryError:
+        return {}
+
+
+def _describe(query: Any, runnable: bool) -> dict[str, Any]:
+    params = [{"name": p.name, "type": p.type + ("?" if p.nullable else ""),
+               "description": p.doc or None, "required": bool(p.required)}
+              for p in query.params]
+    return {"name": query.name, "description": query.description, "params": params,
+            "runnable": runnable}
+
+
+@router.get("", response_model=list[NamedQuery], summary="The named query library")
+def list_queries(request: Request, service: ServiceDep) -> list[dict[str, Any]]:
+    """Every library query with its parameters; ``runnable`` is false on the embedded store."""
+    runnable = service.is_neo4j()
+    items = [_describe(q, runnable) for _, q in sorted(_library().items())]
+    set_rows(request, len(items))
+    return items
+
+
+@router.post("/{name}", response_model=QueryResult, summary="Run a named query",
+             responses=responses(400, 404, 501))
+def run_query(request: Request, service: ServiceDep, name: Id, body: QueryRun
+              ) -> dict[str, Any]:
+    """Run one library query read-only; personal identifiers in the rows are masked."""
+    from attribution import cypher
+
+    library = _library()
+    if name not in library:
+        raise ApiProblem(404, "no such named query")
+    if not service.is_neo4j():
+        service.call(lambda s: None)  # a store that is down is a 503, not a 501
+        if not service.is_neo4j():
+            raise ApiProblem(501, NEEDS_NEO4J, title="Needs Neo4j")
+    try:
+        library[name].bind(body.params)
+    except cypher.QueryError as exc:
+        raise ApiProblem(422, _safe(str(exc))) from exc
+    rows = service.call(lambda s: _run(s, name, body.params), lock=False)
+    shown = [{k: _jsonable(k, v) for k, v in row.items()} for row in rows[:body.limit]]
+    columns = list(shown[0]) if shown else list(library[name].returns)
+    set_rows(request, len(shown))
+    return {"name": name, "columns": columns, "rows": shown, "truncated": len(rows) > body.limit}
+
+
+def _run(store: Store, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    own = getattr(store, "run_named", None)
+    if callable(own):
+        return list(own(name, params))
+    from attribution import cypher
+
+    driver = getattr(store, "driver", None) or getattr(store, "_driver", None)
+    settings = getattr(store, "settings", None)
+    return cypher.run_named(driver, name, params,  # type: ignore[arg-type]
+                            database=getattr(settings, "database", None))
+
+
+def _safe(message: str) -> str:
+    """A parameter error without the offending value."""
+    return scrub_text(re.split(r", got ", message, maxsplit=1)[0])
+
+
+def _jsonable(key: str, value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    to_native = getattr(value, "to_native", None)
+    if callable(to_native):
+        return to_native().isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(key, v) for v in value]
+    if isinstance(value, str):
+        return mask_param("entity_" + key if "entity" in key.lower() else key, value)
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -1,0 +1,216 @@
+"""In-memory indexes over the current run, so lookups never touch the store.
+
+A ``RunView`` is built once per run id from the run's ``RunRecord`` and the
+stored graph: every frame is sorted by its lookup key and a dict maps each key
+to its row range, so a fleet, an account or a page of members is a slice, not
+a scan. Views are immutable; a new run gives a new view that replaces the old
+one in a single assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from attribution.graph import PropertyGraph
+from attribution.results import RunRecord
+
+Slices = dict[str, tuple[int, int]]
+
+
+def _slices(frame: pl.DataFrame, key: str) -> Slices:
+    """``key value -> (offset, length)`` for a frame sorted by ``key``."""
+    if frame.height == 0:
+        return {}
+    runs = (
+        frame.select(pl.col(key)).with_row_index("_i")
+        .filter(pl.col(key).is_not_null())
+        .group_by(key, maintain_order=True)
+        .agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
+    )
+    return {k: (int(s), int(n)) for k, s, n in runs.iter_rows()}
+
+
+def _positions(frame: pl.DataFrame, key: str) -> dict[str, int]:
+    return {k: i for i, k in enumerate(frame[key].to_list())}
+
+
+def no_nan(frame: pl.DataFrame) -> pl.DataFrame:
+    """NaN is not JSON: float columns carry nulls instead."""
+    return frame.with_columns(
+        [pl.col(c).fill_nan(None) for c, t in frame.schema.items() if t.is_float()]
+    )
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run's results and the graph facts the API shows beside them."""
+
+    run_id: str
+    manifest: dict[str, Any]
+    fleets: pl.DataFrame           # sorted by fleet_id
+    fleet_pos: dict[str, int]
+    assignments: pl.DataFrame      # sorted by fleet_id (nulls last), account_id
+    account_pos: dict[str, int]
+    members: Slices                # fleet_id -> rows of ``assignments``
+    evidence: pl.DataFrame         # sorted by fleet_id, weight desc
+    evidence_at: Slices
+    uses: pl.DataFrame             # account's entities + how many accounts use each
+    uses_at: Slices
+    infra: pl.DataFrame            # per fleet: entities used by >= 2 members
+    infra_at: Slices
+    profiles: pl.DataFrame         # account_id, created_at, country, plan, exchanges
+    profile_pos: dict[str, int]
+    orgs: pl.DataFrame             # one row per organization with its aggregates
+    org_pos: dict[str, int]
+    org_fleets: Slices             # org_id -> rows of ``org_fleet_rows``
+    org_fleet_rows: pl.DataFrame   # fleets sorted by org_id, confidence desc
+
+    @property
+    def accounts(self) -> int:
+        return self.assignments.height
+
+    def fleet_row(self, fleet_id: str) -> dict[str, Any] | None:
+        i = self.fleet_pos.get(fleet_id)
+        return None if i is None else self.fleets.row(i, named=True)
+
+    def account_row(self, account_id: str) -> dict[str, Any] | None:
+        i = self.account_pos.get(account_id)
+        return None if i is None else self.assignments.row(i, named=True)
+
+    def org_row(self, org_id: str) -> dict[str, Any] | None:
+        i = self.org_pos.get(org_id)
+        return None if i is None else self.orgs.row(i, named=True)
+
+    def profile(self, account_id: str) -> dict[str, Any] | None:
+        i = self.profile_pos.get(account_id)
+        return None if i is None else self.profiles.row(i, named=True)
+
+    @staticmethod
+    def rows(frame: pl.DataFrame, at: Slices, key: str) -> pl.DataFrame:
+        start, n = at.get(key, (0, 0))
+        return frame.slice(start, n)
+
+
+def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
+    """Index a run (and the graph it was computed on) for the API."""
+    rec = record.conformed()
+    fleets = no_nan(rec.fleets).sort("fleet_id")
+    assignments = no_nan(rec.assignments).sort(["fleet_id", "account_id"], nulls_last=True)
+    evidence = no_nan(rec.evidence).sort(["fleet_id", "weight"], descending=[False, True],
+                                          nulls_last=True)
+    uses, infra, profiles = _graph_frames(graph, assignments)
+    orgs, org_fleet_rows = _organizations(graph, fleets, assignments)
+    names = orgs.select("org_id", pl.col("name").alias("org_name"))
+    fleets = fleets.join(names, on="org_id", how="left").sort("fleet_id")
+    org_fleet_rows = org_fleet_rows.join(names, on="org_id", how="left").sort(
+        ["org_id", "confidence", "fleet_id"], descending=[False, True, False], nulls_last=True)
+    return RunView(
+        run_id=rec.run_id,
+        manifest=rec.manifest,
+        fleets=fleets,
+        fleet_pos=_positions(fleets, "fleet_id"),
+        assignments=assignments,
+        account_pos=_positions(assignments, "account_id"),
+        members=_slices(assignments, "fleet_id"),
+        evidence=evidence,
+        evidence_at=_slices(evidence, "fleet_id"),
+        uses=uses,
+        uses_at=_slices(uses, "account_id"),
+        infra=infra,
+        infra_at=_slices(infra, "fleet_id"),
+        profiles=profiles,
+        profile_pos=_positions(profiles, "account_id"),
+        orgs=orgs,
+        org_pos=_positions(orgs, "org_id"),
+        org_fleets=_slices(org_fleet_rows, "org_id"),
+        org_fleet_rows=org_fleet_rows,
+    )
+
+
+def _graph_frames(graph: PropertyGraph | None, assignments: pl.DataFrame
+                  ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Entity use per account (with sharing counts) and shared infrastructure per fleet."""
+    ts = pl.Datetime("us", "UTC")
+    if graph is None:
+        uses = pl.DataFrame(schema={"account_id": pl.String, "kind": pl.String,
+                                    "entity_id": pl.String, "first_seen": ts, "last_seen": ts,
+                                    "count": pl.Int64, "accounts": pl.UInt32,
+                                    "in_fleet": pl.UInt32})
+        infra = pl.DataFrame(schema={"fleet_id": pl.String, "kind": pl.String,
+                                     "entity_id": pl.String, "in_fleet": pl.UInt32,
+                                     "accounts": pl.UInt32, "first_seen": ts, "last_seen": ts})
+        profiles = pl.DataFrame(schema={"account_id": pl.String})
+        return uses, infra, profiles
+    raw = graph.uses.select("account_id", "kind", "entity_id", pl.col("first_seen").cast(ts),
+                            pl.col("last_seen").cast(ts), pl.col("count").cast(pl.Int64))
+    degree = raw.group_by("kind", "entity_id").agg(pl.col("account_id").n_unique()
+                                                   .alias("accounts"))
+    member_of = assignments.select("account_id", "fleet_id").filter(
+        pl.col("fleet_id").is_not_null())
+    fleet_uses = raw.join(member_of, on="account_id")
+    infra = (
+        fleet_uses.group_by("fleet_id", "kind", "entity_id")
+        .agg(pl.col("account_id").n_unique().alias("in_fleet"),
+             pl.col("first_seen").min(), pl.col("last_seen").max())
+        .filter(pl.col("in_fleet") >= 2)
+        .join(degree, on=["kind", "entity_id"])
+        .select("fleet_id", "kind", "entity_id", "in_fleet", "accounts", "first_seen",
+                "last_seen")
+        .sort(["fleet_id", "in_fleet", "kind", "entity_id"],
+              descending=[False, True, False, False])
+    )
+    uses = (
+        raw.join(degree, on=["kind", "entity_id"])
+        .join(member_of, on="account_id", how="left")
+        .join(infra.select("fleet_id", "kind", "entity_id", "in_fleet"),
+              on=["fleet_id", "kind", "entity_id"], how="left")
+        .with_columns(pl.col("in_fleet").fill_null(1))
+        .drop("fleet_id")
+        .sort(["account_id", "accounts", "kind", "entity_id"],
+              descending=[False, True, False, False])
+    )
+    acc = graph.accounts
+    wanted = [c for c in ("account_id", "created_at", "country", "plan", "exchanges")
+              if c in acc.columns]
+    profiles = acc.select(wanted).sort("account_id")
+    return uses, infra, profiles
+
+
+def _organizations(graph: PropertyGraph | None, fleets: pl.DataFrame,
+                   assignments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per organization: attributed fleets, accounts, exchanges and confidence spread."""
+    attributed = fleets.filter(pl.col("org_id").is_not_null())
+    per_fleet = attributed.group_by("org_id").agg(
+        pl.len().cast(pl.Int64).alias("fleets"),
+        pl.col("size").sum().cast(pl.Int64).alias("fleet_accounts"),
+        pl.col("exchanges").sum().cast(pl.Int64).alias("exchanges"),
+        pl.col("confidence").min().alias("confidence_min"),
+        pl.col("confidence").median().alias("confidence_median"),
+        pl.col("confidence").max().alias("confidence_max"),
+    )
+    per_account = assignments.filter(pl.col("org_id").is_not_null()).group_by("org_id").agg(
+        pl.len().cast(pl.Int64).alias("accounts"))
+    if graph is not None and graph.organizations.height:
+        cols = [c for c in ("org_id", "name", "country", "kind") if c in graph.organizations.columns]
+        known = graph.organizations.select(cols).unique("org_id", keep="first")
+    else:
+        known = pl.DataFrame(schema={"org_id": pl.String})
+    for col in ("name", "country", "kind"):
+        if col not in known.columns:
+            known = known.with_columns(pl.lit(None, pl.String).alias(col))
+    known = known.with_columns(pl.col("org_id", "name", "country", "kind").cast(pl.String))
+    ids = pl.concat([known.select("org_id"), per_fleet.select("org_id"),
+                     per_account.select("org_id")]).unique()
+    orgs = (
+        ids.join(known, on="org_id", how="left")
+        .join(per_fleet, on="org_id", how="left")
+        .join(per_account, on="org_id", how="left")
+        .with_columns(pl.col("fleets", "fleet_accounts", "exchanges", "accounts").fill_null(0))
+        .sort("org_id")
+    )
+    org_fleet_rows = attributed.sort(["org_id", "confidence", "fleet_id"],
+                                     descending=[False, True, False])
+    return no_nan(orgs), org_fleet_rows

@@ -1,0 +1,223 @@
+"""Named, read-only Cypher queries: one ``.cypher`` file each, loaded by name.
+
+Every file under ``queries/`` starts with ``//`` header lines that a test and
+``run_named`` rely on (the same file pastes straight into Neo4j Browser)::
+
+    // name: fleet_members
+    // description: Accounts of one fleet, most inauthentic first.
+    // param: fleet_id (string) the fleet
+    // param: run_id (string?, default null) a run; null means the current run
+    // param: kind (string: ip|payment|device) which kind of entity
+    // param: limit (int, default 100) at most this many rows
+    // returns: account_id, sybil_score
+
+A parameter's type is ``string``, ``int``, ``float``, ``bool`` or
+``list<string>``; ``?`` allows null; ``: a|b`` lists the allowed values; a
+``default`` (JSON) makes it optional. ``run_named`` checks the parameters
+against the header and runs the query in a read transaction: queries are
+vetted text, never composed from input, so what is run is what was reviewed.
+
+>>> q = parse_query("// name: n\\n// description: d\\n// param: x (int, default 1) x\\n"
+...                 "// returns: x\\nRETURN $x AS x")
+>>> q.bind({})
+{'x': 1}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from neo4j import Driver, ManagedTransaction, Session
+
+# Shipped as package data (``attribution/queries``) or, in a checkout, at the repo root.
+_CANDIDATES = (
+    Path(__file__).resolve().parent / "queries",
+    Path(__file__).resolve().parent.parent / "queries",
+)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "list<string>": (list,),
+}
+_PARAM = re.compile(
+    r"^(?P<name>[A-Za-z_]\w*) \((?P<type>[a-z<>]+)(?P<nullable>\?)?"
+    r"(?:: (?P<choices>[^,)]+))?(?:, default (?P<default>[^)]*))?\)\s*(?P<doc>.*)$"
+)
+_NO_DEFAULT = object()
+
+
+class QueryError(ValueError):
+    """A query file is malformed, unknown, or called with bad parameters."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a named query."""
+
+    name: str
+    type: str
+    nullable: bool = False
+    default: Any = _NO_DEFAULT
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _NO_DEFAULT
+
+    def check(self, value: Any) -> None:
+        """Raise ``QueryError`` unless ``value`` fits this parameter."""
+        if value is None:
+            if not self.nullable:
+                raise QueryError(f"parameter {self.name} may not be null")
+            return
+        ok = isinstance(value, _TYPES[self.type]) and not (
+            self.type in ("int", "float") and isinstance(value, bool)
+        )
+        if ok and self.type == "list<string>":
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise QueryError(f"parameter {self.name} must be {self.type}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise QueryError(f"parameter {self.name} must be one of {'|'.join(self.choices)}")
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """A parsed query file: header metadata and the Cypher text."""
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    returns: tuple[str, ...]
+    text: str
+    path: Path | None = field(default=None, compare=False)
+
+    def bind(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The parameters to send: checked, with defaults filled in."""
+        given = dict(params or {})
+        declared = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise QueryError(f"query {self.name} has no parameter {', '.join(unknown)}")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in given:
+                value = given[p.name]
+            elif p.required:
+                raise QueryError(f"query {self.name} needs parameter {p.name}")
+            else:
+                value = p.default
+            p.check(value)
+            out[p.name] = value
+        return out
+
+
+def parse_query(text: str, path: Path | None = None) -> NamedQuery:
+    """Parse a query file's ``//`` header; raise ``QueryError`` if it is incomplete."""
+    meta: dict[str, str] = {}
+    params: list[Param] = []
+    where = str(path) if path else "query"
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("//"):
+            break
+        key, _, value = stripped[2:].strip().partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "param":
+            m = _PARAM.match(value)
+            if m is None or m["type"] not in _TYPES:
+                raise QueryError(f"{where}: bad param line {value!r}")
+            default: Any = _NO_DEFAULT
+            if m["default"] is not None:
+                try:
+                    default = json.loads(m["default"])
+                except json.JSONDecodeError as exc:
+                    raise QueryError(f"{where}: bad default in {value!r}") from exc
+            choices = tuple(c.strip() for c in m["choices"].split("|")) if m["choices"] else ()
+            params.append(Param(m["name"], m["type"], bool(m["nullable"]), default, choices,
+                                m["doc"]))
+        elif key in ("name", "description", "returns"):
+            meta[key] = (meta[key] + " " + value) if key in meta else value
+    missing = [k for k in ("name", "description", "returns") if k not in meta]
+    if missing:
+        raise QueryError(f"{where}: header lacks {', '.join(missing)}")
+    query = NamedQuery(
+        name=meta["name"],
+        description=meta["description"],
+        params=tuple(params),
+        returns=tuple(r.strip() for r in meta["returns"].split(",") if r.strip()),
+        text=text,
+        path=path,
+    )
+    for p in query.params:
+        if not p.required:
+            p.check(p.default)
+        if f"${p.name}" not in text:
+            raise QueryError(f"{where}: parameter {p.name} is declared but never used")
+    return query
+
+
+def queries_dir() -> Path:
+    """The folder the named queries are read from."""
+    for candidate in _CANDIDATES:
+        if candidate.is_dir() and any(candidate.glob("*.cypher")):
+            return candidate
+    raise QueryError("no queries folder found (looked in " +
+                     ", ".join(str(c) for c in _CANDIDATES) + ")")
+
+
+@cache
+def load_queries(folder: Path | None = None) -> dict[str, NamedQuery]:
+    """Every named query by name; file stem and header name must agree."""
+    folder = folder or queries_dir()
+    out: dict[str, NamedQuery] = {}
+    for path in sorted(folder.glob("*.cypher")):
+        query = parse_query(path.read_text(encoding="utf-8"), path)
+        if query.name != path.stem:
+            raise QueryError(f"{path}: header name {query.name!r} differs from the file name")
+        out[query.name] = query
+    return out
+
+
+def get_query(name: str) -> NamedQuery:
+    """One named query; ``QueryError`` if there is none by that name."""
+    queries = load_queries()
+    if name not in queries:
+        raise QueryError(f"no query named {name!r} (known: {', '.join(sorted(queries))})")
+    return queries[name]
+
+
+def _read(tx: ManagedTransaction, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [record.data() for record in tx.run(text, params)]
+
+
+def run_named(
+    target: Driver | Session,
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    database: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run a named query read-only and return its rows as dicts.
+
+    ``target`` is a driver (a session is opened on ``database``) or an open
+    session. Parameters are checked against the query's header first.
+
+    >>> run_named(driver, "fleet_overview", {"limit": 10})  # doctest: +SKIP
+    """
+    query = get_query(name)
+    bound = query.bind(params)
+    if isinstance(target, Session):
+        return target.execute_read(_read, query.text, bound)
+    with target.session(database=database) as session:
+        return session.execute_read(_read, query.text, bound)
