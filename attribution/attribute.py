@@ -23,13 +23,14 @@ from attribution.settings import AttributionParams
 # Evidence kind -> (log-odds strength, evidence kind name, noun for the sentence).
 STRENGTH: dict[str, tuple[float, str, str]] = {
     "account": (4.0, "org_employee_account", "is an employee account"),
-    "payment": (4.0, "org_payment", "card fingerprint"),
-    "device": (3.5, "org_device", "device"),
-    "prompt": (3.0, "prompt_template", "prompt template"),
+    "payment": (4.5, "org_payment", "card fingerprint"),
+    "device": (4.0, "org_device", "device"),
+    "prompt": (3.5, "prompt_template", "prompt template"),
     "email_domain": (2.5, "org_email_domain", "email domain"),
-    "ip": (2.0, "org_ip", "IP"),
-    "asn": (2.0, "org_asn", "network AS"),
+    "ip": (2.5, "org_ip", "IP"),
+    "asn": (2.5, "org_asn", "network AS"),
 }
+COVERAGE_FLOOR = 0.15  # evidence touching a sliver of the fleet keeps this share
 TWO_HOP = 0.8        # shared with an employee account, rather than known itself
 RENTED = 0.1         # proxy exits and hosting ranges say little about who rents them
 SAME_KIND_BONUS = 0.3
@@ -202,30 +203,40 @@ def _evidence_pieces(
     hits = (
         fleet_touch.join(org_entities, on=["kind", "entity_id"])
         .group_by("fleet", "org_id", "kind", "entity_id", "via", "source")
-        .agg(pl.col("account_id").n_unique().alias("n_members"), pl.col("confidence").max())
+        .agg(
+            pl.col("account_id").n_unique().alias("n_members"),
+            pl.col("confidence").max(),
+            pl.col("count").sum().alias("requests"),
+        )
     )
     if not hits.height:
         return hits
     base = pl.col("kind").replace_strict({k: v[0] for k, v in STRENGTH.items()},
                                          return_dtype=pl.Float64)
     size = fleet_scores.select("fleet", "size")
+    # Network evidence counts by traffic: two requests of thousands through an
+    # organization's network (a shared co-working NAT) is not the fleet's network.
+    traffic = fleet_touch.filter(pl.col("kind") == "ip").group_by("fleet").agg(
+        pl.col("count").sum().alias("fleet_requests")
+    )
     hits = (
         hits.join(size, on="fleet")
+        .join(traffic, on="fleet", how="left")
         .join(degree, on=["kind", "entity_id"], how="left")
         .join(rented, on=["kind", "entity_id"], how="left")
         .with_columns(pl.col("rented").fill_null(False))
         .with_columns(
-            (pl.col("n_members") / pl.col("size")).alias("coverage"),
+            pl.when(pl.col("kind").is_in(["ip", "asn"]))
+            .then(pl.col("requests") / pl.col("fleet_requests").clip(1))
+            .otherwise(pl.col("n_members") / pl.col("size"))
+            .clip(0.0, 1.0)
+            .alias("coverage"),
         )
         .with_columns(
             (
                 base
                 * pl.col("confidence")
-                * (
-                    0.3
-                    + 0.35 * (pl.col("n_members").cast(pl.Float64) + 1.0).log10()
-                    + 0.7 * pl.col("coverage")
-                ).clip(0.0, 1.0)
+                * (COVERAGE_FLOOR + (1.0 - COVERAGE_FLOOR) * pl.col("coverage").sqrt())
                 * pl.when(pl.col("rented")).then(RENTED).otherwise(1.0)
                 # A two-hop entity shared by many outsiders (a NAT) is no tie.
                 * pl.when(pl.col("via").is_not_null())

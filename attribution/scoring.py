@@ -35,11 +35,15 @@ FEATURES: dict[str, tuple[float, str, str]] = {
     "unclaimed": (0.5, "unclaimed", "{pct} of accounts claim no workplace and are on individual plans"),
     "claimed": (-3.5, "team_identity", "{pct} of accounts claim the same workplace"),
     "team_plan": (-1.5, "team_plan", "{pct} of accounts are on team or API plans"),
+    "institutional": (-2.0, "institutional_email",
+                      "{pct} of accounts sign in with an email domain known to belong to an organization"),
 }
 BIAS = -3.0
 # Features an account shows on its own; its score moves by this share of its difference.
-ACCOUNT_LEVEL = ("infra", "tz_leak", "team_plan", "unclaimed", "claimed")
+ACCOUNT_LEVEL = ("infra", "tz_leak", "team_plan", "unclaimed", "claimed", "institutional")
 ACCOUNT_SHIFT = 0.6
+# Log-odds taken from a member with almost no links inside its fleet.
+DETACHED = 3.0
 SIZE_WEIGHT = 0.9  # per decade of fleet size
 
 
@@ -85,9 +89,11 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
     caps = list_matrix(acc["capabilities"], 6, 0).astype(np.float64)
     total = caps.sum(axis=1)
     harvest = caps[:, :3].sum(axis=1)
+    org_domains = graph.known_links.filter(pl.col("kind") == "email_domain")["key"].unique()
     out = acc.select(
         "account_id",
         "exchanges",
+        pl.col("email_domain").is_in(org_domains.implode()).fill_null(False).alias("institutional"),
         pl.col("plan").fill_null(""),
         pl.col("org_claim").str.strip_chars().str.to_lowercase().alias("claim"),
         pl.col("country"),
@@ -159,6 +165,7 @@ def sybil_scores(
         log_ex.std().fill_null(0.0).alias("vol_spread"),
         pl.col("team_plan").mean(),
         pl.col("unclaimed").mean(),
+        pl.col("institutional").mean(),
     )
     capsim = _capability_similarity(members, graph)
     fleets = (
@@ -192,9 +199,9 @@ def sybil_scores(
         ).alias("logit")
     ).with_columns(_sigmoid(pl.col("logit")).alias("sybil_score")).sort("fleet")
 
-    # Accounts: the fleet's log-odds, moved by how the account itself differs from
-    # its fleet on what it shows openly (its own network, time zone, workplace
-    # claim and plan), and pulled down when it is barely attached to the fleet.
+    # Accounts: the fleet's log-odds, moved by what the account itself shows
+    # (its own network, time zone, workplace claim, plan and email domain), and
+    # pulled down when it is barely attached to the fleet.
     med = members.group_by("fleet").agg(pl.col("attachment").median().alias("med"))
     fleet_cols = fleets.select(
         "fleet", "logit", *[pl.col(f).alias(f"fleet_{f}") for f in ACCOUNT_LEVEL],
@@ -206,9 +213,12 @@ def sybil_scores(
         "team_plan": pl.col("team_plan").cast(pl.Float64),
         "unclaimed": pl.col("unclaimed").cast(pl.Float64),
         "claimed": (pl.col("claim") == pl.col("claim_mode")).fill_null(False).cast(pl.Float64),
+        "institutional": pl.col("institutional").cast(pl.Float64),
     }
+    # Only what the account shows *more* than its fleet moves it: a member that
+    # hides less than the rest is not cleared by that alone.
     shift = pl.sum_horizontal([
-        FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")) for f in ACCOUNT_LEVEL
+        FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None) for f in ACCOUNT_LEVEL
     ])
     acc_scores = (
         members.rename({"infra": "infra_acc"})
@@ -220,8 +230,9 @@ def sybil_scores(
         .select(
             "account_id",
             "fleet",
-            (_sigmoid(pl.col("logit") + ACCOUNT_SHIFT * shift) * pl.col("att")).alias(
-                "sybil_score"),
+            _sigmoid(
+                pl.col("logit") + ACCOUNT_SHIFT * shift - DETACHED * (1.0 - pl.col("att"))
+            ).alias("sybil_score"),
         )
     )
     lone = feats.join(acc_scores.select("account_id"), on="account_id", how="anti").select(

@@ -67,7 +67,7 @@ class AttributionParams:
 
     abstain_below: float = 0.5        # no org_id under this confidence
     accuse_min_sybil: float = 0.5     # only fleets this likely inauthentic are attributed
-    prior_logit: float = 2.5          # log-odds of "no known org" before any evidence
+    prior_logit: float = 1.0          # log-odds of "no known org" before any evidence
 
 
 @dataclass(frozen=True)
