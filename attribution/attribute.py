@@ -31,6 +31,7 @@ STRENGTH: dict[str, tuple[float, str, str]] = {
     "asn": (2.5, "org_asn", "network AS"),
 }
 COVERAGE_FLOOR = 0.15  # evidence touching a sliver of the fleet keeps this share
+COUNT_KINDS = ("account", "payment", "device", "prompt")
 TWO_HOP = 0.8        # shared with an employee account, rather than known itself
 RENTED = 0.1         # proxy exits and hosting ranges say little about who rents them
 SAME_KIND_BONUS = 0.3
@@ -236,7 +237,14 @@ def _evidence_pieces(
             (
                 base
                 * pl.col("confidence")
-                * (COVERAGE_FLOOR + (1.0 - COVERAGE_FLOOR) * pl.col("coverage").sqrt())
+                * pl.max_horizontal(
+                    COVERAGE_FLOOR + (1.0 - COVERAGE_FLOOR) * pl.col("coverage").sqrt(),
+                    # A strong identifier held by many members counts in itself,
+                    # however large the fleet around them.
+                    pl.when(pl.col("kind").is_in(list(COUNT_KINDS)))
+                    .then((0.3 + 0.3 * pl.col("n_members").cast(pl.Float64).log10()).clip(0, 1))
+                    .otherwise(0.0),
+                )
                 * pl.when(pl.col("rented")).then(RENTED).otherwise(1.0)
                 # A two-hop entity shared by many outsiders (a NAT) is no tie.
                 * pl.when(pl.col("via").is_not_null())

@@ -173,12 +173,16 @@ def attach_loners(
         loose.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), "s"),
         loose.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), "s"),
     ])
+    partners = sides.group_by("loner").agg(pl.len().alias("partners"))
     joined = (
         sides.join(fleet_of, on="idx")
         .join(fleet_of.select(pl.col("idx").alias("loner")), on="loner", how="anti")
         .group_by("loner", "fleet")
         .agg(pl.len().alias("n"), pl.col("s").sum().alias("attachment"))
-        .filter(pl.col("n") >= params.attach_links)
+        .join(partners, on="loner")
+        # Most of the burst it was born in must be that fleet, not the background.
+        .filter((pl.col("n") >= params.attach_links)
+                & (pl.col("n") >= params.attach_share * pl.col("partners")))
         .sort(["loner", "n", "attachment", "fleet"], descending=[False, True, True, False])
         .group_by("loner", maintain_order=True).first()
     )

@@ -24,12 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from attribution import features
 from attribution.behaviour import MINHASH_K
 from attribution.graph import PropertyGraph
+from attribution.matrix import list_matrix
 from attribution.settings import LinkParams
 
 FAMILIES = ("payment", "device", "network", "email", "prompt", "timing", "creation", "profile")
 STRONG_FAMILIES = ("payment", "device")
+# Families whose big entities may still link when their users are anomalous together
+# (not networks: rented proxy exits are shared by several operators at once).
+COHERENCE_FAMILIES = ("prompt", "email")
 # uses.kind -> evidence family
 KIND_FAMILY = {
     "payment": "payment",
@@ -39,8 +44,6 @@ KIND_FAMILY = {
     "email_domain": "email",
     "prompt": "prompt",
 }
-# Profile similarity is common among strangers: it agrees only when quite high.
-PROFILE_AGREES = 0.7
 
 
 @dataclass
@@ -126,12 +129,37 @@ def _entity_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
     uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
         pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
     )
-    degree = uses.group_by("kind", "entity_id", "family").agg(pl.col("idx").n_unique().alias("n"))
+    # Who uses an entity tells a campaign's template or domain from a popular
+    # one: a large entity whose users are, together, far more anomalous than
+    # the population (rented networks, foreign time zones, harvesting) is a
+    # marker of one operation, however many accounts share it.
+    anomaly = index.join(
+        graph.accounts.select("account_id").with_columns(
+            features.anomaly(features.account_features(graph))),
+        on="account_id",
+    ).select("idx", "anomaly")
+    baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
+    degree = (
+        uses.join(anomaly, on="idx", how="left")
+        .group_by("kind", "entity_id", "family")
+        .agg(pl.col("idx").n_unique().alias("n"), pl.col("anomaly").mean().alias("coh"))
+    )
     cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
     hub = pl.col("family").replace_strict(p.hub_size, return_dtype=pl.Float64)
+    coherent = (
+        pl.col("family").is_in(list(COHERENCE_FAMILIES))
+        & (pl.col("n") >= p.coherence_min_users)
+    )
+    lift = ((pl.col("coh") - baseline) / max(p.coherence_full * (1.0 - baseline), 1e-9)).clip(
+        0.0, 1.0)
     blocks = (
         degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
-        .with_columns((cap * rarity(pl.col("n"), hub)).alias("s"))
+        .with_columns(
+            pl.max_horizontal(
+                cap * rarity(pl.col("n"), hub),
+                pl.when(coherent).then(cap * p.coherence_share * lift).otherwise(0.0),
+            ).alias("s")
+        )
         .filter(pl.col("s") >= p.min_block_strength)
     )
     members = uses.join(blocks.select("kind", "entity_id", "s"), on=["kind", "entity_id"])
@@ -325,13 +353,6 @@ def _add_pairwise_families(
     )
 
 
-def list_matrix(col: pl.Series, width: int, fill: int) -> np.ndarray:
-    """A list column of fixed width as a 2-D array, ``fill`` for missing rows."""
-    blank = pl.lit([fill] * width, dtype=pl.List(pl.Int64))
-    full = pl.select(pl.when(col.is_null()).then(blank).otherwise(col.cast(pl.List(pl.Int64))))
-    return full.to_series().list.to_array(width).to_numpy()
-
-
 @dataclass
 class TimingNull:
     """How often two *unrelated* accounts agree on k of the K minute hashes.
@@ -404,11 +425,12 @@ def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
 def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     """Keep pairs with a strong identifier, or several families agreeing."""
     s_cols = [f"s_{f}" for f in FAMILIES]
+    # Profile (time zone, hours, capability mix) moves with timing and with
+    # geography, so it adds weight but never counts as an agreeing family.
     agrees = [
-        (pl.col(f"s_{f}") >= (PROFILE_AGREES if f == "profile" else p.family_threshold)).cast(
-            pl.Int32
-        )
+        (pl.col(f"s_{f}") >= p.family_threshold).cast(pl.Int32)
         for f in FAMILIES
+        if f != "profile"
     ]
     strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
     out = scored.with_columns(

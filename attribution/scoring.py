@@ -19,8 +19,12 @@ import math
 import numpy as np
 import polars as pl
 
+from attribution.features import account_features
+from attribution.features import excess as _excess
+from attribution.features import ratio as _ratio
 from attribution.graph import PropertyGraph
-from attribution.linking import Links, list_matrix
+from attribution.linking import Links
+from attribution.matrix import list_matrix
 
 HARVEST = ("coding", "agentic", "reasoning")
 # Feature -> (weight in log-odds, evidence kind, sentence template).
@@ -47,74 +51,8 @@ DETACHED = 3.0
 SIZE_WEIGHT = 0.9  # per decade of fleet size
 
 
-def _ratio(num: object, den: object) -> float:
-    n = float(num) if isinstance(num, int | float) else 0.0
-    d = float(den) if isinstance(den, int | float) else 0.0
-    return n / d if d > 0 else 0.0
-
-
-def _excess(share: pl.Expr, baseline: float) -> pl.Expr:
-    """How far a share stands above the population's, on a 0..1 scale."""
-    return ((share - baseline) / max(1.0 - baseline, 1e-9)).clip(0.0, 1.0)
-
-
 def _sigmoid(x: pl.Expr) -> pl.Expr:
     return 1.0 / (1.0 + (-x).exp())
-
-
-def account_features(graph: PropertyGraph) -> pl.DataFrame:
-    """Per-account inputs of the fleet features (one row per account)."""
-    acc = graph.accounts
-    ips = graph.ips.select(
-        pl.col("ip").alias("entity_id"),
-        (pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False)).alias("rented"),
-        pl.col("country").alias("ip_country"),
-    )
-    ip_use = graph.uses.filter(pl.col("kind") == "ip").join(ips, on="entity_id", how="left")
-    infra = ip_use.group_by("account_id").agg(
-        (pl.col("count") * pl.col("rented").fill_null(False)).sum().alias("rented_req"),
-        pl.col("count").sum().alias("ip_req"),
-        pl.col("ip_country").drop_nulls().mode().sort().first().alias("ip_country"),
-    )
-    dev = graph.uses.filter(pl.col("kind") == "device").join(
-        graph.devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
-    )
-    tz = (
-        dev.filter(pl.col("timezone").is_not_null())
-        .group_by("account_id", "timezone").agg(pl.col("count").sum())
-        .sort("count", "timezone", descending=[True, False])
-        .group_by("account_id", maintain_order=True).first()
-        .select("account_id", "timezone")
-    )
-    caps = list_matrix(acc["capabilities"], 6, 0).astype(np.float64)
-    total = caps.sum(axis=1)
-    harvest = caps[:, :3].sum(axis=1)
-    org_domains = graph.known_links.filter(pl.col("kind") == "email_domain")["key"].unique()
-    out = acc.select(
-        "account_id",
-        "exchanges",
-        pl.col("email_domain").is_in(org_domains.implode()).fill_null(False).alias("institutional"),
-        pl.col("plan").fill_null(""),
-        pl.col("org_claim").str.strip_chars().str.to_lowercase().alias("claim"),
-        pl.col("country"),
-    ).with_columns(
-        pl.Series("harvest_ex", harvest), pl.Series("cap_total", total)
-    ).join(infra, on="account_id", how="left").join(tz, on="account_id", how="left")
-    out = out.with_columns(pl.coalesce("country", "ip_country").alias("home"))
-    # Time zone leak: a device time zone rare among accounts of the same home country.
-    tz_share = (
-        out.filter(pl.col("timezone").is_not_null() & pl.col("home").is_not_null())
-        .group_by("home", "timezone").agg(pl.len().alias("c"))
-        .with_columns((pl.col("c") / pl.col("c").sum().over("home")).alias("tz_share"))
-    )
-    out = out.join(tz_share.select("home", "timezone", "tz_share"), on=["home", "timezone"],
-                   how="left")
-    return out.with_columns(
-        pl.col("plan").is_in(["team", "api"]).alias("team_plan"),
-        (pl.col("claim").is_null() & pl.col("plan").is_in(["", "free", "pro"])).alias("unclaimed"),
-        (pl.col("tz_share").fill_null(1.0) < 0.05).cast(pl.Float64).alias("tz_leak"),
-        (pl.col("rented_req").fill_null(0) / pl.col("ip_req").fill_null(0).clip(1)).alias("infra"),
-    ).drop("tz_share", "ip_country")
 
 
 def sybil_scores(

@@ -43,11 +43,14 @@ class LinkParams:
     min_minutes: int = 2
     null_pairs: int = 400_000         # random pairs that define "chance" for timing
     null_seed: int = 7
-    timing_from: float = 2.0          # -log10 chance at which timing starts to count
+    timing_from: float = 2.5          # -log10 chance at which timing starts to count
     timing_span: float = 2.5          # ... and how much more reaches its cap
     burst_minutes: int = 30
     burst_min_size: int = 3
-    attach_min: float = 1.5           # a burst this strong may attach a loner to a fleet
+    coherence_min_users: int = 20     # entities this big may link by who uses them
+    coherence_full: float = 0.5       # anomaly lift (share of the way to 1) at full strength
+    coherence_share: float = 0.6      # of the family's cap, at full lift
+    attach_min: float = 1.8           # a burst this strong may attach a loner to a fleet
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class FleetParams:
     louvain_min_size: int = 8         # smaller components are fleets as they are
     top_k_edges: int = 12             # per account, before Louvain, for speed
     merge_ratio: float = 0.5          # re-merge communities linked at this share of expectation
-    attach_links: int = 2             # burst links into one fleet that attach a loner to it
+    attach_links: int = 3             # burst links into one fleet that attach a loner to it
+    attach_share: float = 0.7         # ... and the share of its burst partners they must be
 
 
 @dataclass(frozen=True)

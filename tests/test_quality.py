@@ -1,0 +1,52 @@
+"""Attribution quality on generated worlds with ground truth, several seeds.
+
+Seeds 11-13 were never used for tuning (that was done on 1-3). The bounds are
+what the engine reaches with a margin; the issue's targets are recorded in the
+README next to the measured figures.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from attribution.pipeline import run
+from attribution.store.embedded import EmbeddedStore
+from fixtures.evaluate import Quality, evaluate
+from fixtures.worldgen import generate_world
+
+SEEDS = (11, 12, 13)
+
+
+@pytest.fixture(scope="module", params=SEEDS)
+def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Quality:
+    world = tmp_path_factory.mktemp(f"world{request.param}")
+    generate_world(world, accounts=5000, seed=request.param)
+    out = world / "run"
+    run(world / "snapshot", out, EmbeddedStore(world / "store"))
+    return evaluate(out, world)
+
+
+def test_sybil_detection_precision_and_recall(quality: Quality) -> None:
+    assert quality.sybil_precision >= 0.85
+    assert quality.sybil_recall >= 0.85
+
+
+def test_false_accusations_are_rare(quality: Quality) -> None:
+    assert quality.accusations > 50
+    assert quality.false_accusation_rate <= 0.02
+
+
+def test_operators_without_evidence_are_never_accused(quality: Quality) -> None:
+    assert quality.unattributable_accused == 0
+
+
+def test_confidence_is_calibrated(quality: Quality) -> None:
+    assert quality.ece <= 0.10
+
+
+def test_company_teams_are_not_called_sybil(quality: Quality) -> None:
+    assert quality.team_flagged_rate <= 0.01
+
+
+def test_fleets_are_mostly_one_group(quality: Quality) -> None:
+    assert quality.fleet_purity >= 0.85
