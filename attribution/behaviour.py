@@ -30,54 +30,69 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     Columns: account_id, exchanges, input_tokens, output_tokens, first_ts,
     last_ts, active_days, active_minutes, hours (24 counts, UTC), capabilities
     (counts in ``CAPABILITIES`` order), minute_sig (``MINHASH_K`` minima).
+    Each aggregate runs over the smallest table that carries it: volumes over
+    exchanges, signatures over distinct (account, minute), histograms over
+    (account, bucket) counts.
     """
-    minute = (pl.col("ts").dt.epoch("s") // 60).alias("minute")
-    lf = exchanges.select(
+    known = list(CAPABILITIES[:-1])
+    base = exchanges.select(
         "account_id",
         "ts",
         "input_tokens",
         "output_tokens",
+        (pl.col("ts").dt.epoch("s") // 60).alias("minute"),
         pl.col("capability").str.to_lowercase().alias("capability"),
-        minute,
-        pl.col("ts").dt.hour().alias("hour"),
-    )
-    minhashes = [((pl.col("minute") * a + b) % _PRIME).min().alias(f"mh{i}") for i, (a, b) in
-                 enumerate(_COEFFS)]
-    hours = [(pl.col("hour") == h).sum().alias(f"h{h}") for h in range(24)]
-    caps = [(pl.col("capability") == c).sum().alias(f"c_{c}") for c in CAPABILITIES[:-1]]
-    caps.append(
-        (~pl.col("capability").is_in(list(CAPABILITIES[:-1])) | pl.col("capability").is_null())
-        .sum()
-        .alias("c_other")
-    )
-    agg = lf.group_by("account_id").agg(
+    ).collect()
+    volume = base.lazy().group_by("account_id").agg(
         pl.len().cast(pl.Int64).alias("exchanges"),
         pl.col("input_tokens").sum().cast(pl.Int64),
         pl.col("output_tokens").sum().cast(pl.Int64),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
-        (pl.col("minute") // 1440).n_unique().cast(pl.Int64).alias("active_days"),
-        pl.col("minute").n_unique().cast(pl.Int64).alias("active_minutes"),
-        *minhashes,
-        *hours,
-        *caps,
     )
-    out = agg.select(
-        "account_id",
-        "exchanges",
-        "input_tokens",
-        "output_tokens",
-        "first_ts",
-        "last_ts",
-        "active_days",
-        "active_minutes",
-        pl.concat_list([f"h{h}" for h in range(24)]).cast(pl.List(pl.Int64)).alias("hours"),
-        pl.concat_list([f"c_{c}" for c in CAPABILITIES]).cast(pl.List(pl.Int64))
-        .alias("capabilities"),
-        pl.concat_list([f"mh{i}" for i in range(MINHASH_K)]).cast(pl.List(pl.Int64))
-        .alias("minute_sig"),
+    minutes = base.lazy().select("account_id", "minute").unique()
+    signature = minutes.group_by("account_id").agg(
+        (pl.col("minute") // 1440).n_unique().cast(pl.Int64).alias("active_days"),
+        pl.len().cast(pl.Int64).alias("active_minutes"),
+        pl.concat_list(
+            [((pl.col("minute") * a + b) % _PRIME).min() for a, b in _COEFFS]
+        ).alias("minute_sig"),
+    )
+    hours = _histogram(
+        base.lazy().select("account_id", ((pl.col("minute") // 60) % 24).alias("bucket")), 24
+    )
+    caps = _histogram(
+        base.lazy().select(
+            "account_id",
+            pl.col("capability")
+            .replace_strict({c: i for i, c in enumerate(known)}, default=len(known),
+                            return_dtype=pl.Int64)
+            .fill_null(len(known))
+            .alias("bucket"),
+        ),
+        len(CAPABILITIES),
+    )
+    out = (
+        volume.join(signature, on="account_id")
+        .join(hours.rename({"hist": "hours"}), on="account_id")
+        .join(caps.rename({"hist": "capabilities"}), on="account_id")
+        .select(
+            "account_id", "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
+            "active_days", "active_minutes", "hours", "capabilities",
+            pl.col("minute_sig").cast(pl.List(pl.Int64)),
+        )
     )
     return out.collect().sort("account_id")
+
+
+def _histogram(frame: pl.LazyFrame, width: int) -> pl.LazyFrame:
+    """Per account, counts of ``bucket`` values 0..width-1 as a fixed-length list."""
+    counts = frame.group_by("account_id", "bucket").agg(pl.len().cast(pl.Int64).alias("n"))
+    return counts.group_by("account_id").agg(
+        pl.concat_list(
+            [pl.col("n").filter(pl.col("bucket") == i).sum() for i in range(width)]
+        ).alias("hist")
+    )
 
 
 def prompt_edges(exchanges: pl.LazyFrame) -> pl.DataFrame:

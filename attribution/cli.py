@@ -73,7 +73,8 @@ def summary(manifest: dict[str, object], fleets: object, out: Path) -> str:
     rejected = sum(t["rejected"] for t in counts.get("tables", {}).values())
     if rejected:
         lines.append(f"  rejected input rows: {rejected} (see {out}/rejected/)")
-    top = fleets.sort(["sybil_score", "size"], descending=True).head(8)
+    likely = fleets.filter(pl.col("sybil_score") >= 0.5)
+    top = likely.sort(["size", "sybil_score", "fleet_id"], descending=[True, True, False]).head(8)
     if top.height:
         lines.append("  top fleets:")
     for row in top.iter_rows(named=True):
@@ -105,12 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.01)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_run)
-    try:
-        from attribution import neo4j_dev
-    except ImportError:  # pragma: no cover - the module ships with the package
-        pass
-    else:
-        neo4j_dev.register(sub)
+    from attribution import neo4j_dev
+    from attribution.api import cli as api_cli
+
+    neo4j_dev.register(sub)
+    api_cli.register(sub)
     return parser
 
 
