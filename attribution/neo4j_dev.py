@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +288,7 @@ def build(project_root: Path | str | None = None, *, force: bool = False,
     java = find_java()
     jar = nd / "target" / JAR_NAME
     if cds is None:
-        cds = os.environ.get("ATTRIBUTION_NEO4J_CDS", "1") != "0"
+        cds = _cds_enabled()
     if force or not _is_built(nd):
         mvn = find_mvn()
         with _build_lock(nd):
@@ -300,11 +302,9 @@ def build(project_root: Path | str | None = None, *, force: bool = False,
 
 
 def _maven_package(nd: Path, mvn: str) -> None:
+    # Nothing is deleted up front: a server may be running from target/ right now.
     target = nd / "target"
-    for stale in ("lib", "classes"):
-        shutil.rmtree(target / stale, ignore_errors=True)
-    for name in (JAR_NAME, ".build-stamp", "neo4j-dev.jsa", "neo4j-dev.jsa.key",
-                 "neo4j-dev.jsa.failed"):
+    for name in (".build-stamp", "neo4j-dev.jsa.key", "neo4j-dev.jsa.failed"):
         (target / name).unlink(missing_ok=True)
     log = target / "build.log"
     cmd = [mvn, "-q", "-B", "package", "-DskipTests"]
@@ -317,7 +317,29 @@ def _maven_package(nd: Path, mvn: str) -> None:
     if rc != 0 or not (target / JAR_NAME).is_file():
         raise Neo4jDevError(f"Maven build of {nd} failed (exit {rc}); see {log}",
                             _tail(log, 0, 40))
+    _prune_lib(target)
     (target / ".build-stamp").write_text(f"neo4j-harness {NEO4J_VERSION}\n")
+
+
+def _prune_lib(target: Path) -> None:
+    """Drop jars in target/lib that the jar's manifest Class-Path no longer names."""
+    with zipfile.ZipFile(target / JAR_NAME) as jar:
+        manifest = jar.read("META-INF/MANIFEST.MF").decode()
+    # manifest lines wrap at 72 bytes with a leading space on continuation lines
+    unfolded = manifest.replace("\r\n", "\n").replace("\n ", "")
+    entries: set[str] = set()
+    for line in unfolded.splitlines():
+        if line.startswith("Class-Path:"):
+            entries.update(Path(e).name for e in line.split(":", 1)[1].split())
+    if not entries:
+        return
+    for jar_path in (target / "lib").glob("*.jar"):
+        if jar_path.name not in entries:
+            jar_path.unlink()
+
+
+def _cds_enabled() -> bool:
+    return os.environ.get("ATTRIBUTION_NEO4J_CDS", "1") != "0"
 
 
 def _cds_key(nd: Path, java: str) -> str:
@@ -422,6 +444,31 @@ def _is_ours(pid: int, data_dir: Path) -> bool:
     return (JAR_NAME in cmd or MAIN_CLASS in cmd) and str(data_dir) in cmd
 
 
+def _find_by_cmdline(data_dir: Path) -> tuple[int, int | None] | None:
+    """A launcher serving ``data_dir`` whose pid file is missing: (pid, port)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not any(a.endswith(JAR_NAME) or a == MAIN_CLASS for a in argv):
+            continue
+        opts = dict(itertools.pairwise(argv))
+        if opts.get("--data") != str(data_dir) or "--smoke-test" in argv:
+            continue
+        pid = int(entry.name)
+        if not _alive(pid):
+            continue
+        port = opts.get("--port", "")
+        return pid, int(port) if port.isdigit() else None
+    return None
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -468,11 +515,17 @@ def status(*, data_dir: Path | str | None = None) -> ServerStatus:
     data = _resolve_data_dir(data_dir)
     log, pid_file, info_file = _paths(data)
     pid = _read_pid(pid_file)
-    if pid is None or not _is_ours(pid, data):
-        return ServerStatus(running=False, data_dir=data, log_path=log)
-    info = _read_info(info_file)
-    port = info.get("port")
-    port = port if isinstance(port, int) else None
+    info: dict[str, object] = {}
+    port: int | None = None
+    if pid is not None and _is_ours(pid, data):
+        info = _read_info(info_file)
+        p = info.get("port")
+        port = p if isinstance(p, int) else None
+    else:
+        found = _find_by_cmdline(data)
+        if found is None:
+            return ServerStatus(running=False, data_dir=data, log_path=log)
+        pid, port = found
     uri = f"bolt://{HOST}:{port}" if port is not None else None
     answering = port is not None and port_answers(port)
     return ServerStatus(running=True, data_dir=data, log_path=log, pid=pid, port=port, uri=uri,
@@ -513,7 +566,7 @@ def start(*, port: int = DEFAULT_PORT, data_dir: Path | str | None = None,
     java = find_java()
     jar = build(project_root)
     nd = jar.parent.parent
-    jsa = _cds_archive(nd, java)
+    jsa = _cds_archive(nd, java) if _cds_enabled() else None
 
     data.mkdir(parents=True, exist_ok=True)
     cmd = [java, f"-Xmx{heap}", *JVM_FLAGS]
@@ -702,11 +755,12 @@ def _handle(args: argparse.Namespace) -> int:
     if args.action == "start":
         server = start(port=args.port or DEFAULT_PORT, data_dir=args.data, heap=args.heap,
                        password=args.password, timeout=args.timeout)
+        # stdout stays shell-evaluable: eval "$(python -m attribution.neo4j_dev start)"
         if server.already_running:
-            print(f"neo4j-dev: already running, pid {server.pid}, {server.uri}; "
+            print(f"# neo4j-dev: already running, pid {server.pid}, {server.uri}; "
                   f"data {server.data_dir}")
         else:
-            print(f"neo4j-dev: Neo4j {NEO4J_VERSION} ready at {server.uri} in "
+            print(f"# neo4j-dev: Neo4j {NEO4J_VERSION} ready at {server.uri} in "
                   f"{server.startup_seconds or 0:.1f}s, pid {server.pid}; data {server.data_dir};"
                   f" log {server.log_path}")
         print("# to use it:")
