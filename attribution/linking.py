@@ -19,6 +19,7 @@ least two families agreeing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -328,7 +329,7 @@ def _add_pairwise_families(
     b = scored["b"].to_numpy()
     n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
     sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
-    matches = (sig[a] == sig[b]).sum(axis=1)
+    matches = _rowwise(lambda x, y: (sig[x] == sig[y]).sum(axis=1), a, b)
     null = TimingNull.fit(sig, n_min, p, seed=p.null_seed)
     surprise = null.surprise(matches, n_min[a], n_min[b])
     timing = p.cap["timing"] * np.clip((surprise - p.timing_from) / p.timing_span, 0.0, 1.0)
@@ -336,8 +337,8 @@ def _add_pairwise_families(
 
     hours = _normalised(acc["hours"], 24)
     caps = _normalised(acc["capabilities"], 6)
-    hcos = (hours[a] * hours[b]).sum(axis=1)
-    ccos = (caps[a] * caps[b]).sum(axis=1)
+    hcos = _rowwise(lambda x, y: (hours[x] * hours[y]).sum(axis=1), a, b)
+    ccos = _rowwise(lambda x, y: (caps[x] * caps[y]).sum(axis=1), a, b)
     active = (np.minimum(acc["exchanges"].fill_null(0).to_numpy()[a],
                          acc["exchanges"].fill_null(0).to_numpy()[b]) >= 10)
     tz_code, tz_rarity = _timezones(graph)
@@ -351,6 +352,16 @@ def _add_pairwise_families(
         pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
         pl.Series("s_profile", profile),
     )
+
+
+def _rowwise(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray,
+    chunk: int = 1_000_000,
+) -> np.ndarray:
+    """``fn`` over pair indices in chunks: gathered rows of millions of pairs would not fit."""
+    if len(a) <= chunk:
+        return fn(a, b)
+    return np.concatenate([fn(a[i:i + chunk], b[i:i + chunk]) for i in range(0, len(a), chunk)])
 
 
 @dataclass
