@@ -1,7 +1,9 @@
 """The HTTP query API: ``create_app`` wires the store, the key file and the routers.
 
 The store is opened in the app's lifespan (never at import), so importing the
-module, building the OpenAPI document or running tests needs no database. A
+module, building the OpenAPI document or running tests needs no database; the
+current run is then indexed in the background, and ``/ready`` answers 200
+once it is. A
 store that cannot be opened leaves the app up: ``/health`` answers 200,
 ``/ready`` and result endpoints 503, and the store is retried every few
 seconds.
@@ -9,6 +11,7 @@ seconds.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 
 from attribution import __version__
 from attribution.api.audit import AuditMiddleware
+from attribution.api.deps import SECURITY_SCHEMES
 from attribution.api.keys import KeyStore
 from attribution.api.problems import PROBLEM_JSON, Problem, install
 from attribution.api.routers import (
@@ -53,6 +57,9 @@ appear. Errors are RFC 7807 problem documents that never repeat the input.
 """
 
 
+OPEN_PATHS = ("/health", "/ready")
+
+
 def create_app(store_factory: Callable[[], Store], *, keys: KeyStore,
                home: Path | None = None, refresh_interval: float = 1.0) -> FastAPI:
     """The API app; ``store_factory`` is called once, in the lifespan.
@@ -72,6 +79,7 @@ def create_app(store_factory: Callable[[], Store], *, keys: KeyStore,
                           refresh_interval=refresh_interval)
         await anyio.to_thread.run_sync(service.open)
         app.state.service = service
+        threading.Thread(target=service.warm, name="attribution-api-warm", daemon=True).start()
         try:
             yield
         finally:
@@ -96,11 +104,29 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("Problem", Problem.model_json_schema(
         ref_template="#/components/schemas/{model}"))
-    for path in schema.get("paths", {}).values():
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for name, path in schema.get("paths", {}).items():
         for operation in path.values():
+            if name not in OPEN_PATHS:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {PROBLEM_JSON: {
                         "schema": {"$ref": "#/components/schemas/Problem"}}}
     app.openapi_schema = schema
     return schema
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` worker processes (``attribution serve --workers``).
+
+    Reads ``ATTRIBUTION_API_STORE`` (embedded store root; Neo4j when ``NEO4J_URI``
+    is set) and ``ATTRIBUTION_API_KEYS`` (the key file), which ``serve`` sets.
+    """
+    import os
+
+    from attribution.cli import open_store
+
+    root = Path(os.environ.get("ATTRIBUTION_API_STORE") or default_home() / "store")
+    keys = Path(os.environ.get("ATTRIBUTION_API_KEYS") or default_home() / "api_keys.json")
+    return create_app(lambda: open_store(root), keys=KeyStore(keys))

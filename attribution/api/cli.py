@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def register(subparsers: Any) -> None:
                    "ignored when NEO4J_URI is set")
     p.add_argument("--keys", type=Path, help="API key file "
                    "(default $ATTRIBUTION_HOME/api_keys.json)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (each indexes the current run; default 1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=_serve)
 
@@ -89,6 +92,14 @@ def _serve(args: argparse.Namespace) -> int:
     if not keys.list():
         print(f"attribution: no API keys in {keys.path}; make one with "
               "`attribution keys create --name NAME --scope read`", file=sys.stderr)
+    if args.workers > 1:
+        # Worker processes build their own app from the environment.
+        os.environ["ATTRIBUTION_API_STORE"] = str(root)
+        os.environ["ATTRIBUTION_API_KEYS"] = str(keys.path)
+        uvicorn.run("attribution.api.app:app_from_env", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=False)
+        return 0
     app = create_app(lambda: open_store(Path(root)), keys=keys)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=False)

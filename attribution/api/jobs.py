@@ -1,24 +1,29 @@
 """Re-attribution runs started over the API, one at a time, in a background thread.
 
 A run loads a snapshot into the store and replaces its graph, so two at once
-would race; a second request while one is running gets 409. Each job writes
-its run directory under ``$ATTRIBUTION_HOME/api-runs/<job_id>``; with
-``keep_fleet_ids`` the store's current run is handed to the pipeline as the
-previous run, so fleet ids stay stable. Jobs live in memory: a restart
-forgets them (the runs they wrote stay in the store).
+would race: an exclusive file lock (``api-runs/.run.lock``) admits one run at a
+time across all server processes, and a second request gets 409. Each job
+writes its run directory under ``$ATTRIBUTION_HOME/api-runs/<job_id>/`` and its
+status to ``api-runs/<job_id>.json``, so any worker process can answer
+``GET /runs/jobs/{id}``. With ``keep_fleet_ids`` the store's current run is
+handed to the pipeline as the previous run, so fleet ids stay stable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from attribution.api.masking import scrub_text
 from attribution.api.problems import ApiProblem
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("attribution.api")
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -57,22 +63,51 @@ class Jobs:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
+    @property
+    def folder(self) -> Path:
+        return self.service.home / "api-runs"
+
     def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        """A job of this process, or one another worker process recorded."""
+        if job_id in self._jobs:
+            return self._jobs[job_id]
+        if not JOB_ID.match(job_id):
+            return None
+        path = self.folder / f"{job_id}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        for key in ("created_at", "started_at", "finished_at"):
+            if data.get(key):
+                data[key] = dt.datetime.fromisoformat(data[key])
+        return Job(**data)
 
     def start(self, snapshot: Path, *, requested_by: str, keep_fleet_ids: bool,
               max_rejected_share: float) -> Job:
-        """Queue a run; 409 while another is running."""
+        """Queue a run; 409 while another is running (in any server process)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise ApiProblem(409, "a run is already in progress; try again when it ends")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            lock = open(self.folder / ".run.lock", "a")  # noqa: SIM115 - held by the worker
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise ApiProblem(409, "a run is already in progress; try again when it ends"
+                                 ) from None
             job = Job(job_id=uuid.uuid4().hex, snapshot=str(snapshot), requested_by=requested_by,
                       keep_fleet_ids=keep_fleet_ids, max_rejected_share=max_rejected_share)
             self._jobs[job.job_id] = job
-            self._thread = threading.Thread(target=self._work, args=(job,), daemon=True,
+            self._save(job)
+            self._thread = threading.Thread(target=self._work, args=(job, lock), daemon=True,
                                             name=f"attribution-run-{job.job_id[:8]}")
             self._thread.start()
         return job
+
+    def _save(self, job: Job) -> None:
+        tmp = self.folder / f".{job.job_id}.json.tmp"
+        tmp.write_text(json.dumps(asdict(job), default=str))
+        os.replace(tmp, self.folder / f"{job.job_id}.json")
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the running job (if any) ends (tests, shutdown)."""
@@ -85,12 +120,19 @@ class Jobs:
         # store keeps its previous current run (runs are written atomically).
         return None
 
-    def _work(self, job: Job) -> None:
+    def _work(self, job: Job, lock: IO[str]) -> None:
+        try:
+            self._run(job)
+        finally:
+            lock.close()  # releases the run lock
+
+    def _run(self, job: Job) -> None:
         from attribution.pipeline import run
         from attribution.settings import RunParams
 
         job.status, job.started_at = "running", dt.datetime.now(dt.UTC)
-        out = self.service.home / "api-runs" / job.job_id
+        self._save(job)
+        out = self.folder / job.job_id
         previous: Path | None = None
         store = None
         try:
@@ -107,6 +149,10 @@ class Jobs:
             job.error = scrub_text(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:500]
         finally:
             job.finished_at = dt.datetime.now(dt.UTC)
+            try:
+                self._save(job)
+            except OSError:
+                log.warning("could not record the status of job %s", job.job_id)
             if store is not None:
                 try:
                     store.close()

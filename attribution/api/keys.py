@@ -9,8 +9,8 @@ lookups in microseconds.
 
 The file (``$ATTRIBUTION_HOME/api_keys.json`` by default) is rewritten
 atomically under an exclusive lock with mode 0600. The server re-reads it when
-it changes on disk, so ``attribution keys revoke`` takes effect on the next
-request without a restart.
+it changes on disk (looking at most once a second), so ``attribution keys
+revoke`` takes effect within a second, without a restart.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,15 +75,21 @@ def default_keys_path() -> Path:
 class KeyStore:
     """The key file: create, revoke, list, and verify presented keys."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, recheck_interval: float = 1.0) -> None:
         self.path = Path(path)
+        self.recheck_interval = recheck_interval
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
+        self._checked = -float("inf")
         self._keys: dict[str, ApiKey] = {}
 
     # --- reading -----------------------------------------------------------
     def _load(self) -> dict[str, ApiKey]:
-        """The keys by id, re-read only when the file changed (one stat per call)."""
+        """The keys by id, re-read when the file changed (checked at most once a second)."""
+        now = time.monotonic()
+        if now - self._checked < self.recheck_interval:
+            return self._keys
+        self._checked = now
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -132,6 +139,7 @@ class KeyStore:
                     out.write(body)
                 os.chmod(tmp, 0o600)
                 os.replace(tmp, self.path)
+                self._checked = -float("inf")  # this process sees its own change at once
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)

@@ -189,6 +189,14 @@ class Organization(BaseModel):
 class OrganizationDetail(Organization):
     """An organization with its attributed fleets (most confident first)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "org_id": "org-042", "name": "Example Labs", "country": "SG", "kind": "ai_lab",
+        "fleets": 1, "accounts": 412, "fleet_accounts": 412, "exchanges": 1250331,
+        "confidence_min": 0.88, "confidence_median": 0.88, "confidence_max": 0.88,
+        "run_id": "run-20260301T020000-1a2b3c4d",
+        "fleets_page": {"items": [FLEET_EXAMPLE], "total": 1, "limit": 50, "offset": 0,
+                        "next_offset": None}}]})
+
     fleets_page: Page[FleetSummary]
     run_id: str
 

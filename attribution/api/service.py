@@ -143,8 +143,19 @@ class Service:
         self._remember(record)
         self.view = view
 
+    def warm(self) -> None:
+        """Index the current run ahead of the first request (run in a thread at startup)."""
+        try:
+            self.current_view()
+        except ApiProblem:
+            pass  # no run yet, or the store is down: /ready says so
+        except Exception:
+            log.exception("indexing the current run failed")
+
     def ready(self) -> str:
-        """The current run id; raises when the store is down or holds no run."""
+        """The current run id once it is indexed; raises when the store is down or holds
+        no run (blocks while the first index is being built)."""
+        self.current_view()
         run_id = self.call(_current_run_id)
         if run_id is None:
             raise NoCurrentRun()

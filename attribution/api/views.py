@@ -57,9 +57,9 @@ class RunView:
     members: Slices                # fleet_id -> rows of ``assignments``
     evidence: pl.DataFrame         # sorted by fleet_id, weight desc
     evidence_at: Slices
-    uses: pl.DataFrame             # account's entities + how many accounts use each
+    uses: pl.DataFrame             # per account (rows of uses_at): entities + sharing counts
     uses_at: Slices
-    infra: pl.DataFrame            # per fleet: entities used by >= 2 members
+    infra: pl.DataFrame            # per fleet (rows of infra_at): entities >= 2 members use
     infra_at: Slices
     profiles: pl.DataFrame         # account_id, created_at, country, plan, exchanges
     profile_pos: dict[str, int]
@@ -90,8 +90,13 @@ class RunView:
 
     @staticmethod
     def rows(frame: pl.DataFrame, at: Slices, key: str) -> pl.DataFrame:
+        """The rows of ``key`` (a slice: no query runs)."""
         start, n = at.get(key, (0, 0))
         return frame.slice(start, n)
+
+    @staticmethod
+    def count(at: Slices, key: str) -> int:
+        return at.get(key, (0, 0))[1]
 
 
 def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
@@ -107,6 +112,10 @@ def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
     fleets = fleets.join(names, on="org_id", how="left").sort("fleet_id")
     org_fleet_rows = org_fleet_rows.join(names, on="org_id", how="left").sort(
         ["org_id", "confidence", "fleet_id"], descending=[False, True, False], nulls_last=True)
+    uses_at, infra_at = _slices(uses, "account_id"), _slices(infra, "fleet_id")
+    evidence_at = _slices(evidence, "fleet_id")
+    # Lookups only slice these frames and turn rows into dicts: key columns
+    # the slices already encode are dropped, so no query runs per request.
     return RunView(
         run_id=rec.run_id,
         manifest=rec.manifest,
@@ -115,12 +124,12 @@ def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
         assignments=assignments,
         account_pos=_positions(assignments, "account_id"),
         members=_slices(assignments, "fleet_id"),
-        evidence=evidence,
-        evidence_at=_slices(evidence, "fleet_id"),
-        uses=uses,
-        uses_at=_slices(uses, "account_id"),
-        infra=infra,
-        infra_at=_slices(infra, "fleet_id"),
+        evidence=evidence.drop("fleet_id"),
+        evidence_at=evidence_at,
+        uses=uses.drop("account_id"),
+        uses_at=uses_at,
+        infra=infra.drop("fleet_id"),
+        infra_at=infra_at,
         profiles=profiles,
         profile_pos=_positions(profiles, "account_id"),
         orgs=orgs,
@@ -137,11 +146,12 @@ def _graph_frames(graph: PropertyGraph | None, assignments: pl.DataFrame
     if graph is None:
         uses = pl.DataFrame(schema={"account_id": pl.String, "kind": pl.String,
                                     "entity_id": pl.String, "first_seen": ts, "last_seen": ts,
-                                    "count": pl.Int64, "accounts": pl.UInt32,
-                                    "in_fleet": pl.UInt32})
+                                    "count": pl.Int64, "shared_with": pl.Int64,
+                                    "shared_in_fleet": pl.Int64})
         infra = pl.DataFrame(schema={"fleet_id": pl.String, "kind": pl.String,
-                                     "entity_id": pl.String, "in_fleet": pl.UInt32,
-                                     "accounts": pl.UInt32, "first_seen": ts, "last_seen": ts})
+                                     "entity_id": pl.String, "accounts_in_fleet": pl.Int64,
+                                     "accounts_total": pl.Int64, "first_seen": ts,
+                                     "last_seen": ts})
         profiles = pl.DataFrame(schema={"account_id": pl.String})
         return uses, infra, profiles
     raw = graph.uses.select("account_id", "kind", "entity_id", pl.col("first_seen").cast(ts),
@@ -167,11 +177,17 @@ def _graph_frames(graph: PropertyGraph | None, assignments: pl.DataFrame
         .join(member_of, on="account_id", how="left")
         .join(infra.select("fleet_id", "kind", "entity_id", "in_fleet"),
               on=["fleet_id", "kind", "entity_id"], how="left")
-        .with_columns(pl.col("in_fleet").fill_null(1))
-        .drop("fleet_id")
         .sort(["account_id", "accounts", "kind", "entity_id"],
               descending=[False, True, False, False])
+        .select("account_id", "kind", "entity_id", "first_seen", "last_seen", "count",
+                (pl.col("accounts").cast(pl.Int64) - 1).clip(0).alias("shared_with"),
+                (pl.col("in_fleet").fill_null(1).cast(pl.Int64) - 1).clip(0)
+                .alias("shared_in_fleet"))
     )
+    infra = infra.select("fleet_id", "kind", "entity_id",
+                         pl.col("in_fleet").cast(pl.Int64).alias("accounts_in_fleet"),
+                         pl.col("accounts").cast(pl.Int64).alias("accounts_total"),
+                         "first_seen", "last_seen")
     acc = graph.accounts
     wanted = [c for c in ("account_id", "created_at", "country", "plan", "exchanges")
               if c in acc.columns]

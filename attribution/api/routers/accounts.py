@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import polars as pl
 from fastapi import APIRouter, Depends, Query, Request
 
 from attribution.api.deps import ViewDep, require_read, set_rows
@@ -18,17 +17,14 @@ router = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[Depends(
 ENTITIES_INLINE = 100
 
 
-def _entities(view: RunView, account_id: str) -> pl.DataFrame:
-    return view.rows(view.uses, view.uses_at, account_id)
-
-
-def _entity_items(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    rows = frame.select(
-        "kind", "entity_id", "first_seen", "last_seen", "count",
-        (pl.col("accounts").cast(pl.Int64) - 1).clip(0).alias("shared_with"),
-        (pl.col("in_fleet").cast(pl.Int64) - 1).clip(0).alias("shared_in_fleet"),
-    ).to_dicts()
-    return entity_rows(rows)
+def _entities(view: RunView, account_id: str, *, kind: str | None = None, offset: int = 0,
+              limit: int = ENTITIES_INLINE) -> tuple[list[dict[str, Any]], int]:
+    """A page of the account's entities (masked) and how many there are."""
+    frame = view.rows(view.uses, view.uses_at, account_id)
+    if kind is None:
+        return entity_rows(frame.slice(offset, limit).to_dicts()), frame.height
+    rows = [r for r in frame.to_dicts() if r["kind"] == kind]
+    return entity_rows(rows[offset:offset + limit]), len(rows)
 
 
 @router.get("/{account_id}", response_model=AccountDetail, summary="One account")
@@ -49,7 +45,7 @@ async def get_account(request: Request, view: ViewDep, account_id: Id) -> dict[s
         org = view.org_row(row["org_id"])
         attribution = {"org_id": row["org_id"], "org_name": org["name"] if org else None,
                        "confidence": row["confidence"]}
-    entities = _entities(view, account_id)
+    entities, total = _entities(view, account_id)
     set_rows(request, 1)
     return {
         "account_id": account_id,
@@ -59,8 +55,8 @@ async def get_account(request: Request, view: ViewDep, account_id: Id) -> dict[s
         "attribution": attribution,
         "evidence": evidence,
         "profile": view.profile(account_id),
-        "entities": _entity_items(entities.head(ENTITIES_INLINE)),
-        "entities_total": entities.height,
+        "entities": entities,
+        "entities_total": total,
     }
 
 
@@ -78,9 +74,6 @@ async def account_entities(
     """All the account's entities, most widely shared first, masked."""
     if view.account_row(account_id) is None:
         raise ApiProblem(404, "no such account in the current run")
-    frame = _entities(view, account_id)
-    if kind is not None:
-        frame = frame.filter(pl.col("kind") == kind)
-    items = _entity_items(frame.slice(offset, limit))
+    items, total = _entities(view, account_id, kind=kind, offset=offset, limit=limit)
     set_rows(request, len(items))
-    return page(items, total=frame.height, limit=limit, offset=offset)
+    return page(items, total=total, limit=limit, offset=offset)

@@ -150,12 +150,12 @@ async def fleet_infrastructure(
     """Cards, devices, IP ranges, domains and prompts used by two or more members (masked)."""
     _fleet(view, fleet_id)
     frame = view.rows(view.infra, view.infra_at, fleet_id)
-    if kind is not None:
-        frame = frame.filter(pl.col("kind") == kind)
-    if min_accounts > 2:
-        frame = frame.filter(pl.col("in_fleet") >= min_accounts)
-    rows = frame.slice(offset, limit).rename(
-        {"in_fleet": "accounts_in_fleet", "accounts": "accounts_total"}).to_dicts()
+    if kind is None and min_accounts <= 2:
+        rows, total = frame.slice(offset, limit).to_dicts(), frame.height
+    else:
+        matching = [r for r in frame.to_dicts() if (kind is None or r["kind"] == kind)
+                    and r["accounts_in_fleet"] >= min_accounts]
+        rows, total = matching[offset:offset + limit], len(matching)
     items = entity_rows(rows)
     set_rows(request, len(items))
-    return page(items, total=frame.height, limit=limit, offset=offset)
+    return page(items, total=total, limit=limit, offset=offset)
