@@ -44,6 +44,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    import json
+
+    from attribution.diff import run_diff
+    from attribution.results import read_tables
+
+    runs = []
+    for path in (args.base, args.head):
+        if not (Path(path) / "manifest.json").is_file():
+            raise UsageError(f"{path} is not a run directory (no manifest.json)")
+        runs.append(read_tables(Path(path)))
+    print(json.dumps(run_diff(runs[0], runs[1], threshold=args.threshold, limit=args.limit),
+                     indent=2, default=str))
+    return 0
+
+
 def open_store(embedded_root: Path) -> Store:
     """The Neo4j store when ``NEO4J_URI`` is set, else the embedded one."""
     from attribution.settings import Neo4jSettings
@@ -106,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.01)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_run)
+    d = sub.add_parser("diff", help="what changed between two run directories (JSON)")
+    d.add_argument("base", help="the earlier run directory")
+    d.add_argument("head", help="the later run directory")
+    d.add_argument("--threshold", type=float, default=0.1,
+                   help="smallest confidence move to report (default 0.1)")
+    d.add_argument("--limit", type=int, default=50, help="rows per list (default 50)")
+    d.set_defaults(handler=_diff)
     from attribution import neo4j_dev
     from attribution.api import cli as api_cli
 

@@ -15,6 +15,7 @@ import polars as pl
 
 from attribution import __version__
 from attribution.attribute import attribute, mask
+from attribution.diff import run_diff
 from attribution.fleets import attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
@@ -27,6 +28,7 @@ from attribution.scoring import sybil_scores
 from attribution.settings import RunParams
 from attribution.store import Store
 
+DIFF_THRESHOLD = 0.1  # confidence moves reported in diff.json
 SHARED_KIND = {
     "payment": ("shared_payment", "card fingerprint"),
     "device": ("shared_device", "device"),
@@ -90,6 +92,8 @@ def run(
         for name, c in snap.counts.items()
     }
     record.rejected = snap.rejected
+    if prev is not None:
+        record.diff = run_diff(prev, record, threshold=DIFF_THRESHOLD, limit=1_000_000)
     with stages.stage("write"):
         write_run_dir(record, out)
         store.write_run(record)

@@ -54,6 +54,7 @@ class RunRecord:
     fleets: pl.DataFrame
     evidence: pl.DataFrame
     rejected: dict[str, pl.DataFrame] = field(default_factory=dict)
+    diff: dict[str, Any] | None = None  # against the previous run, when there is one
 
     @property
     def run_id(self) -> str:
@@ -67,6 +68,7 @@ class RunRecord:
             fleets=_conform(self.fleets, FLEETS_SCHEMA),
             evidence=_conform(self.evidence, EVIDENCE_SCHEMA),
             rejected=self.rejected,
+            diff=self.diff,
         )
 
 
@@ -107,6 +109,8 @@ def write_run_dir(record: RunRecord, out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write_tables(record, tmp)
+        if record.diff is not None:
+            (tmp / "diff.json").write_text(json.dumps(record.diff, indent=2, default=str))
         if record.rejected:
             (tmp / "rejected").mkdir()
             for name, frame in record.rejected.items():

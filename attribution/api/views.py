@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from attribution.diff import no_nan
 from attribution.graph import PropertyGraph
 from attribution.results import RunRecord
 
@@ -35,13 +36,6 @@ def _slices(frame: pl.DataFrame, key: str) -> Slices:
 
 def _positions(frame: pl.DataFrame, key: str) -> dict[str, int]:
     return {k: i for i, k in enumerate(frame[key].to_list())}
-
-
-def no_nan(frame: pl.DataFrame) -> pl.DataFrame:
-    """NaN is not JSON: float columns carry nulls instead."""
-    return frame.with_columns(
-        [pl.col(c).fill_nan(None) for c, t in frame.schema.items() if t.is_float()]
-    )
 
 
 @dataclass(frozen=True)

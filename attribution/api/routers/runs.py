@@ -9,12 +9,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from attribution.api.deps import AdminKey, ServiceDep, require_read, set_rows
-from attribution.api.diff import run_diff
 from attribution.api.jobs import job_dict
 from attribution.api.models import JobInfo, Page, RunDetail, RunDiff, RunRequest, RunSummary
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import Id, Limit, Offset, Order, page
 from attribution.api.service import NoCurrentRun, Service
+from attribution.diff import run_diff
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 403, 422, 503))
 read = [Depends(require_read)]

@@ -1,13 +1,25 @@
-"""The difference between two runs, fleet by fleet (fleet ids are stable across runs)."""
+"""The difference between two runs, fleet by fleet (fleet ids are stable across runs).
+
+Used by the run directory (``diff.json`` when a run has ``--previous``), the
+``attribution diff`` command and the API.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from attribution.api.views import no_nan
 from attribution.results import RunRecord
+
+
+def no_nan(frame: pl.DataFrame) -> pl.DataFrame:
+    """NaN is not JSON: float columns carry nulls instead."""
+    return frame.with_columns(
+        [pl.col(c).fill_nan(None) for c, t in frame.schema.items() if t.is_float()]
+    )
 
 
 def run_diff(base: RunRecord, head: RunRecord, *, threshold: float, limit: int
@@ -64,6 +76,8 @@ def run_diff(base: RunRecord, head: RunRecord, *, threshold: float, limit: int
     def rows(frame: pl.DataFrame, cols: list[str]) -> list[dict[str, Any]]:
         return frame.select(cols).head(limit).to_dicts()
 
+    merged, split = _merges_and_splits(base, head)
+
     return {
         "base": base.run_id,
         "head": head.run_id,
@@ -76,6 +90,7 @@ def run_diff(base: RunRecord, head: RunRecord, *, threshold: float, limit: int
             "attribution_changed": changed.height, "confidence_moved": moved.height,
             "accounts_joined_fleet": joined, "accounts_left_fleet": left,
             "accounts_changed_org": org_changed,
+            "merged": merged.height, "split": split.height,
         },
         "created": rows(created, sizes),
         "dissolved": rows(dissolved, sizes),
@@ -85,4 +100,43 @@ def run_diff(base: RunRecord, head: RunRecord, *, threshold: float, limit: int
         "attribution_lost": rows(lost, attr),
         "attribution_changed": rows(changed, attr),
         "confidence_moved": rows(moved, attr),
+        "merged": rows(merged, ["fleet_id", "merged_from"]),
+        "split": rows(split, ["previous_fleet_id", "into"]),
     }
+
+
+def _merges_and_splits(base: RunRecord, head: RunRecord) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Merges (a head fleet holding most of two or more base fleets) and splits
+    (a base fleet whose members went to two or more head fleets), from members."""
+    b = base.assignments.filter(pl.col("fleet_id").is_not_null()).select(
+        "account_id", pl.col("fleet_id").alias("before"))
+    h = head.assignments.filter(pl.col("fleet_id").is_not_null()).select(
+        "account_id", pl.col("fleet_id").alias("after"))
+    size = b.group_by("before").agg(pl.len().alias("n_before"))
+    overlap = (
+        b.join(h, on="account_id").group_by("before", "after").agg(pl.len().alias("shared"))
+        .join(size, on="before")
+    )
+    mostly = overlap.filter(pl.col("shared") * 2 >= pl.col("n_before"))
+    merged = (
+        mostly.group_by("after").agg(
+            pl.col("before").filter(pl.col("before") != pl.col("after")).sort()
+            .alias("merged_from"),
+            pl.len().alias("parents"),
+        )
+        .filter(pl.col("parents") >= 2)
+        .rename({"after": "fleet_id"}).sort("fleet_id")
+    )
+    significant = overlap.filter(pl.col("shared") >= 2)
+    split = (
+        significant.group_by("before").agg(pl.col("after").sort().alias("into"))
+        .filter(pl.col("into").list.len() >= 2)
+        .rename({"before": "previous_fleet_id"}).sort("previous_fleet_id")
+    )
+    return merged, split
+
+
+def write_diff(base: RunRecord, head: RunRecord, path: Path, *, threshold: float = 0.1) -> None:
+    """The full diff (no row limit) as JSON, for the run directory."""
+    data = run_diff(base, head, threshold=threshold, limit=1_000_000)
+    path.write_text(json.dumps(data, indent=2, default=str))
