@@ -13,7 +13,10 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
   what a crashed export leaves behind, and loading it as "no rows" would silently drop a whole
   table from an attribution. An empty table is written as a header-only CSV or a Parquet file
   with no rows, or left out.
-* **Blank CSV lines** (every field empty) are skipped and not counted as read rows.
+* **Unreadable files** (a ragged CSV row, a corrupt Parquet footer, bytes that are not UTF-8 in
+  a Parquet string) are BadInput with polars' first line: a CSV row with too many fields cannot
+  be told apart from a shifted one. **Blank CSV lines** (every field empty) are skipped and not
+  counted as read rows.
 * **Column names** are matched after stripping whitespace and a BOM, case-insensitively, so
   ``Account_ID `` is ``account_id``; two file columns naming one contract column is BadInput.
   A missing non-nullable column is BadInput; a missing nullable one is added as all-null.
@@ -26,21 +29,23 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
 * **Non-UTF-8 CSV.** Rows are rejected, not the file: a CSV that is not valid UTF-8 is re-read
   with invalid bytes replaced by U+FFFD and every row holding U+FFFD in any column is rejected
   with ``invalid UTF-8 (column)``. A file that is not UTF-8 at all (Latin-1, UTF-16) then trips
-  the rejected-share limit and stops the run, with a hint about the encoding. (In a file that
-  has invalid bytes, a row holding a genuine U+FFFD is rejected too.)
+  the rejected-share limit and stops the run, with a hint about the encoding; a header that is
+  not UTF-8 (or UTF-16, NUL bytes) loses its column names and says so. (In a file that has
+  invalid bytes, a row holding a genuine U+FFFD is rejected too.)
 * **Parquet types** are accepted where the meaning is unambiguous: integer ids become text,
   integral float ids (``1001.0``, as pandas writes nullable integers) become ``"1001"`` and
   non-integral ones are rejected rows; integral floats in int columns are integers; strings in
-  typed columns are parsed as in CSV; ``Date`` is midnight UTC; ``Datetime`` of any unit is
+  typed columns are parsed as in CSV; Binary is UTF-8 text (Parquet written without the
+  string annotation); ``Date`` is midnight UTC; ``Datetime`` of any unit is
   converted to UTC (naive means UTC); integers where a timestamp belongs (epoch of unknown unit),
   booleans where a number belongs, nested types and the like are :class:`BadInput` naming the
   file, the column and its type. NaN and infinities are rejected rows, never nulls: a NaN
   ``confidence`` must not become the default 1.0.
 * **Timestamps in text**: ISO-8601 with ``T`` or a space, optional fraction, ``Z``/offset
   (``+02:00``, ``+0200``) or none (= UTC), minutes without seconds, or a bare date (midnight UTC).
-* **IPs** are stored in Python's ``ipaddress`` compressed form. Plain dotted quads (already
-  canonical) are recognised by a vectorised pattern; only the distinct remaining values go
-  through :mod:`ipaddress`, never one call per row.
+* **IPs** are stored in Python's ``ipaddress`` compressed form. Texts already in that form
+  (dotted quads; eight-group IPv6 without a zero group) are recognised by a vectorised pattern;
+  only the distinct remaining values go through :mod:`ipaddress`, never one call per row.
 * **Row rules.** Integers are non-negative (every int column is a count or an ASN; an ASN is at
   most 2**32 - 1); ``last_seen >= first_seen``; ``known_links.confidence`` is in [0, 1], null is
   stored as 1.0; ``known_links.entity_id`` is normalised by ``entity_type`` (asn: bare digits
@@ -49,8 +54,9 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
   order (invalid UTF-8, unparsable, missing, not a choice, out of range), then the first/last
   seen order, then references, then duplicate keys. Duplicates are found among rows that pass
   everything else, so the first *loadable* occurrence is kept and later ones rejected.
-* **References** are checked against the loaded rows of the referenced table (a vectorised hash
-  semi-join). A dangling value whose target row was itself rejected says so
+* **References** are checked against the loaded rows of the referenced table, by one
+  vectorised anti-join per reference. A dangling value whose target row was itself rejected
+  says so
   (``refers to a rejected row of accounts``). When the referenced table is absent: a nullable
   reference (``ips.proxy_id`` without ``proxies``) is kept unchecked, since the id still tells
   which IPs share a proxy; so a consumer must not assume the ``proxies`` row exists when the
@@ -59,8 +65,10 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
 * **Limit.** ``rejected / read > max_rejected_share`` for any table is BadInput naming the
   table, the most frequent (column, problem) and the first row with it, checked right after the
   table is read so a bad ``accounts`` stops the run before ``exchanges`` is touched.
-* **Rejected frames** hold the columns of the file (not added nullable ones) as text, plus
-  ``reason`` (``ingest_reason`` if the file itself has a ``reason`` column).
+* **Extra columns** are kept after the contract columns, with their Parquet type (text from
+  CSV). **Rejected frames** hold the columns of the file (not added nullable ones) as text
+  (timestamps ISO-8601, nested values JSON, bytes hex), then ``reason`` = ``problem (column)``
+  (named ``ingest_reason`` if the file itself has a ``reason`` column).
 
 Example:
     >>> snap = read_snapshot(Path("worlds/small"))  # doctest: +SKIP
@@ -75,7 +83,9 @@ import hashlib
 import ipaddress
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -84,7 +94,7 @@ import polars as pl
 
 from attribution.schema import LOAD_ORDER, TABLES, Column, ColumnKind, Table
 
-__all__ = ["BadInput", "Snapshot", "TableCount", "contract_schema", "read_snapshot"]
+__all__ = ["DTYPES", "BadInput", "Snapshot", "TableCount", "contract_schema", "read_snapshot"]
 
 
 class BadInput(Exception):
@@ -128,12 +138,14 @@ Format = Literal["csv", "parquet"]
 Family = Literal["text", "int", "float", "bool", "datetime", "date", "decimal", "binary", "null"]
 
 _PREFIX = "__ingest_"
-_PROBLEM = f"{_PREFIX}problem"
-_COLUMN = f"{_PREFIX}column"
+_CODE = f"{_PREFIX}code"  # per row: number of its (column, problem), null when loadable
 _MAX_ASN = 2**32 - 1
 _SAMPLE_ROWS = 2000
+# IP texts already in ipaddress' compressed form, recognised without Python: dotted quads, and
+# eight-group IPv6 with no zero group (nothing to compress), lower-case, no leading zeros.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-_V4 = rf"^(?:{_OCTET}\.){{3}}{_OCTET}$"  # exactly what ipaddress accepts and prints for v4
+_HEXTET = r"[1-9a-f][0-9a-f]{0,3}"
+_CANONICAL_IP = rf"^(?:(?:{_OCTET}\.){{3}}{_OCTET}|(?:{_HEXTET}:){{7}}{_HEXTET})$"
 _BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
           "false": False, "f": False, "no": False, "n": False, "0": False}  # fmt: skip
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
@@ -217,10 +229,34 @@ def read_snapshot(
     if not root.is_dir():
         raise BadInput(f"snapshot {root} is not a directory")
     say = progress or (lambda _message: None)
-    files = _discover(root)
-    say("hashing snapshot")
-    digest = _digest(files.values())
+    try:
+        return _read(root, max_rejected_share, say)
+    except OSError as exc:  # permissions, a file vanishing mid-read, ...
+        raise BadInput(f"cannot read snapshot {root}: {_one_line(exc)}") from exc
 
+
+def _read(root: Path, max_rejected_share: float, say: Progress) -> Snapshot:
+    """read_snapshot without the argument checks.
+
+    The digest is computed in a thread while the tables are read: hashing is I/O and C code
+    that releases the GIL, so on a cold cache it overlaps with polars instead of adding to it.
+    """
+    files = _discover(root)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-digest") as pool:
+        digest = pool.submit(_digest, list(files.values()), stop)
+        try:
+            tables, rejected, counts = _read_tables(files, max_rejected_share, say)
+        except BaseException:
+            stop.set()  # no need to finish hashing a snapshot that is refused
+            raise
+        return Snapshot(root, digest.result(), tables, rejected, counts)
+
+
+def _read_tables(
+    files: dict[str, Path], max_rejected_share: float, say: Progress
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict[str, TableCount]]:
+    """Every contract table in load order, each checked against the ones before it."""
     tables: dict[str, pl.DataFrame] = {}
     rejected: dict[str, pl.DataFrame] = {}
     counts: dict[str, TableCount] = {}
@@ -232,14 +268,16 @@ def read_snapshot(
             counts[name] = TableCount(0, 0, 0)
             continue
         say(f"reading {name}")
-        loaded, bad = _read_table(spec, file, tables, rejected, present=set(files), say=say)
+        loaded, bad, reasons = _read_table(
+            spec, file, tables, rejected, present=set(files), say=say
+        )
         read = loaded.height + bad.height
         counts[name] = TableCount(read, loaded.height, bad.height)
         tables[name] = loaded
         if bad.height:
-            _check_limit(name, bad, read, max_rejected_share, lossy="invalid UTF-8")
-            rejected[name] = _public_rejected(bad)
-    return Snapshot(path=root, digest=digest, tables=tables, rejected=rejected, counts=counts)
+            _check_limit(name, bad, read, max_rejected_share, reasons)
+            rejected[name] = _public_rejected(bad, reasons)
+    return tables, rejected, counts
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -264,7 +302,7 @@ def _discover(root: Path) -> dict[str, Path]:
     return files
 
 
-def _digest(paths: Iterable[Path]) -> str:
+def _digest(paths: Iterable[Path], stop: threading.Event | None = None) -> str:
     """sha256 over the table files sorted by name: each as name, NUL, 8-byte length, bytes."""
     h = hashlib.sha256()
     buffer = bytearray(1 << 22)
@@ -273,7 +311,7 @@ def _digest(paths: Iterable[Path]) -> str:
         for p in sorted(paths, key=lambda q: q.name):
             h.update(p.name.encode() + b"\0" + p.stat().st_size.to_bytes(8, "big"))
             with p.open("rb") as f:
-                while n := f.readinto(buffer):
+                while (n := f.readinto(buffer)) and not (stop and stop.is_set()):
                     h.update(view[:n])
     except OSError as exc:
         raise BadInput(f"cannot read snapshot file: {exc}") from exc
@@ -333,6 +371,8 @@ def _scan(spec: Table, file: Path, *, lossy: bool) -> _Source:
             frame = pl.scan_parquet(file)
         schema = dict(frame.collect_schema())
     except pl.exceptions.PolarsError as exc:
+        if fmt == "csv" and not lossy and "utf-8" in str(exc).lower():
+            raise _NotUtf8 from exc
         raise BadInput(f"{file.name}: not a readable {fmt.upper()} file: {_one_line(exc)}") from exc
 
     wanted = {c.lower(): c for c in spec.column_names}
@@ -352,15 +392,19 @@ def _scan(spec: Table, file: Path, *, lossy: bool) -> _Source:
     if missing:
         raise BadInput(
             f"{file.name}: missing required column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(missing)}{_delimiter_hint(list(schema))}"
+            f"{', '.join(missing)}{_header_hint(list(schema))}"
         )
     frame = frame.rename(rename)
     return _Source(file, fmt, frame, {rename[k]: v for k, v in schema.items()}, lossy)
 
 
-def _delimiter_hint(names: list[str]) -> str:
-    """Say so when a header that lacks columns looks separated by something else."""
+def _header_hint(names: list[str]) -> str:
+    """Say why a header may lack columns: another separator, or not UTF-8."""
     joined = ",".join(names)
+    if "\x00" in joined:
+        return " (the file looks UTF-16; snapshot CSV files are UTF-8)"
+    if "\ufffd" in joined:
+        return " (the header is not valid UTF-8)"
     for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
         if joined.count(sep) >= 2:
             return f" (the header looks {label}-separated; snapshot CSV files are comma-separated)"
@@ -398,9 +442,8 @@ class _Plan:
     """How one contract column becomes its normalised value."""
 
     column: Column
-    value: pl.Expr  # fast, vectorised, over all rows
+    value: pl.Expr  # fast and vectorised, over all rows
     present: pl.Expr  # the raw cell holds something (not null, not "")
-    problem: str  # reason when present but no value results
     fixer: Fixer | None = None  # general parser for the (text) rows the fast path missed
 
 
@@ -410,12 +453,17 @@ def _integral(expr: pl.Expr) -> pl.Expr:
     return pl.when(ok).then(expr.cast(pl.Int64, strict=False))
 
 
+def _finite(expr: pl.Expr) -> pl.Expr:
+    """NaN and infinities become null (then: a rejected row, never a default)."""
+    return pl.when(expr.is_finite()).then(expr)
+
+
 def _plan(col: Column, source: _Source, sample: pl.DataFrame) -> _Plan:
     """Pick the vectorised conversion of one column from its source dtype."""
     name, kind = col.name, col.kind
-    target = DTYPES[kind]
+    nothing = pl.lit(None, dtype=DTYPES[kind])
     if name not in source.schema:
-        return _Plan(col, pl.lit(None, dtype=target), pl.lit(False), "")
+        return _Plan(col, nothing, pl.lit(False))
     dtype = source.schema[name]
     fam = _family(dtype)
     if fam is None or fam not in _ACCEPTS[kind]:
@@ -423,55 +471,43 @@ def _plan(col: Column, source: _Source, sample: pl.DataFrame) -> _Plan:
             f"{source.file.name}: column {name} has type {dtype}, which cannot be read as "
             f"{_EXPECTED[kind]}"
         )
-    raw = pl.col(name)
     if fam == "null":
-        return _Plan(col, pl.lit(None, dtype=target), pl.lit(False), "")
+        return _Plan(col, nothing, pl.lit(False))
+    raw = pl.col(name)
     if fam in ("text", "binary"):
-        raw = raw.cast(pl.String)
-        raw = pl.when(raw != "").then(raw)
+        raw = pl.when(raw.cast(pl.String) != "").then(raw.cast(pl.String))
     present = raw.is_not_null()
-    problem = _PARSE_PROBLEM[kind]
+    text = fam in ("text", "binary")
 
     if kind == "str":
         if fam == "float":
-            return _Plan(col, _integral(raw).cast(pl.String), present, "not an id: non-integral number")
+            return _Plan(col, _integral(raw).cast(pl.String), present)
         value = raw.cast(pl.String)
         if col.choices:
             value = value.str.strip_chars().str.to_lowercase()
-        return _Plan(col, value, present, problem)
+        return _Plan(col, value, present)
     if kind == "int":
-        if fam == "int":
-            return _Plan(col, raw.cast(pl.Int64, strict=False), present, "integer out of range")
         if fam in ("float", "decimal"):
-            return _Plan(col, _integral(raw.cast(pl.Float64)), present, problem)
-        return _Plan(col, raw.cast(pl.Int64, strict=False), present, problem, _parse_int)
+            return _Plan(col, _integral(raw.cast(pl.Float64)), present)
+        return _Plan(col, raw.cast(pl.Int64, strict=False), present, _parse_int if text else None)
     if kind == "float":
-        if fam == "text" or fam == "binary":
-            value = raw.cast(pl.Float64, strict=False)
-            return _Plan(col, pl.when(value.is_finite()).then(value), present, problem, _parse_float)
-        value = raw.cast(pl.Float64)
-        return _Plan(col, pl.when(value.is_finite()).then(value), present, problem)
+        value = _finite(raw.cast(pl.Float64, strict=False))
+        return _Plan(col, value, present, _parse_float if text else None)
     if kind == "bool":
-        if fam == "bool":
-            return _Plan(col, raw, present, problem)
         if fam == "int":
-            return _Plan(col, pl.when(raw == 1).then(True).when(raw == 0).then(False), present, problem)
-        return _Plan(col, _parse_bool(raw), present, problem)
+            return _Plan(col, pl.when(raw == 1).then(True).when(raw == 0).then(False), present)
+        return _Plan(col, raw if fam == "bool" else _parse_bool(raw), present)
     if kind == "ts":
         if isinstance(dtype, pl.Datetime):
-            value = (
-                raw.dt.convert_time_zone("UTC")
-                if dtype.time_zone
-                else raw.dt.replace_time_zone("UTC")
-            )
-            return _Plan(col, value.dt.cast_time_unit("us"), present, problem)
+            dt = raw.dt
+            utc = dt.convert_time_zone("UTC") if dtype.time_zone else dt.replace_time_zone("UTC")
+            return _Plan(col, utc.dt.cast_time_unit("us"), present)
         if fam == "date":
-            value = raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-            return _Plan(col, value, present, problem)
+            return _Plan(col, raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"), present)
         fmt, aware = _pick_ts_format(sample, name)
-        return _Plan(col, _strptime(raw, fmt, aware), present, problem, _parse_ts)
-    # ip: dotted quads are canonical as written; anything else goes to ipaddress, once per value
-    return _Plan(col, pl.when(raw.str.contains(_V4)).then(raw), present, problem, _canonical_ips)
+        return _Plan(col, _strptime(raw, fmt, aware), present, _parse_ts)
+    # ip: most texts are canonical as written; the rest go to ipaddress, once per distinct value
+    return _Plan(col, pl.when(raw.str.contains(_CANONICAL_IP)).then(raw), present, _canonical_ips)
 
 
 def _strptime(expr: pl.Expr, fmt: str, aware: bool) -> pl.Expr:
@@ -518,7 +554,7 @@ def _parse_int(values: pl.Series) -> pl.Series:
 def _parse_float(values: pl.Series) -> pl.Series:
     """Numbers written with spaces around them."""
     value = values.str.strip_chars().cast(pl.Float64, strict=False)
-    return value.to_frame("v").select(pl.when(pl.col("v").is_finite()).then("v")).to_series()
+    return value.to_frame("v").select(_finite(pl.col("v"))).to_series()
 
 
 def _parse_bool(expr: pl.Expr) -> pl.Expr:
@@ -550,6 +586,25 @@ def _vname(name: str) -> str:
     return f"{_PREFIX}v_{name}"
 
 
+class _Reasons:
+    """The distinct (column, problem) pairs of one table, numbered; a row carries a number.
+
+    A small integer per row instead of two text columns keeps a 30M-row check cheap.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+
+    def code(self, column: str, problem: str) -> int:
+        if (column, problem) not in self.pairs:
+            self.pairs.append((column, problem))
+        return self.pairs.index((column, problem))
+
+    def text(self) -> tuple[list[int], list[str]]:
+        """Codes and their ``problem (column)`` reasons."""
+        return list(range(len(self.pairs))), [f"{p} ({c})" for c, p in self.pairs]
+
+
 def _read_table(
     spec: Table,
     file: Path,
@@ -558,19 +613,21 @@ def _read_table(
     *,
     present: set[str],
     say: Progress,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read, convert and check one table: (loaded rows, rejected rows with internal columns)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, _Reasons]:
+    """Read, convert and check one table: loaded rows, rejected rows (with codes), reasons."""
     try:
         source = _scan(spec, file, lossy=False)
-        frame = _convert(spec, source)
+        data = _convert(spec, source)
     except _NotUtf8:
         source = _scan(spec, file, lossy=True)
-        frame = _convert(spec, source)
+        data = _convert(spec, source)
     say(f"checking {spec.name}")
-    frame = _problems(spec, source, frame)
-    frame = _check_references(spec, source, frame, tables, rejected, present)
-    frame = _check_keys(spec, frame)
-    return _split(spec, source, frame)
+    reasons = _Reasons()
+    data = _problems(spec, source, data, reasons)
+    data = _check_references(spec, source, data, tables, rejected, present, reasons)
+    data = _check_keys(spec, data, reasons)
+    loaded, bad = _split(spec, source, data)
+    return loaded, bad, reasons
 
 
 class _NotUtf8(Exception):
@@ -580,14 +637,17 @@ class _NotUtf8(Exception):
 def _convert(spec: Table, source: _Source) -> pl.DataFrame:
     """Collect the raw columns and their normalised values; fix what the fast path missed."""
     frame = source.frame
-    if source.format == "csv":  # blank lines come out as all-null rows
-        frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
     try:
-        sample = frame.head(_SAMPLE_ROWS).collect() if source.format == "csv" else None
-        if sample is None:
-            ts_text = [c.name for c in spec.columns if c.kind == "ts"
-                       and _family(source.schema.get(c.name, pl.Null())) == "text"]  # fmt: skip
-            sample = frame.select(ts_text).head(_SAMPLE_ROWS).collect() if ts_text else pl.DataFrame()
+        if source.format == "csv":
+            sample = frame.head(_SAMPLE_ROWS).collect()
+            frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines
+        else:
+            text_ts = [
+                c.name
+                for c in spec.columns
+                if c.kind == "ts" and _family(source.schema.get(c.name, pl.Null())) == "text"
+            ]
+            sample = frame.select(text_ts).head(_SAMPLE_ROWS).collect()
         plans = [_plan(c, source, sample) for c in spec.columns]
         data = frame.with_columns(
             [p.value.alias(_vname(p.column.name)) for p in plans]
@@ -596,7 +656,9 @@ def _convert(spec: Table, source: _Source) -> pl.DataFrame:
     except pl.exceptions.PolarsError as exc:
         if source.format == "csv" and not source.lossy and "utf-8" in str(exc).lower():
             raise _NotUtf8 from exc
-        raise BadInput(f"{source.file.name}: cannot read: {_one_line(exc)}") from exc
+        binary = [n for n, t in source.schema.items() if isinstance(t, pl.Binary)]
+        where = f" (Binary columns: {', '.join(binary)})" if binary and "utf" in str(exc) else ""
+        raise BadInput(f"{source.file.name}: cannot read: {_one_line(exc)}{where}") from exc
     except OSError as exc:
         raise BadInput(f"{source.file.name}: cannot read: {_one_line(exc)}") from exc
 
@@ -609,12 +671,14 @@ def _convert(spec: Table, source: _Source) -> pl.DataFrame:
         if missed.any():
             idx = missed.arg_true()
             raw = data.get_column(p.column.name).gather(idx).cast(pl.String)
-            fixed = p.fixer(raw)
-            value = data.get_column(_vname(p.column.name)).clone().scatter(idx, fixed)
-            data = data.with_columns(value)
+            value = data.get_column(_vname(p.column.name)).clone().scatter(idx, p.fixer(raw))
+            data = _replace(data, value)
     if spec.name == "known_links":
         data = _normalise_entities(data)
     return data
+
+
+_ENTITY_PROBLEMS = ("not an ASN", "unparsable IP", "not an email domain")
 
 
 def _normalise_entities(data: pl.DataFrame) -> pl.DataFrame:
@@ -626,83 +690,73 @@ def _normalise_entities(data: pl.DataFrame) -> pl.DataFrame:
     asn = pl.when(asn_digits.str.contains(r"^[0-9]{1,10}$")).then(asn_digits.cast(pl.Int64))
     asn = pl.when(asn <= _MAX_ASN).then(asn.cast(pl.String))
     domain = text.str.to_lowercase().str.strip_prefix("@").str.strip_suffix(".")
-    domain_ok = domain.str.contains(r"^[^@\s]+$")
-    is_ip = (kind == "ip") & ent.is_not_null()
-    ips = data.get_column(_vname("entity_id")).filter(data.select(is_ip).to_series())
+    domain = pl.when(domain.str.contains(r"^[^@\s]+$")).then(domain)
+    ips = data.get_column(_vname("entity_id")).filter(
+        data.select((kind == "ip") & ent.is_not_null()).to_series()
+    )
     canon = _canonical_ips(ips) if len(ips) else pl.Series([], dtype=pl.String)
-    data = data.with_columns(
+    ip = ent.replace_strict(ips, canon, default=None, return_dtype=pl.String)
+    new = (
         pl.when(kind == "asn").then(asn)
-        .when(kind == "email_domain").then(pl.when(domain_ok).then(domain))
-        .when(kind == "ip").then(ent.replace_strict(ips, canon, default=None, return_dtype=pl.String))
-        .otherwise(ent).alias(f"{_PREFIX}entity"),
+        .when(kind == "email_domain").then(domain)
+        .when(kind == "ip").then(ip)
+        .otherwise(ent)
     )  # fmt: skip
-    new = pl.col(f"{_PREFIX}entity")
+    problem = (
+        pl.when(kind == "asn").then(pl.lit(_ENTITY_PROBLEMS[0]))
+        .when(kind == "ip").then(pl.lit(_ENTITY_PROBLEMS[1]))
+        .otherwise(pl.lit(_ENTITY_PROBLEMS[2]))
+    )  # fmt: skip
     return data.with_columns(
         pl.when(ent.is_not_null() & new.is_null())
-        .then(
-            pl.when(kind == "asn").then(pl.lit("not an ASN"))
-            .when(kind == "ip").then(pl.lit("unparsable IP"))
-            .otherwise(pl.lit("not an email domain"))
-        )
+        .then(problem)
         .alias(f"{_PREFIX}problem_entity_id"),
         pl.coalesce(new, ent).alias(_vname("entity_id")),
-    ).drop(f"{_PREFIX}entity")  # fmt: skip
+    )
 
 
-def _problems(spec: Table, source: _Source, data: pl.DataFrame) -> pl.DataFrame:
-    """First problem of every row, in schema order, as (problem, column) or nulls."""
-    checks: list[tuple[str, pl.Expr]] = []
+def _problems(spec: Table, source: _Source, data: pl.DataFrame, reasons: _Reasons) -> pl.DataFrame:
+    """Code of the first problem of every row (null: none), checks in schema order."""
+    checks: list[tuple[str, str, pl.Expr]] = []  # (column, problem, row has it)
     if source.lossy:
         for name, dtype in source.schema.items():
             if isinstance(dtype, pl.String) and name not in spec.column_names:
-                checks.append((name, pl.when(pl.col(name).str.contains("\ufffd", literal=True))
-                               .then(pl.lit("invalid UTF-8"))))  # fmt: skip
+                bad_text = pl.col(name).str.contains("\ufffd", literal=True)
+                checks.append((name, "invalid UTF-8", bad_text))
     for col in spec.columns:
-        name, value = col.name, pl.col(_vname(col.name))
         if col.name not in source.schema:
-            if not col.nullable:  # pragma: no cover - _scan refuses this
-                raise AssertionError(name)
-            continue
-        raw = pl.col(name)
-        dtype = source.schema[name]
-        fam = _family(dtype)
+            continue  # an absent nullable column: all null, nothing to check
+        name, value, raw = col.name, pl.col(_vname(col.name)), pl.col(col.name)
+        fam = _family(source.schema[name])
         if source.lossy and fam == "text":
-            checks.append((name, pl.when(raw.str.contains("\ufffd", literal=True))
-                           .then(pl.lit("invalid UTF-8"))))  # fmt: skip
+            checks.append((name, "invalid UTF-8", raw.str.contains("\ufffd", literal=True)))
         if fam in ("text", "binary"):
             present = raw.is_not_null() & (raw.cast(pl.String) != "")
         else:
             present = raw.is_not_null()
         if fam != "null":
-            problem = _parse_problem(col, fam)
-            checks.append((name, pl.when(present & value.is_null()).then(pl.lit(problem))))
+            checks.append((name, _parse_problem(col, fam), present & value.is_null()))
         if not col.nullable:
-            checks.append((name, pl.when(value.is_null()).then(pl.lit("missing value"))))
+            checks.append((name, "missing value", value.is_null()))
         if col.choices:
             allowed = pl.Series(col.choices, dtype=pl.String).implode()
-            checks.append((name, pl.when(value.is_not_null() & ~value.is_in(allowed))
-                           .then(pl.lit(f"not one of {', '.join(col.choices)}"))))  # fmt: skip
+            checks.append((name, f"not one of {', '.join(col.choices)}", ~value.is_in(allowed)))
         if col.kind == "int":
-            checks.append((name, pl.when(value < 0).then(pl.lit("negative value"))))
+            checks.append((name, "negative value", value < 0))
         low_high = _RANGES.get((spec.name, name))
         if low_high:
             low, high = low_high
-            checks.append((name, pl.when((value < low) | (value > high))
-                           .then(pl.lit(f"out of range {low:g}..{high:g}"))))  # fmt: skip
+            checks.append((name, f"out of range {low:g}..{high:g}", (value < low) | (value > high)))
         extra = f"{_PREFIX}problem_{name}"
         if extra in data.columns:
-            checks.append((name, pl.col(extra)))
+            checks.extend((name, p, pl.col(extra) == p) for p in _ENTITY_PROBLEMS)
     if {"first_seen", "last_seen"} <= set(spec.column_names):
         first, last = pl.col(_vname("first_seen")), pl.col(_vname("last_seen"))
-        checks.append(("last_seen", pl.when(last < first).then(pl.lit("last_seen before first_seen"))))
-    if not checks:
-        return data.with_columns(
-            pl.lit(None, pl.String).alias(_PROBLEM), pl.lit(None, pl.String).alias(_COLUMN)
-        )
-    return data.lazy().with_columns(
-        pl.coalesce(e for _, e in checks).alias(_PROBLEM),
-        pl.coalesce(pl.when(e.is_not_null()).then(pl.lit(n)) for n, e in checks).alias(_COLUMN),
-    ).collect()
+        checks.append(("last_seen", "last_seen before first_seen", last < first))
+    code = pl.coalesce(
+        pl.when(cond).then(pl.lit(reasons.code(c, p), pl.UInt32)) for c, p, cond in checks
+    )
+    return data.lazy().with_columns(code.alias(_CODE)).collect()
 
 
 def _parse_problem(col: Column, fam: Family | None) -> str:
@@ -714,13 +768,17 @@ def _parse_problem(col: Column, fam: Family | None) -> str:
     return _PARSE_PROBLEM[col.kind]
 
 
-def _mark(data: pl.DataFrame, mask: pl.Series, problem: pl.Expr | str, column: str) -> pl.DataFrame:
-    """Give rows under ``mask`` (which have no problem yet) a problem."""
-    text = pl.lit(problem) if isinstance(problem, str) else problem
-    return data.with_columns(
-        pl.when(pl.lit(mask)).then(text).otherwise(pl.col(_PROBLEM)).alias(_PROBLEM),
-        pl.when(pl.lit(mask)).then(pl.lit(column)).otherwise(pl.col(_COLUMN)).alias(_COLUMN),
-    )
+def _replace(data: pl.DataFrame, column: pl.Series) -> pl.DataFrame:
+    """Swap in a column without the full rechunk an eager ``with_columns`` can trigger."""
+    data = data.clone()  # shallow: columns are shared, not copied
+    return data.replace_column(data.get_column_index(column.name), column)
+
+
+def _mark(data: pl.DataFrame, rows: pl.Series, code: int) -> pl.DataFrame:
+    """Give the rows at indices ``rows`` (which have no problem yet) problem ``code``."""
+    if rows.is_empty():
+        return data
+    return _replace(data, data.get_column(_CODE).clone().scatter(rows, code))
 
 
 def _check_references(
@@ -730,35 +788,50 @@ def _check_references(
     tables: dict[str, pl.DataFrame],
     rejected: dict[str, pl.DataFrame],
     present: set[str],
+    reasons: _Reasons,
 ) -> pl.DataFrame:
-    """Reject rows whose reference names no loaded row of the referenced table."""
+    """Reject rows whose reference names no loaded row of the referenced table.
+
+    An anti-join of the column against the referenced keys, over all rows at once; only the
+    dangling rows (few, normally) come back to be marked.
+    """
+    row, key = f"{_PREFIX}row", f"{_PREFIX}key"
     for ref in spec.references:
-        nullable = spec.column(ref.column).nullable
         if ref.table not in present:
-            if nullable or data.height == 0:
+            if spec.column(ref.column).nullable or data.height == 0:
                 continue
             raise BadInput(
                 f"{source.file.name}: column {ref.column} refers to {ref.table}, but the "
                 f"snapshot has no {ref.table} table"
             )
-        keys = tables[ref.table].get_column(ref.target).implode()
-        value = pl.col(_vname(ref.column))
-        dangling = data.select(
-            pl.col(_PROBLEM).is_null() & value.is_not_null() & ~value.is_in(keys)
-        ).to_series()
-        if not dangling.any():
+        targets = tables[ref.table].lazy().select(pl.col(ref.target).alias(key))
+        dangling = (
+            data.lazy()
+            .select(
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias(row),
+                pl.col(_vname(ref.column)).alias(key),
+            )
+            .join(targets, on=key, how="anti")
+            .filter(pl.col(key).is_not_null())
+            .collect()
+        )
+        if dangling.is_empty():
             continue
-        why: pl.Expr | str = f"not in {ref.table}"
+        rows = dangling.get_column(row)
+        dangling = dangling.filter(data.get_column(_CODE).gather(rows).is_null())
         bad = rejected.get(ref.table)
+        was_rejected = pl.lit(False)
         if bad is not None and ref.target in bad.columns:
-            was_rejected = value.is_in(bad.get_column(ref.target).implode())
-            why = pl.when(was_rejected).then(pl.lit(f"refers to a rejected row of {ref.table}"))
-            why = why.otherwise(pl.lit(f"not in {ref.table}"))
-        data = _mark(data, dangling, why, ref.column)
+            was_rejected = pl.col(key).is_in(bad.get_column(ref.target).implode())
+        split = dangling.with_columns(was_rejected.alias("was"))
+        unknown = reasons.code(ref.column, f"not in {ref.table}")
+        cascade = reasons.code(ref.column, f"refers to a rejected row of {ref.table}")
+        data = _mark(data, split.filter(~pl.col("was")).get_column(row), unknown)
+        data = _mark(data, split.filter(pl.col("was")).get_column(row), cascade)
     return data
 
 
-def _check_keys(spec: Table, data: pl.DataFrame) -> pl.DataFrame:
+def _check_keys(spec: Table, data: pl.DataFrame, reasons: _Reasons) -> pl.DataFrame:
     """Reject later rows repeating the key of an earlier loadable row.
 
     Candidates come from a 64-bit hash of the key (fast on millions of rows); they are then
@@ -768,43 +841,42 @@ def _check_keys(spec: Table, data: pl.DataFrame) -> pl.DataFrame:
     if not spec.key or data.height == 0:
         return data
     values = [pl.col(_vname(k)) for k in spec.key]
-    ok = data.get_column(_PROBLEM).is_null()
-    hashed = data.select(pl.when(pl.lit(ok)).then(pl.struct(values).hash())).to_series()
-    candidate = ok & ~hashed.is_first_distinct()
-    if not candidate.any():
+    ok = pl.col(_CODE).is_null()
+    hashed = pl.when(ok).then(pl.struct(values).hash())
+    suspects = (
+        data.lazy()
+        .filter(ok & ~hashed.is_first_distinct())
+        .select(hashed.unique().implode())
+        .collect()
+        .item()
+    )
+    if suspects.is_empty():
         return data
-    suspects = hashed.filter(candidate).unique().implode()
     row = f"{_PREFIX}row"
-    group = data.with_row_index(row).filter(ok & hashed.is_in(suspects))
-    repeats = group.filter(~pl.struct(values).is_first_distinct()).get_column(row)
-    if repeats.is_empty():
-        return data
-    mask = pl.repeat(False, data.height, eager=True).scatter(repeats, True)
-    return _mark(data, mask, "duplicate key", ", ".join(spec.key))
+    group = data.lazy().with_row_index(row).filter(ok & hashed.is_in(suspects.implode()))
+    repeats = group.filter(~pl.struct(values).is_first_distinct()).select(row).collect()
+    return _mark(data, repeats.get_column(row), reasons.code(", ".join(spec.key), "duplicate key"))
 
 
-def _split(
-    spec: Table, source: _Source, data: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _split(spec: Table, source: _Source, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Loaded rows (normalised, contract columns then extras) and rejected rows (as text)."""
     extras = [n for n in source.schema if n not in spec.column_names]
     loaded_cols = [pl.col(_vname(c.name)).alias(c.name) for c in spec.columns]
     if spec.name == "known_links":
-        loaded_cols[spec.column_names.index("confidence")] = (
-            pl.col(_vname("confidence")).fill_null(1.0).alias("confidence")
-        )
+        at = spec.column_names.index("confidence")
+        loaded_cols[at] = pl.col(_vname("confidence")).fill_null(1.0).alias("confidence")
     loaded_cols += [pl.col(n) for n in extras]
-    ok = data.get_column(_PROBLEM).is_null()
-    n_bad = data.height - int(ok.sum())
-    kept = data if n_bad == 0 else data.filter(ok)
-    loaded = kept.select(loaded_cols)
+    # Lazy on purpose: eager select/filter over a frame whose columns are chunked
+    # differently rechunk every column first (seconds on 30M rows).
+    frame, code = data.lazy(), pl.col(_CODE)
+    all_good = data.get_column(_CODE).null_count() == data.height
+    good = frame if all_good else frame.filter(code.is_null())
     file_cols = [c for c in spec.column_names if c in source.schema] + extras
-    bad = data.filter(~ok) if n_bad else data.clear()
-    bad = bad.select(
-        [_as_text(n, source.schema[n]).alias(n) for n in file_cols]
-        + [pl.col(_PROBLEM), pl.col(_COLUMN)]
+    bad = frame.filter(code.is_not_null()).select(
+        [_as_text(n, source.schema[n]).alias(n) for n in file_cols] + [code]
     )
-    return loaded, bad
+    loaded, rejected = pl.collect_all([good.select(loaded_cols), bad])
+    return loaded, rejected
 
 
 def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -815,6 +887,9 @@ def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
         return pl.when(pl.col(name).is_not_null()).then(encoded.str.slice(prefix).str.head(-1))
     if isinstance(dtype, pl.Binary):
         return pl.col(name).bin.encode("hex")
+    if isinstance(dtype, pl.Datetime):  # ISO-8601, as a CSV would have it
+        fmt = "%Y-%m-%dT%H:%M:%S%.f" + ("%:z" if dtype.time_zone else "")
+        return pl.col(name).dt.to_string(fmt)
     return pl.col(name).cast(pl.String)
 
 
@@ -823,34 +898,25 @@ def _reason_name(columns: list[str]) -> str:
     return "reason" if "reason" not in columns else "ingest_reason"
 
 
-def _public_rejected(bad: pl.DataFrame) -> pl.DataFrame:
+def _public_rejected(bad: pl.DataFrame, reasons: _Reasons) -> pl.DataFrame:
     """Rejected rows as published: the file's columns as text, then the reason."""
-    cols = [c for c in bad.columns if c not in (_PROBLEM, _COLUMN)]
-    reason = pl.concat_str(pl.col(_PROBLEM), pl.lit(" ("), pl.col(_COLUMN), pl.lit(")"))
+    cols = [c for c in bad.columns if c != _CODE]
+    codes, texts = reasons.text()
+    reason = pl.col(_CODE).replace_strict(codes, texts, return_dtype=pl.String)
     return bad.select([*cols, reason.alias(_reason_name(cols))])
 
 
-def _check_limit(
-    name: str, bad: pl.DataFrame, read: int, limit: float, *, lossy: str
-) -> None:
+def _check_limit(name: str, bad: pl.DataFrame, read: int, limit: float, reasons: _Reasons) -> None:
     """Stop when too many rows of a table were rejected; say which column, why, and a row."""
     share = bad.height / read
     if share <= limit:
         return
-    top = (
-        bad.group_by(_COLUMN, _PROBLEM, maintain_order=True)
-        .len()
-        .sort("len", descending=True, maintain_order=True)
-        .row(0, named=True)
-    )
-    column, problem = top[_COLUMN], top[_PROBLEM]
-    sample = bad.filter((pl.col(_COLUMN) == column) & (pl.col(_PROBLEM) == problem)).row(
-        0, named=True
-    )
-    shown = ", ".join(
-        f"{k}={_short(v)}" for k, v in sample.items() if k not in (_PROBLEM, _COLUMN)
-    )
-    hint = "; is the file UTF-8?" if problem == lossy else ""
+    counts = bad.group_by(_CODE, maintain_order=True).len(name=f"{_PREFIX}n")
+    top = counts.sort(f"{_PREFIX}n", descending=True, maintain_order=True).get_column(_CODE)[0]
+    column, problem = reasons.pairs[top]
+    sample = bad.filter(pl.col(_CODE) == top).row(0, named=True)
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in sample.items() if k != _CODE)
+    hint = "; is the file UTF-8?" if problem == "invalid UTF-8" else ""
     raise BadInput(
         f"table {name}: {_percent(share, limit)}% of rows rejected "
         f"({bad.height} of {read}; limit {_percent(limit, share)}%); "
