@@ -73,13 +73,15 @@ def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
     return (((hub_e / n_f) + 1.0).log() / ((hub_e / 2.0) + 1.0).log()).clip(0.0, 1.0)
 
 
-def infer_links(graph: PropertyGraph, params: LinkParams) -> Links:
+def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None
+                ) -> Links:
     """Score candidate pairs from every blocking family and keep the edges."""
     accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
         pl.col("idx").cast(pl.Int32)
     )
     parts = [
-        _entity_evidence(graph, accounts, params),
+        _entity_evidence(graph, accounts, params,
+                         feats if feats is not None else features.account_features(graph)),
         _creation_evidence(graph, accounts, params),
         _timing_candidates(graph, params),
     ]
@@ -125,7 +127,9 @@ def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
     ).drop("idx", "idx_b", "r")
 
 
-def _entity_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+def _entity_evidence(
+    graph: PropertyGraph, index: pl.DataFrame, p: LinkParams, feats: pl.DataFrame
+) -> pl.DataFrame:
     """(a, b, family, s) from shared cards, devices, IPs, email domains and templates."""
     uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
         pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
@@ -136,7 +140,7 @@ def _entity_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
     # marker of one operation, however many accounts share it.
     anomaly = index.join(
         graph.accounts.select("account_id").with_columns(
-            features.anomaly(features.account_features(graph))),
+            features.anomaly(feats)),
         on="account_id",
     ).select("idx", "anomaly")
     baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
@@ -183,7 +187,7 @@ def _entity_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
             if family[0] in ("network", "device")
             else pl.lit(1.0)
         )
-        out.append(pairs.select("a", "b", pl.lit(family[0]).alias("family"), pl.col("s") * factor))
+        out.append(pairs.select("a", "b", _family(str(family[0])), pl.col("s") * factor))
     return pl.concat(out) if out else _empty_rows()
 
 
@@ -247,7 +251,7 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
             )
             pairs = _window_pairs(members, p.window)
             if pairs.height:
-                out.append(pairs.select("a", "b", pl.lit("creation").alias("family"), "s"))
+                out.append(pairs.select("a", "b", _family("creation"), "s"))
     return pl.concat(out) if out else _empty_rows()
 
 
@@ -280,7 +284,7 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
         ).drop("n")
         pairs = _window_pairs(members, p.window)
         if pairs.height:
-            out.append(pairs.select("a", "b", pl.lit("timing").alias("family"), "s"))
+            out.append(pairs.select("a", "b", _family("timing"), "s"))
     return pl.concat(out) if out else _empty_rows()
 
 
@@ -289,15 +293,23 @@ def _num(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+FAMILY = pl.Enum(FAMILIES)
+
+
+def _family(name: str) -> pl.Expr:
+    """A family label that costs a byte per row, not a string (tens of millions of rows)."""
+    return pl.lit(name, dtype=FAMILY).alias("family")
+
+
 def _empty_rows() -> pl.DataFrame:
     return pl.DataFrame(
-        schema={"a": pl.Int32, "b": pl.Int32, "family": pl.String, "s": pl.Float64}
+        schema={"a": pl.Int32, "b": pl.Int32, "family": FAMILY, "s": pl.Float64}
     )
 
 
 def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     """One row per pair, one strength per family: the strongest entity plus a bonus."""
-    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
+    cap = pl.col("family").cast(pl.String).replace_strict(p.cap, return_dtype=pl.Float64)
     per_family = (
         rows.with_columns(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32))
         .filter(pl.col("a") != pl.col("b"))

@@ -16,6 +16,7 @@ import polars as pl
 from attribution import __version__
 from attribution.attribute import attribute, mask
 from attribution.diff import run_diff
+from attribution.features import account_features
 from attribution.fleets import attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
@@ -68,6 +69,7 @@ def run(
                              progress=stages.say)
     with stages.stage("graph"):
         built = build_graph(snap.tables)
+        snap.tables.clear()  # exchanges are the bulk of memory; only the graph goes on
     with stages.stage("load"):
         store.load_snapshot(built, digest=snap.digest)
         del built
@@ -119,13 +121,14 @@ def attribute_graph(
 ) -> RunRecord:
     """Links, fleets, scores and attribution over a graph read from a store."""
     with stages.stage("links"):
-        links = infer_links(graph, params.link)
+        feats = account_features(graph)
+        links = infer_links(graph, params.link, feats)
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
         membership = attach_loners(membership, links.loose, params.fleet)
     with stages.stage("scores"):
-        fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership)
+        fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)
     members = membership.join(links.accounts, on="idx").select("account_id", "fleet")
     with stages.stage("attribution"):
         attribution, org_ev = attribute(graph, members, fleet_scores, params.attribution)

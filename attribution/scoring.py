@@ -57,7 +57,8 @@ def _sigmoid(x: pl.Expr) -> pl.Expr:
 
 
 def sybil_scores(
-    graph: PropertyGraph, links: Links, membership: pl.DataFrame
+    graph: PropertyGraph, links: Links, membership: pl.DataFrame,
+    feats: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Score fleets and accounts.
 
@@ -65,7 +66,7 @@ def sybil_scores(
     column per feature and its contribution, account scores, feature
     evidence rows).
     """
-    feats = account_features(graph)
+    feats = feats if feats is not None else account_features(graph)
     idx = links.accounts.join(feats, on="account_id")
     members = membership.join(idx, on="idx")
     edges = links.edges.join(membership.select("idx", pl.col("fleet").alias("fa")),

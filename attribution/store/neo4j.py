@@ -16,15 +16,16 @@ integer column. A node that is a row of a ``PropertyGraph`` frame carries all
 its columns; a node that only ends a relationship (an IP seen in exchanges but
 absent from ``ips``) carries its key only.
 
-Replacing the graph: *stamp and sweep*. Every node and relationship a load
-writes is stamped ``_snapshot = digest`` (rows also ``_row = digest``); after
-the last batch, what carries another stamp is deleted, except nodes that run
-results still point at, which are stripped to their key. A ``(:GraphState)``
-node records the digest and whether the load finished: ``read_graph`` refuses
-a graph whose load did not finish, and re-running that load completes it
-(every batch is an idempotent ``MERGE``; the sweep is skipped when the same
-snapshot was already complete). Column dtypes are kept on the state node as
-empty Arrow IPC frames, so ``read_graph`` returns exactly the loaded frames.
+Replacing the graph: *stamp and sweep*. A graph's stamp is its snapshot digest
+plus a hash of its frames. Every node and relationship a load writes gets
+``_snapshot = stamp`` (rows of a frame also ``_row = stamp``); after the last
+batch, what carries another stamp is deleted, except nodes that run results
+still point at, which are stripped to their key. A ``(:GraphState)`` node
+records digest, stamp and whether the load finished: ``read_graph`` refuses a
+graph whose load did not finish, and re-running that load completes it (every
+batch is an idempotent ``MERGE``). A graph already loaded whole under the same
+stamp is not sent again. Column dtypes are kept on the state node as empty
+Arrow IPC frames, so ``read_graph`` returns exactly the loaded frames.
 
 Runs::
 
@@ -52,6 +53,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import hashlib
 import io
 import json
 import logging
@@ -59,6 +61,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal, LiteralString, TypeVar
 
 import polars as pl
+import pyarrow as pa
 from neo4j import Driver, GraphDatabase, ManagedTransaction, Session
 from neo4j import time as neo4j_time
 from neo4j.exceptions import (
@@ -139,9 +142,6 @@ LINK_LABEL: dict[str, LiteralString] = {
     "email_domain": "EmailDomain",
     "prompt": "PromptTemplate",
 }
-GRAPH_RELS: tuple[LiteralString, ...] = (
-    *(rel for rel, _ in USE_REL.values()), "KNOWN_AS", "IN_ASN", "EXIT_OF"
-)
 
 
 def _expand(template: LiteralString, **parts: LiteralString) -> LiteralString:
@@ -175,18 +175,46 @@ SCHEMA: tuple[LiteralString, ...] = (
     "CREATE INDEX member_run IF NOT EXISTS FOR ()-[r:MEMBER_OF]-() ON (r.run_id)",
 )
 
+# Timestamps travel as [epoch seconds, nanoseconds] pairs (the driver's own temporal
+# types cost 20x an integer each way) and are stored as Neo4j DATETIME values.
+SET_TIMES: LiteralString = (
+    " WITH * CALL (<V>, row) {"
+    " UNWIND [k IN keys(row.ts) WHERE row.ts[k] IS NOT NULL] AS k"
+    " SET <V>[k] = datetime({epochSeconds: row.ts[k][0], nanosecond: row.ts[k][1]}) }"
+)
+# Reads name the columns wanted ($cols, $times: from the stored dtypes) and get values
+# back by position: no property names repeated per row, and DATETIME values as floor
+# epoch seconds and nanoseconds (epochSeconds truncates towards zero before 1970).
+VALUES: LiteralString = (
+    "[k IN $<P>cols | <V>[k]], "
+    "[k IN $<P>times | <V>[k].epochSeconds - CASE WHEN <V>[k].nanosecond > 0"
+    " AND <V>[k] < datetime({epochSeconds: 0}) THEN 1 ELSE 0 END], "
+    "[k IN $<P>times | <V>[k].nanosecond]"
+)
+
+
+def _times(var: LiteralString) -> LiteralString:
+    return _expand(SET_TIMES, V=var)
+
+
+def _values(var: LiteralString, prefix: LiteralString = "") -> LiteralString:
+    """``values, seconds, nanos`` of a node or relationship, by position (see VALUES)."""
+    return _expand(VALUES, V=var, P=prefix)
+
+
 UPSERT_ROWS = _per_label(
-    "UNWIND $rows AS row MERGE (n:<L> {<K>: row.<K>}) "
-    "SET n = row, n._snapshot = $digest, n._row = $digest"
+    "UNWIND $rows AS row MERGE (n:<L> {<K>: row.props.<K>}) "
+    "SET n = row.props, n._snapshot = $stamp, n._row = $stamp" + _times("n")
 )
 TOUCH_NODES = _per_label(
-    "UNWIND $keys AS key MERGE (n:<L> {<K>: key}) SET n._snapshot = $digest"
+    "UNWIND $keys AS key MERGE (n:<L> {<K>: key}) SET n._snapshot = $stamp"
 )
 UPSERT_USES = {
     kind: _expand(
         "UNWIND $rows AS row "
         "MATCH (a:Account {account_id: row.a}) MATCH (e:<L> {<K>: row.e}) "
-        "MERGE (a)-[r:<T>]->(e) SET r = row.props, r._snapshot = $digest",
+        "MERGE (a)-[r:<T>]->(e) SET r = coalesce(row.props, {}), r._snapshot = $stamp"
+        + _times("r"),
         L=label, K=NODE_KEYS[label], T=rel,
     )
     for kind, (rel, label) in USE_REL.items()
@@ -197,84 +225,85 @@ UPSERT_KNOWN = {
         "MATCH (e:<L> {<K>: row.key}) MATCH (o:Organization {org_id: row.org_id}) "
         "MERGE (e)-[r:KNOWN_AS {entity_type: row.props.entity_type, "
         "entity_id: row.props.entity_id}]->(o) "
-        "SET r = row.props, r._snapshot = $digest",
+        "SET r = row.props, r._snapshot = $stamp" + _times("r"),
         L=label, K=NODE_KEYS[label],
     )
     for kind, label in LINK_LABEL.items()
 }
 UPSERT_IN_ASN: LiteralString = (
     "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (a:ASN {asn: row.asn}) "
-    "MERGE (i)-[r:IN_ASN]->(a) SET r._snapshot = $digest"
+    "MERGE (i)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
 )
 UPSERT_EXIT_OF: LiteralString = (
     "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (p:Proxy {proxy_id: row.proxy_id}) "
-    "MERGE (i)-[r:EXIT_OF]->(p) SET r._snapshot = $digest"
+    "MERGE (i)-[r:EXIT_OF]->(p) SET r._snapshot = $stamp"
 )
-SWEEP_RELS = {
-    rel: _expand(
-        "MATCH ()-[r:<T>]->() WHERE coalesce(r._snapshot, '') <> $digest "
-        "WITH r LIMIT $limit DELETE r RETURN count(*) AS n",
-        T=rel,
-    )
-    for rel in GRAPH_RELS
-}
-# Nodes of an older snapshot: gone, unless run results point at them.
-SWEEP_NODES = _per_label(
-    "MATCH (n:<L>) WHERE coalesce(n._snapshot, '') <> $digest AND NOT EXISTS { (n)--() } "
-    "WITH n LIMIT $limit DELETE n RETURN count(*) AS n"
+# The sweep: three passes over the whole store, each in batches of its own
+# transactions (an implicit transaction; every pass can simply be run again).
+SWEEP_RELS: LiteralString = (
+    "MATCH ()-[r]->() WHERE r._snapshot <> $stamp "
+    "CALL (r) { DELETE r } IN TRANSACTIONS OF 10000 ROWS"
 )
-STRIP_STALE = _per_label(
-    "MATCH (n:<L>) WHERE coalesce(n._snapshot, '') <> $digest AND n._row IS NOT NULL "
-    "WITH n LIMIT $limit SET n = {<K>: n.<K>} RETURN count(*) AS n"
+# Nodes of an older graph: gone, unless run results point at them.
+SWEEP_NODES: LiteralString = (
+    "MATCH (n) WHERE n._snapshot <> $stamp AND NOT EXISTS { (n)--() } "
+    "CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
 )
-# A row of an older snapshot that is now only a relationship end: drop its columns.
-STRIP_ENDPOINTS = _per_label(
-    "MATCH (n:<L>) WHERE n._snapshot = $digest AND n._row <> $digest "
-    "WITH n LIMIT $limit SET n = {<K>: n.<K>, _snapshot: $digest} RETURN count(*) AS n"
+# What remains of an older graph is stripped to its key (outside the graph now);
+# a row of an older graph that is only a relationship end now loses its columns.
+STRIP_NODES: LiteralString = (
+    "MATCH (n) WHERE n._snapshot <> $stamp OR n._row <> $stamp "
+    "CALL (n) { "
+    "WITH n, CASE WHEN n:Account THEN {account_id: n.account_id}"
+    " WHEN n:PaymentMethod THEN {fingerprint: n.fingerprint}"
+    " WHEN n:Device THEN {device_id: n.device_id} WHEN n:IP THEN {ip: n.ip}"
+    " WHEN n:Proxy THEN {proxy_id: n.proxy_id} WHEN n:ASN THEN {asn: n.asn}"
+    " WHEN n:EmailDomain THEN {domain: n.domain}"
+    " WHEN n:PromptTemplate THEN {prompt_hash: n.prompt_hash}"
+    " WHEN n:Organization THEN {org_id: n.org_id} END AS key "
+    "SET n = CASE WHEN n._snapshot = $stamp THEN key{.*, _snapshot: $stamp} ELSE key END "
+    "} IN TRANSACTIONS OF 10000 ROWS"
 )
 # Nodes created only for run results, once no run points at them any more.
-SWEEP_ORPHANS = {
-    label: _expand(
-        "MATCH (n:<L>) WHERE n._snapshot IS NULL AND NOT EXISTS { (n)--() } "
-        "WITH n LIMIT $limit DELETE n RETURN count(*) AS n",
-        L=label,
-    )
-    for label in ("Account", "Organization")
-}
+SWEEP_ORPHANS: LiteralString = (
+    "MATCH (n) WHERE (n:Account OR n:Organization) AND n._snapshot IS NULL "
+    "AND NOT EXISTS { (n)--() } CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+)
 BEGIN_LOAD: LiteralString = (
     "MERGE (g:GraphState {id: 'graph'}) "
-    "SET g.digest = $digest, g.complete = false, g.schema = $schema, "
+    "SET g.digest = $digest, g.stamp = $stamp, g.complete = false, g.schema = $schema, "
     "g.load_started_at = datetime()"
 )
 FINISH_LOAD: LiteralString = (
-    "MATCH (g:GraphState {id: 'graph'}) WHERE g.digest = $digest "
-    "SET g.complete = true, g.counts = $counts, g.loaded_at = datetime() RETURN g.digest AS d"
+    "MATCH (g:GraphState {id: 'graph'}) WHERE g.stamp = $stamp "
+    "SET g.complete = true, g.counts = $counts, g.loaded_at = datetime() RETURN g.stamp AS s"
 )
 GRAPH_STATE: LiteralString = (
     "MATCH (g:GraphState {id: 'graph'}) "
-    "RETURN g.digest AS digest, g.complete AS complete, g.schema AS schema, g.counts AS counts"
+    "RETURN g.digest AS digest, g.stamp AS stamp, g.complete AS complete, g.schema AS schema, "
+    "g.counts AS counts"
 )
 
 READ_ROWS = _per_label(
-    "MATCH (n:<L>) WHERE n.<K> >= $after AND n._row = $digest "
-    "WITH n ORDER BY n.<K> LIMIT $limit RETURN n.<K> AS key, properties(n) AS props"
+    "MATCH (n:<L>) WHERE n.<K> >= $after AND n._row = $stamp "
+    "WITH n ORDER BY n.<K> LIMIT $limit RETURN n.<K> AS key, [" + _values("n") + "] AS v"
 )
 READ_ACCOUNTS: LiteralString = (
-    "MATCH (a:Account) WHERE a.account_id >= $after AND a._snapshot = $digest "
+    "MATCH (a:Account) WHERE a.account_id >= $after AND a._snapshot = $stamp "
     "WITH a ORDER BY a.account_id LIMIT $limit "
-    "RETURN a.account_id AS key, coalesce(a._row = $digest, false) AS row, "
-    "properties(a) AS props, "
+    "RETURN a.account_id AS key, coalesce(a._row = $stamp, false) AS row, "
+    "[" + _values("a") + "] AS v, "
     "[(a)-[r:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]->(e)"
     " | [type(r), CASE type(r) WHEN 'USES_PAYMENT' THEN e.fingerprint"
     " WHEN 'USES_DEVICE' THEN e.device_id WHEN 'HAS_EMAIL_DOMAIN' THEN e.domain"
-    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END, properties(r)]] AS uses"
+    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END, " + _values("r", "u") + "]] AS uses"
 )
 READ_ORGANIZATIONS: LiteralString = (
-    "MATCH (o:Organization) WHERE o.org_id >= $after AND o._snapshot = $digest "
+    "MATCH (o:Organization) WHERE o.org_id >= $after AND o._snapshot = $stamp "
     "WITH o ORDER BY o.org_id LIMIT $limit "
-    "RETURN o.org_id AS key, coalesce(o._row = $digest, false) AS row, "
-    "properties(o) AS props, "
-    "[(e)-[k:KNOWN_AS]->(o) WHERE k._snapshot = $digest | properties(k)] AS links"
+    "RETURN o.org_id AS key, coalesce(o._row = $stamp, false) AS row, "
+    "[" + _values("o") + "] AS v, "
+    "[(e)-[l:KNOWN_AS]->(o) WHERE l._snapshot = $stamp | [" + _values("l", "l") + "]] AS links"
 )
 COUNT_NODES: LiteralString = "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n"
 COUNT_RELS: LiteralString = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS n"
@@ -290,8 +319,8 @@ BEGIN_RUN: LiteralString = (
     "r.n_fleets = $n_fleets, r.n_evidence = $n_evidence, r.write_started_at = datetime()"
 )
 WRITE_FLEETS: LiteralString = (
-    "UNWIND $rows AS row MERGE (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
-    "SET f = row, f.run_id = $run_id"
+    "UNWIND $rows AS row MERGE (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
+    "SET f = row.props, f.run_id = $run_id" + _times("f")
 )
 WRITE_ATTRIBUTED: LiteralString = (
     "UNWIND $rows AS row MATCH (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
@@ -299,18 +328,19 @@ WRITE_ATTRIBUTED: LiteralString = (
     "MERGE (f)-[x:ATTRIBUTED_TO]->(o) SET x.run_id = $run_id, x.confidence = row.confidence"
 )
 WRITE_EVIDENCE: LiteralString = (
-    "UNWIND $rows AS row MERGE (e:Evidence {run_id: $run_id, seq: row.seq}) "
-    "SET e = row, e.run_id = $run_id "
-    "WITH e, row MATCH (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
+    "UNWIND $rows AS row MERGE (e:Evidence {run_id: $run_id, seq: row.props.seq}) "
+    "SET e = row.props, e.run_id = $run_id" + _times("e") + " "
+    "WITH e, row MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
     "MERGE (e)-[:SUPPORTS]->(f)"
 )
 WRITE_ASSIGNMENTS: LiteralString = (
     "MATCH (r:Run {run_id: $run_id}) UNWIND $rows AS row "
-    "MERGE (a:Account {account_id: row.account_id}) "
-    "MERGE (a)-[s:SCORED]->(r) SET s = row, s.run_id = $run_id "
-    "WITH a, row WHERE row.fleet_id IS NOT NULL "
-    "MATCH (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
-    "MERGE (a)-[m:MEMBER_OF]->(f) SET m.run_id = $run_id, m.sybil_score = row.sybil_score"
+    "MERGE (a:Account {account_id: row.props.account_id}) "
+    "MERGE (a)-[s:SCORED]->(r) SET s = row.props, s.run_id = $run_id" + _times("s") + " "
+    "WITH a, row WHERE row.props.fleet_id IS NOT NULL "
+    "MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
+    "MERGE (a)-[m:MEMBER_OF]->(f) "
+    "SET m.run_id = $run_id, m.sybil_score = row.props.sybil_score"
 )
 COUNT_RUN: LiteralString = (
     "MATCH (r:Run {run_id: $run_id}) "
@@ -339,27 +369,26 @@ RUNS_TO_DROP: LiteralString = (
 )
 READ_FLEETS: LiteralString = (
     "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq >= $after "
-    "WITH f ORDER BY f.seq LIMIT $limit RETURN f.seq AS key, properties(f) AS props"
+    "WITH f ORDER BY f.seq LIMIT $limit RETURN f.seq AS key, [" + _values("f") + "] AS v"
 )
 READ_EVIDENCE: LiteralString = (
     "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq >= $after "
-    "WITH e ORDER BY e.seq LIMIT $limit RETURN e.seq AS key, properties(e) AS props"
+    "WITH e ORDER BY e.seq LIMIT $limit RETURN e.seq AS key, [" + _values("e") + "] AS v"
 )
 READ_ASSIGNMENTS: LiteralString = (
     "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq >= $after "
-    "WITH s ORDER BY s.seq LIMIT $limit RETURN s.seq AS key, properties(s) AS props"
+    "WITH s ORDER BY s.seq LIMIT $limit RETURN s.seq AS key, [" + _values("s") + "] AS v"
 )
 DROP_RUN_STEPS: tuple[LiteralString, ...] = (
     "MATCH ()-[m:MEMBER_OF]->() WHERE m.run_id = $run_id "
-    "WITH m LIMIT $limit DELETE m RETURN count(*) AS n",
+    "CALL (m) { DELETE m } IN TRANSACTIONS OF 10000 ROWS",
     "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id "
-    "WITH s LIMIT $limit DELETE s RETURN count(*) AS n",
+    "CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS",
     "MATCH (e:Evidence) WHERE e.run_id = $run_id "
-    "WITH e LIMIT $limit DETACH DELETE e RETURN count(*) AS n",
+    "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF 10000 ROWS",
     "MATCH (f:Fleet) WHERE f.run_id = $run_id "
-    "WITH f LIMIT $limit DETACH DELETE f RETURN count(*) AS n",
-    "MATCH (r:Run {run_id: $run_id}) WHERE NOT r:Current "
-    "DETACH DELETE r RETURN count(*) AS n",
+    "CALL (f) { DETACH DELETE f } IN TRANSACTIONS OF 1000 ROWS",
+    "MATCH (r:Run {run_id: $run_id}) WHERE NOT r:Current DETACH DELETE r",
 )
 
 # --------------------------------------------------------------------------- the store
@@ -405,6 +434,9 @@ class Neo4jStore:
                     max_transaction_retry_time=retry_seconds,
                     connection_timeout=min(retry_seconds, 30.0),
                     connection_acquisition_timeout=max(retry_seconds, 5.0),
+                    # the store's own queries are vetted; "unknown label" on an empty
+                    # database is expected, not worth a warning per query
+                    notifications_min_severity="OFF",
                 )
             except (ConfigurationError, ValueError) as exc:
                 raise StoreError(f"bad Neo4j settings ({settings.uri}): {_line(exc)}") from exc
@@ -468,16 +500,6 @@ class Neo4jStore:
         for start in range(0, len(keys), self.batch_size):
             self._write(query, keys=keys[start:start + self.batch_size], **params)
 
-    def _until_done(self, query: LiteralString, **params: Any) -> int:
-        """Repeat a ``... LIMIT $limit ... RETURN count(*) AS n`` query until it does nothing."""
-        total = 0
-        while True:
-            rows = self._write(query, limit=self.batch_size, **params)
-            n = int(rows[0]["n"]) if rows else 0
-            total += n
-            if n < self.batch_size:
-                return total
-
     def _pages(self, query: LiteralString, start: Any, **params: Any
                ) -> Iterator[dict[str, Any]]:
         """Keyset pagination: ``key >= $after ORDER BY key LIMIT $limit``, one read each."""
@@ -496,86 +518,88 @@ class Neo4jStore:
         """Create every constraint and index (IF NOT EXISTS), once per store object."""
         if self._schema_ready:
             return
-        def create() -> None:
-            for statement in SCHEMA:
-                self._run_auto(statement)
-            self._run_auto("CALL db.awaitIndexes(300)")
-        self._guarded(create)
+        for statement in SCHEMA:
+            self._auto(statement)
+        self._auto("CALL db.awaitIndexes(300)")
         self._schema_ready = True
 
-    def _run_auto(self, query: LiteralString) -> None:
-        """Schema commands cannot run inside a managed transaction with data writes."""
-        with self._session() as session:
-            session.run(query).consume()
+    def _auto(self, query: LiteralString, **params: Any) -> None:
+        """An implicit transaction: schema commands and ``CALL {} IN TRANSACTIONS`` need one.
+
+        Only for statements that may simply be run again after a failure.
+        """
+        def work() -> None:
+            with self._session() as session:
+                session.run(query, params).consume()
+        self._guarded(work)
 
     # ----------------------------------------------------------------- graph
 
-    def load_snapshot(self, graph: PropertyGraph, *, digest: str) -> dict[str, int]:
-        """MERGE the graph in batches, then sweep what an older snapshot left."""
+    def load_snapshot(self, graph: PropertyGraph, *, digest: str, force: bool = False
+                      ) -> dict[str, int]:
+        """MERGE the graph in batches, then sweep what an older graph left.
+
+        The graph is stamped with its *stamp*: the snapshot digest and a hash of
+        the frames (the same snapshot read by another engine version may give
+        another graph). A graph already loaded whole under the same stamp is not
+        sent again unless ``force``.
+        """
         self.ensure_schema()
         frames = graph.frames()
         for name, frame in frames.items():
             clash = [c for c in frame.columns if c in RESERVED]
             if clash:
                 raise StoreError(f"frame {name} has reserved column(s) {', '.join(clash)}")
+        counts = {name: frame.height for name, frame in frames.items()}
+        stamp = _stamp(graph, digest)
         state = self.graph_state()
-        resume_same = state is not None and state["digest"] == digest
-        needs_sweep = not (resume_same and state is not None and state["complete"])
+        loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])
+        if loaded and not force:
+            return counts
         schema = json.dumps({name: _schema_blob(frame) for name, frame in frames.items()})
-        self._write(BEGIN_LOAD, digest=digest, schema=schema)
+        self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
 
         for name, label in FRAME_LABEL.items():
-            frame = _to_neo4j(frames[name])
-            self._write_batches(UPSERT_ROWS[label], frame, digest=digest)
+            self._write_batches(UPSERT_ROWS[label], _payload(frames[name]), stamp=stamp)
         for label, keys in _endpoint_keys(graph).items():
-            self._write_keys(TOUCH_NODES[label], keys, digest=digest)
+            self._write_keys(TOUCH_NODES[label], keys, stamp=stamp)
 
-        uses = _to_neo4j(graph.uses)
-        props = [c for c in uses.columns if c not in ("account_id", "kind", "entity_id")]
+        uses = graph.uses
         unknown = set(uses["kind"].unique().to_list()) - set(USE_REL)
         if unknown:
             raise StoreError(f"uses has unknown kind(s): {', '.join(sorted(map(str, unknown)))}")
         for kind in USE_REL:
-            part = uses.filter(pl.col("kind") == kind).select(
-                pl.col("account_id").alias("a"),
-                pl.col("entity_id").alias("e"),
-                pl.struct(props).alias("props"),
-            )
-            self._write_batches(UPSERT_USES[kind], part, digest=digest)
+            part = _payload(uses.filter(pl.col("kind") == kind),
+                            a="account_id", e="entity_id", drop=("kind",))
+            self._write_batches(UPSERT_USES[kind], part, stamp=stamp)
 
         ips = graph.ips
         in_asn = ips.filter(pl.col("asn").is_not_null()).select(
             "ip", pl.col("asn").cast(pl.String))
-        self._write_batches(UPSERT_IN_ASN, in_asn, digest=digest)
+        self._write_batches(UPSERT_IN_ASN, in_asn, stamp=stamp)
         exit_of = ips.filter(pl.col("proxy_id").is_not_null()).select("ip", "proxy_id")
-        self._write_batches(UPSERT_EXIT_OF, exit_of, digest=digest)
+        self._write_batches(UPSERT_EXIT_OF, exit_of, stamp=stamp)
 
-        links = _to_neo4j(graph.known_links)
+        links = graph.known_links
         unknown = set(links["kind"].unique().to_list()) - set(LINK_LABEL)
         if unknown:
             raise StoreError("known_links has unresolvable kind(s): "
                              + ", ".join(sorted(map(str, unknown))))
-        link_props = [c for c in links.columns if c != "org_id"]
         for kind in LINK_LABEL:
-            part = links.filter(pl.col("kind") == kind).select(
-                "key", "org_id", pl.struct(link_props).alias("props"))
-            self._write_batches(UPSERT_KNOWN[kind], part, digest=digest)
+            part = _payload(links.filter(pl.col("kind") == kind), org_id="org_id",
+                            key="key", keep=("key",))
+            self._write_batches(UPSERT_KNOWN[kind], part, stamp=stamp)
 
-        if needs_sweep:
-            self._sweep(digest)
-        counts = {name: frame.height for name, frame in frames.items()}
-        done = self._write(FINISH_LOAD, digest=digest, counts=json.dumps(counts))
+        if not loaded:
+            self._sweep(stamp)
+        done = self._write(FINISH_LOAD, stamp=stamp, counts=json.dumps(counts))
         if not done:
             raise StoreError("another load replaced the graph while this one ran")
         return counts
 
-    def _sweep(self, digest: str) -> None:
-        for rel in GRAPH_RELS:
-            self._until_done(SWEEP_RELS[rel], digest=digest)
-        for label in NODE_KEYS:
-            self._until_done(SWEEP_NODES[label], digest=digest)
-            self._until_done(STRIP_STALE[label], digest=digest)
-            self._until_done(STRIP_ENDPOINTS[label], digest=digest)
+    def _sweep(self, stamp: str) -> None:
+        for query in (SWEEP_RELS, SWEEP_NODES, STRIP_NODES):
+            self._auto(query, stamp=stamp)
 
     def graph_state(self) -> dict[str, Any] | None:
         """The last load's digest, whether it finished, its dtypes and counts."""
@@ -592,36 +616,38 @@ class Neo4jStore:
         state = self.graph_state()
         if state is None:
             raise StoreError("no graph loaded in Neo4j yet")
-        digest = state["digest"]
+        stamp = state["stamp"]
         if not state["complete"]:
-            raise StoreError(f"the load of snapshot {str(digest)[:12]} did not finish; "
+            raise StoreError(f"the load of snapshot {str(state['digest'])[:12]} did not finish; "
                              "run it again to complete it")
         schemas = {name: _schema_from_blob(blob)
                    for name, blob in json.loads(state["schema"]).items()}
 
-        accounts: list[dict[str, Any]] = []
-        uses: list[dict[str, Any]] = []
-        for rec in self._pages(READ_ACCOUNTS, "", digest=digest):
+        accounts = _Columns(schemas["accounts"])
+        uses = _Columns(schemas["uses"], fixed=("account_id", "kind", "entity_id"))
+        params = {**accounts.params(), **uses.params("u")}
+        for rec in self._pages(READ_ACCOUNTS, "", stamp=stamp, **params):
             if rec["row"]:
-                accounts.append(rec["props"])
-            for rel, entity, props in rec["uses"]:
-                props.update(account_id=rec["key"], kind=REL_KIND[rel], entity_id=entity)
-                uses.append(props)
-        organizations: list[dict[str, Any]] = []
-        links: list[dict[str, Any]] = []
-        for rec in self._pages(READ_ORGANIZATIONS, "", digest=digest):
+                accounts.add(rec["v"])
+            for rel, entity, *v in rec["uses"]:
+                uses.add(v, (rec["key"], REL_KIND[rel], entity))
+        organizations = _Columns(schemas["organizations"])
+        links = _Columns(schemas["known_links"], fixed=("org_id",))
+        params = {**organizations.params(), **links.params("l")}
+        for rec in self._pages(READ_ORGANIZATIONS, "", stamp=stamp, **params):
             if rec["row"]:
-                organizations.append(rec["props"])
-            for props in rec["links"]:
-                props["org_id"] = rec["key"]
-                links.append(props)
-        rows = {"accounts": accounts, "uses": uses, "organizations": organizations,
-                "known_links": links}
+                organizations.add(rec["v"])
+            for v in rec["links"]:
+                links.add(v, (rec["key"],))
+        frames = {"accounts": accounts.frame(), "uses": uses.frame(),
+                  "organizations": organizations.frame(), "known_links": links.frame()}
         for name in ("payments", "devices", "ips", "proxies"):
-            rows[name] = [rec["props"] for rec in
-                          self._pages(READ_ROWS[FRAME_LABEL[name]], "", digest=digest)]
-        return PropertyGraph.from_frames(
-            {name: _frame(rows[name], schemas[name]) for name in schemas})
+            columns = _Columns(schemas[name])
+            for rec in self._pages(READ_ROWS[FRAME_LABEL[name]], "", stamp=stamp,
+                                   **columns.params()):
+                columns.add(rec["v"])
+            frames[name] = columns.frame()
+        return PropertyGraph.from_frames(frames)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Node counts by label and relationship counts by type (for tests and benchmarks)."""
@@ -643,9 +669,9 @@ class Neo4jStore:
         for row in self._read(RUNS_TO_DROP, keep="", old_complete=False):
             self._drop_run(row["run_id"])
 
-        assignments = _with_seq(_to_neo4j(record.assignments))
-        fleets = _with_seq(_to_neo4j(record.fleets))
-        evidence = _with_seq(_to_neo4j(record.evidence))
+        assignments = _with_seq(record.assignments)
+        fleets = _with_seq(record.fleets)
+        evidence = _with_seq(record.evidence)
         manifest = record.manifest
         self._write(
             BEGIN_RUN,
@@ -664,24 +690,21 @@ class Neo4jStore:
             n_fleets=fleets.height,
             n_evidence=evidence.height,
         )
-        self._write_batches(WRITE_FLEETS, fleets, run_id=run_id)
+        self._write_batches(WRITE_FLEETS, _payload(fleets), run_id=run_id)
         if "org_id" in fleets.columns:
             attributed = fleets.filter(pl.col("org_id").is_not_null()).select(
                 "fleet_id", "org_id",
                 pl.col("confidence") if "confidence" in fleets.columns
                 else pl.lit(None).alias("confidence"))
             self._write_batches(WRITE_ATTRIBUTED, attributed, run_id=run_id)
-        self._write_batches(WRITE_EVIDENCE, evidence, run_id=run_id)
-        if "fleet_id" not in assignments.columns:
-            assignments = assignments.with_columns(pl.lit(None, pl.String).alias("fleet_id"))
-        self._write_batches(WRITE_ASSIGNMENTS, assignments, run_id=run_id)
+        self._write_batches(WRITE_EVIDENCE, _payload(evidence), run_id=run_id)
+        self._write_batches(WRITE_ASSIGNMENTS, _payload(assignments), run_id=run_id)
         self._guarded(lambda: self._make_current(run_id))
 
         if self.keep_runs == "current":
             for row in self._read(RUNS_TO_DROP, keep=run_id, old_complete=True):
                 self._drop_run(row["run_id"])
-        for label in SWEEP_ORPHANS:
-            self._until_done(SWEEP_ORPHANS[label])
+        self._auto(SWEEP_ORPHANS)
 
     def _make_current(self, run_id: str) -> None:
         """The switch: check every row is there, then move ``:Current``, all in one transaction."""
@@ -700,7 +723,7 @@ class Neo4jStore:
 
     def _drop_run(self, run_id: str) -> None:
         for step in DROP_RUN_STEPS:
-            self._until_done(step, run_id=run_id)
+            self._auto(step, run_id=run_id)
 
     def current_run_id(self) -> str | None:
         rows = self._read(CURRENT_RUN)
@@ -719,13 +742,13 @@ class Neo4jStore:
                 continue  # the current run was replaced between the two reads
             schemas = {name: _schema_from_blob(blob)
                        for name, blob in json.loads(head[0]["schema"]).items()}
-            tables = {
-                name: _frame([r["props"] for r in self._pages(query, 0, run_id=wanted)],
-                             schemas[name])
-                for name, query in (("assignments", READ_ASSIGNMENTS),
-                                    ("fleets", READ_FLEETS),
-                                    ("evidence", READ_EVIDENCE))
-            }
+            tables = {}
+            for name, query in (("assignments", READ_ASSIGNMENTS), ("fleets", READ_FLEETS),
+                                ("evidence", READ_EVIDENCE)):
+                columns = _Columns(schemas[name])
+                for rec in self._pages(query, 0, run_id=wanted, **columns.params()):
+                    columns.add(rec["v"])
+                tables[name] = columns.frame()
             check = self._read(COUNT_RUN, run_id=wanted)
             if check and check[0]["complete"] and all(
                 tables[p].height == check[0][f"n_{p}"] for p in tables
@@ -769,6 +792,16 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _stamp(graph: PropertyGraph, digest: str) -> str:
+    """Snapshot digest plus a hash of the graph's dtypes and rows, shortened."""
+    h = hashlib.sha256(digest.encode())
+    for name, frame in graph.frames().items():
+        h.update(name.encode())
+        h.update(_schema_blob(frame).encode())
+        h.update(frame.hash_rows(seed=1).to_numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 def _schema_blob(frame: pl.DataFrame) -> str:
     """The frame's exact column names and dtypes, as an empty Arrow IPC file (base64)."""
     buf = io.BytesIO()
@@ -780,10 +813,41 @@ def _schema_from_blob(blob: str) -> pl.Schema:
     return pl.read_ipc(io.BytesIO(base64.b64decode(blob))).schema
 
 
-def _to_neo4j(frame: pl.DataFrame) -> pl.DataFrame:
-    """Columns as Neo4j can hold them: decimals as text (``_frame`` casts them back)."""
-    decimals = [c for c, t in frame.schema.items() if isinstance(t, pl.Decimal)]
-    return frame.with_columns(pl.col(decimals).cast(pl.String)) if decimals else frame
+def _payload(frame: pl.DataFrame, *, drop: tuple[str, ...] = (), keep: tuple[str, ...] = (),
+             **top: str) -> pl.DataFrame:
+    """Rows as ``{<top>..., props: {...}, ts: {col: [seconds, nanos]}}`` for the write queries.
+
+    ``top`` names columns lifted out of ``props`` (renamed); ``keep`` of those
+    also stay in ``props``; ``drop`` are left out. Decimals go as text.
+    """
+    lifted = set(top.values()) - set(keep)
+    columns = [c for c in frame.columns if c not in lifted and c not in drop]
+    times = [c for c in columns if isinstance(frame.schema[c], pl.Datetime)]
+    plain = [c for c in columns if c not in times]
+    exprs = [pl.col(source).alias(name) for name, source in top.items()]
+    exprs.append(pl.struct([_plain(c, frame.schema[c]) for c in plain]).alias("props")
+                 if plain else pl.lit(None).alias("props"))
+    exprs.append(pl.struct([_epoch_pair(c, frame.schema[c]) for c in times]).alias("ts")
+                 if times else pl.lit(None).alias("ts"))
+    return frame.select(exprs)
+
+
+def _plain(column: str, dtype: pl.DataType) -> pl.Expr:
+    return pl.col(column).cast(pl.String) if isinstance(dtype, pl.Decimal) else pl.col(column)
+
+
+_PER_SECOND = {"ns": 10**9, "us": 10**6, "ms": 10**3}
+
+
+def _epoch_pair(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A timestamp as [floor epoch seconds, nanoseconds] (naive ones read as UTC)."""
+    assert isinstance(dtype, pl.Datetime)
+    per = _PER_SECOND[dtype.time_unit or "us"]
+    epoch = pl.col(column).dt.epoch(dtype.time_unit or "us")
+    seconds = epoch // per
+    nanos = (epoch - seconds * per) * (10**9 // per)
+    return pl.when(epoch.is_null()).then(None).otherwise(
+        pl.concat_list([seconds, nanos])).alias(column)
 
 
 def _with_seq(frame: pl.DataFrame) -> pl.DataFrame:
@@ -827,14 +891,72 @@ def _native(value: Any) -> Any:
     return value
 
 
-def _frame(rows: list[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
-    """Rows of properties as a frame with exactly ``schema`` (absent property = null)."""
-    columns = []
-    for name, dtype in schema.items():
-        values = [row.get(name) for row in rows]
-        if dtype.is_temporal():
-            values = [_native(v) for v in values]
-        if isinstance(dtype, pl.Decimal):
-            values = [None if v is None else decimal.Decimal(v) for v in values]
-        columns.append(pl.Series(name, values, dtype=dtype))
-    return pl.DataFrame(columns)
+class _Columns:
+    """Rows read by position (see ``VALUES``) gathered into a frame of exact dtypes.
+
+    ``fixed`` columns are not properties: the caller passes their values with
+    each row (the account and kind of a relationship, say).
+    """
+
+    def __init__(self, schema: pl.Schema, fixed: tuple[str, ...] = ()) -> None:
+        self.schema = schema
+        self.fixed = fixed
+        self.cols = [c for c, t in schema.items()
+                     if c not in fixed and not isinstance(t, pl.Datetime)]
+        self.times = [c for c, t in schema.items()
+                      if c not in fixed and isinstance(t, pl.Datetime)]
+        self.rows: list[list[Any]] = []
+        self.keys: list[tuple[Any, ...]] = []
+
+    def params(self, prefix: str = "") -> dict[str, list[str]]:
+        return {f"{prefix}cols": self.cols, f"{prefix}times": self.times}
+
+    def add(self, row: list[Any], fixed: tuple[Any, ...] = ()) -> None:
+        self.rows.append(row)
+        if self.fixed:
+            self.keys.append(fixed)
+
+    def frame(self) -> pl.DataFrame:
+        n = len(self.rows)
+        data: dict[str, list[Any]] = {c: [] for c in self.schema}
+        if n:
+            values, seconds, nanos = zip(*self.rows, strict=True)
+            data.update(zip(self.cols, map(list, zip(*values, strict=True)), strict=True))
+            data.update(zip(self.fixed, map(list, zip(*self.keys, strict=True)), strict=True))
+            secs = dict(zip(self.times, map(list, zip(*seconds, strict=True)), strict=True))
+            ns = dict(zip(self.times, map(list, zip(*nanos, strict=True)), strict=True))
+        else:
+            secs = ns = {c: [] for c in self.times}
+        columns = [
+            _datetimes(name, secs[name], ns[name], dtype) if isinstance(dtype, pl.Datetime)
+            else _series(name, data[name], dtype)
+            for name, dtype in self.schema.items()
+        ]
+        return pl.DataFrame(columns, height=n)
+
+
+def _series(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series:
+    if dtype.is_nested() and not isinstance(dtype, pl.Struct):
+        # pyarrow builds list columns from Python lists far faster than polars does
+        arrow_type = pl.Series(name, [], dtype=dtype).to_arrow().type
+        series = pl.from_arrow(pa.array(values, type=arrow_type))
+        assert isinstance(series, pl.Series)
+        return series.cast(dtype).rename(name)
+    if dtype.is_temporal():
+        values = [_native(v) for v in values]
+    elif isinstance(dtype, pl.Decimal):
+        values = [None if v is None else decimal.Decimal(v) for v in values]
+    return pl.Series(name, values, dtype=dtype)
+
+
+def _datetimes(name: str, seconds: list[Any], nanos: list[Any], dtype: pl.Datetime
+               ) -> pl.Series:
+    """Floor epoch seconds and nanoseconds as a Datetime column of ``dtype``, vectorized."""
+    unit = dtype.time_unit or "us"
+    per = _PER_SECOND[unit]
+    epoch = (pl.Series(seconds, dtype=pl.Int64) * per
+             + pl.Series(nanos, dtype=pl.Int64) // (10**9 // per))
+    out = pl.from_epoch(epoch, time_unit=unit)
+    if dtype.time_zone is not None:
+        out = out.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)
+    return out.cast(dtype).rename(name)
