@@ -10,6 +10,8 @@ to account-to-prompt-template edges.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from attribution.schema import CAPABILITIES
@@ -22,6 +24,47 @@ _COEFFS: tuple[tuple[int, int], ...] = tuple(
     ((1_103_515_245 * (i + 1) + 12_345) % _PRIME | 1, (2_654_435_761 * (i + 7)) % _PRIME)
     for i in range(MINHASH_K)
 )
+
+
+@dataclass
+class ExchangeAggregates:
+    """Everything the graph takes from exchanges: per account, and per account and entity."""
+
+    accounts: pl.DataFrame
+    prompts: pl.DataFrame
+    ips: pl.DataFrame
+    devices: pl.DataFrame
+
+
+def aggregate(exchanges: pl.DataFrame, *, rows_per_part: int = 6_000_000) -> ExchangeAggregates:
+    """All exchange aggregates, computed over account partitions.
+
+    Every aggregate is per account, so splitting the accounts by a hash of
+    their id gives exact results while each pass holds only a slice of the
+    table's working copies in memory (tens of millions of rows otherwise need
+    several times the table's own size at the peak).
+    """
+    parts = max(1, -(-exchanges.height // rows_per_part))
+    results: list[tuple[pl.DataFrame, ...]] = []
+    for part in range(parts):
+        lf = exchanges.lazy()
+        if parts > 1:
+            lf = lf.filter(pl.col("account_id").hash(seed=11) % parts == part)
+        sub = lf.collect()
+        results.append((
+            account_behaviour(sub.lazy()),
+            prompt_edges(sub.lazy()),
+            exchange_entity_edges(sub.lazy(), "ip"),
+            exchange_entity_edges(sub.lazy(), "device_id"),
+        ))
+        del sub
+    merged = [pl.concat([r[i] for r in results]) for i in range(4)]
+    return ExchangeAggregates(
+        accounts=merged[0].sort("account_id"),
+        prompts=merged[1].sort("account_id", "entity_id"),
+        ips=merged[2],
+        devices=merged[3],
+    )
 
 
 def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:

@@ -94,8 +94,8 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
     >>> # see tests/test_graph.py for a worked example
     """
     acc = tables["accounts"]
-    exchanges = tables["exchanges"].lazy()
-    beh = behaviour.account_behaviour(exchanges)
+    agg = behaviour.aggregate(tables["exchanges"])
+    beh = agg.accounts
     email = pl.col("email").str.strip_chars().str.to_lowercase()
     accounts = acc.with_columns(
         email.str.extract(r"^([^@]*)@", 1).alias("email_local"),
@@ -116,11 +116,11 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
 
     dev_uses = _prefer(
         tables["account_devices"].rename({"device_id": "entity_id", "sessions": "count"}),
-        behaviour.exchange_entity_edges(exchanges, "device_id"),
+        agg.devices,
     )
     ip_uses = _prefer(
         tables["account_ips"].rename({"ip": "entity_id", "requests": "count"}),
-        behaviour.exchange_entity_edges(exchanges, "ip"),
+        agg.ips,
     )
     signup = acc.filter(pl.col("signup_ip").is_not_null()).select(
         "account_id",
@@ -142,7 +142,7 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
         ("ip", ip_uses),
         ("signup_ip", signup),
         ("email_domain", domain),
-        ("prompt", behaviour.prompt_edges(exchanges)),
+        ("prompt", agg.prompts),
     ]
     uses = pl.concat(
         [
