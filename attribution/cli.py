@@ -12,9 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attribution import __version__
 from attribution.store import Store
+
+if TYPE_CHECKING:
+    from attribution.results import RunRecord
+    from attribution.verdicts import VerdictStore
 
 
 class UsageError(Exception):
@@ -32,12 +37,19 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"snapshot {snapshot} is not a directory")
     if args.previous is not None and not (Path(args.previous) / "manifest.json").is_file():
         raise UsageError(f"--previous {args.previous} is not a run directory (no manifest.json)")
+    from attribution.jobs import JobLock, lock_path, recover
+    from attribution.verdicts import VerdictStore, verdict_path
+
     params = RunParams(max_rejected_share=args.max_rejected)
     store = open_store(args.store or default_home() / "store")
     stages = Stages(quiet=args.quiet)
     try:
-        outcome = run(snapshot, Path(args.out), store, params=params,
-                      previous=Path(args.previous) if args.previous else None, stages=stages)
+        with JobLock(lock_path(store, default_home())):
+            recover(store)
+            verdicts = VerdictStore(verdict_path(store, default_home())).active()
+            outcome = run(snapshot, Path(args.out), store, params=params,
+                          previous=Path(args.previous) if args.previous else None, stages=stages,
+                          verdicts=verdicts)
     finally:
         store.close()
     print(summary(outcome.record.manifest, outcome.record.fleets, Path(args.out)))
@@ -51,12 +63,128 @@ def _diff(args: argparse.Namespace) -> int:
     from attribution.results import read_tables
 
     runs = []
-    for path in (args.base, args.head):
-        if not (Path(path) / "manifest.json").is_file():
-            raise UsageError(f"{path} is not a run directory (no manifest.json)")
-        runs.append(read_tables(Path(path)))
+    if args.store is not None:
+        runs = _stored_pair(args)
+    else:
+        if args.base is None or args.head is None:
+            raise UsageError("diff needs BASE and HEAD run directories (or --store DIR)")
+        for path in (args.base, args.head):
+            if not (Path(path) / "manifest.json").is_file():
+                raise UsageError(f"{path} is not a run directory (no manifest.json)")
+            runs.append(read_tables(Path(path)))
     print(json.dumps(run_diff(runs[0], runs[1], threshold=args.threshold, limit=args.limit),
                      indent=2, default=str))
+    return 0
+
+
+def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
+    """Two stored runs by id: HEAD defaults to the current run, BASE to HEAD's previous."""
+    store = open_store(args.store)
+    try:
+        head = store.read_results(args.head) if args.head else store.read_results()
+        if head is None:
+            raise UsageError(f"no run {args.head or '(current)'} in the store")
+        base_id = args.base or head.manifest.get("previous_run_id")
+        if not base_id:
+            raise UsageError(f"run {head.run_id} has no previous run; name BASE_ID")
+        base = store.read_results(str(base_id))
+        if base is None:
+            raise UsageError(f"no run {base_id} in the store")
+        return [base, head]
+    finally:
+        store.close()
+
+
+def _reattribute(args: argparse.Namespace) -> int:
+    from attribution.jobs import reattribute, summary_line
+    from attribution.store import default_home
+
+    if args.snapshot is not None and not Path(args.snapshot).is_dir():
+        raise UsageError(f"snapshot {args.snapshot} is not a directory")
+    if args.max_rejected is not None and not 0.0 <= args.max_rejected <= 1.0:
+        raise UsageError("--max-rejected must be between 0 and 1")
+    store = open_store(args.store or default_home() / "store")
+    try:
+        if args.snapshot is None and not _has_graph(store):
+            raise UsageError("the store holds no graph yet; pass --snapshot DIR")
+        result = reattribute(store, home=default_home(), snapshot=args.snapshot,
+                             out=args.out, quiet=args.quiet, max_rejected=args.max_rejected)
+    finally:
+        store.close()
+    print(summary_line(result), flush=True)
+    return 0
+
+
+def _has_graph(store: Store) -> bool:
+    digest = getattr(store, "graph_digest", None)
+    return bool(digest()) if callable(digest) else True
+
+
+def _verdict_store(args: argparse.Namespace) -> VerdictStore:
+    """The verdict log of the store the jobs use (no database connection needed)."""
+    from attribution.settings import Neo4jSettings
+    from attribution.store import default_home
+    from attribution.verdicts import VerdictStore
+
+    if Neo4jSettings.from_env() is not None:
+        return VerdictStore(default_home() / "verdicts.jsonl")
+    return VerdictStore(Path(args.store or default_home() / "store") / "verdicts.jsonl")
+
+
+def _verdict(args: argparse.Namespace) -> int:
+    from attribution.store import default_home
+    from attribution.verdicts import check_subject, make_verdict
+
+    log = _verdict_store(args)
+    if args.action == "list":
+        for v, revoked in log.all():
+            if revoked is not None and not args.all:
+                continue
+            target = f"{v.kind} {v.subject}" if v.kind else v.subject
+            org = f" org={v.org_id}" if v.org_id else ""
+            state = f" REVOKED by {revoked.get('by')} on {str(revoked.get('at'))[:10]}" \
+                if revoked else ""
+            print(f"{v.verdict_id}  {v.at}  {v.action:<7} {target}{org}  by={v.by}  "
+                  f"why={v.why}{state}")
+        return 0
+    if args.action == "revoke":
+        log.revoke(args.verdict_id, by=args.by or os.environ.get("USER", "unknown"),
+                   why=args.why or "")
+        print(f"revoked {args.verdict_id} (applies from the next run)")
+        return 0
+    verdict = make_verdict(args.action, args.subject, by=args.by, why=args.why,
+                           kind=getattr(args, "kind", None), org_id=getattr(args, "org", None))
+    store = open_store(args.store or default_home() / "store")
+    try:
+        check_subject(verdict, store.read_results() if verdict.kind is None else None)
+    finally:
+        store.close()
+    log.add(verdict)
+    print(f"{verdict.verdict_id} recorded: {verdict.action} "
+          f"{verdict.kind + ' ' if verdict.kind else ''}{verdict.subject} (applies from the next run)")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from attribution.store import default_home
+
+    store = open_store(args.store or default_home() / "store")
+    try:
+        manifests = store.list_runs()
+        current = getattr(store, "current_run_id", lambda: None)()
+    finally:
+        store.close()
+    for m in manifests:
+        counts = m.get("counts", {})
+        d = m.get("diff_counts") or {}
+        applied = len((m.get("verdicts") or {}).get("applied", []))
+        mark = "*" if m.get("run_id") == current else " "
+        changes = (f" created={d.get('created', 0)} dissolved={d.get('dissolved', 0)}"
+                   if d else "")
+        print(f"{mark} {m.get('run_id')}  {str(m.get('started_at'))[:19]}Z  "
+              f"fleets={counts.get('fleets')} attributed={counts.get('attributed_fleets')}"
+              f"{changes} verdicts={applied} input={str((m.get('input') or {}).get('digest'))[:12]} "
+              f"engine={m.get('engine_version')} previous={m.get('previous_run_id') or '-'}")
     return 0
 
 
@@ -122,19 +250,101 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.01)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_run)
-    d = sub.add_parser("diff", help="what changed between two run directories (JSON)")
-    d.add_argument("base", help="the earlier run directory")
-    d.add_argument("head", help="the later run directory")
+    d = sub.add_parser("diff", help="what changed between two runs (JSON)",
+                       description="Two run directories, or with --store two stored run ids "
+                       "(default: the current run against its previous run).")
+    d.add_argument("base", nargs="?", help="the earlier run directory (run id with --store)")
+    d.add_argument("head", nargs="?", help="the later run directory (run id with --store)")
+    d.add_argument("--store", type=Path, help="compare runs stored in this store "
+                   "(embedded store directory; Neo4j when NEO4J_URI is set)")
     d.add_argument("--threshold", type=float, default=0.1,
                    help="smallest confidence move to report (default 0.1)")
     d.add_argument("--limit", type=int, default=50, help="rows per list (default 50)")
     d.set_defaults(handler=_diff)
+    _register_batch(sub)
     from attribution import neo4j_dev
+    from attribution import notebook as notebook_cmd
     from attribution.api import cli as api_cli
 
     neo4j_dev.register(sub)
     api_cli.register(sub)
+    notebook_cmd.register(sub)
     return parser
+
+
+STORE_HELP = ("embedded store directory (default $ATTRIBUTION_HOME/store or ./.attribution/store; "
+              "Neo4j instead when NEO4J_URI is set)")
+REATTRIBUTE_EPILOG = """\
+exit statuses:
+  0   the run is recorded and current; one summary line on stdout
+  1   failure (one line on stderr); the previous current run is left as it was
+  2   bad input or usage (one line on stderr)
+  75  another job (reattribute or run) holds the store's lock; try again later
+
+The lock is an flock on <store>/.lock (Neo4j: $ATTRIBUTION_HOME/neo4j-job.lock);
+it dies with the process, so a killed job never blocks the next one.
+"""
+
+
+def _register_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The batch job, run history and analyst verdicts."""
+    r = sub.add_parser(
+        "reattribute", help="the batch job: re-run on the store (optionally a new snapshot)",
+        description="Re-run the attribution against the store: on its current graph, or on "
+        "--snapshot loaded first. The store's current run is the previous run (stable fleet "
+        "ids, diff); active analyst verdicts are applied. The new run becomes current "
+        "atomically. Prints one summary line.",
+        epilog=REATTRIBUTE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--store", type=Path, help=STORE_HELP)
+    r.add_argument("--snapshot", type=Path, help="load this snapshot directory first")
+    r.add_argument("--out", type=Path, help="also write the contract run directory here")
+    r.add_argument("--max-rejected", type=float, default=0.01,
+                   help="largest share of rejected rows per table (default 0.01)")
+    r.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    r.set_defaults(handler=_reattribute)
+
+    h = sub.add_parser("runs", help="list the store's runs (one line each, * marks current)")
+    h.add_argument("--store", type=Path, help=STORE_HELP)
+    h.set_defaults(handler=_runs)
+
+    v = sub.add_parser("verdict", help="record, list or revoke analyst verdicts",
+                       description="Verdicts are kept append-only beside the store and applied "
+                       "in every later run.")
+    vs = v.add_subparsers(dest="action", required=True)
+    from attribution.verdicts import ENTITY_KINDS
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--by", required=True, help="who decided")
+        p.add_argument("--why", required=True, help="the reason (a case number, a finding)")
+        p.add_argument("--store", type=Path, help=STORE_HELP)
+        p.set_defaults(handler=_verdict)
+
+    for action, text in (("confirm", "the fleet is run by ORG"),
+                         ("reject", "the fleet is not run by ORG")):
+        p = vs.add_parser(action, help=text)
+        p.add_argument("subject", metavar="FLEET_ID")
+        p.add_argument("--org", required=True, metavar="ORG_ID")
+        common(p)
+    p = vs.add_parser("legit", help="the account is a real, independent user")
+    p.add_argument("subject", metavar="ACCOUNT_ID")
+    common(p)
+    for action, text in (("pin", "the entity is strong evidence of common control"),
+                         ("hide", "the entity is noise (e.g. a company NAT): ignore it")):
+        p = vs.add_parser(action, help=text)
+        p.add_argument("kind", choices=ENTITY_KINDS, metavar="KIND",
+                       help=f"one of {', '.join(ENTITY_KINDS)} (payment = card fingerprint)")
+        p.add_argument("subject", metavar="ENTITY_ID")
+        common(p)
+    p = vs.add_parser("list", help="active verdicts (--all: also revoked ones)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--store", type=Path, help=STORE_HELP)
+    p.set_defaults(handler=_verdict)
+    p = vs.add_parser("revoke", help="stop applying a verdict from the next run")
+    p.add_argument("verdict_id", metavar="VERDICT_ID")
+    p.add_argument("--by", help="who revokes (default $USER)")
+    p.add_argument("--why", help="the reason")
+    p.add_argument("--store", type=Path, help=STORE_HELP)
+    p.set_defaults(handler=_verdict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,12 +354,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad usage already
         return int(exc.code or 0)
     from attribution.ingest import BadInput
+    from attribution.jobs import EXIT_LOCKED, JobLocked
+    from attribution.verdicts import VerdictError
 
     try:
         return int(args.handler(args))
-    except (BadInput, UsageError) as exc:
+    except (BadInput, UsageError, VerdictError) as exc:
         print(f"attribution: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except JobLocked as exc:
+        print(f"attribution: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         print("attribution: interrupted; earlier results left as they were", file=sys.stderr)
         return 1

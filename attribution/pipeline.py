@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -21,13 +22,22 @@ from attribution.fleets import attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
-from attribution.linking import KIND_FAMILY, infer_links, rarity
+from attribution.linking import FAMILIES, KIND_FAMILY, Links, _window_pairs, infer_links, rarity
 from attribution.progress import Stages
 from attribution.results import RunRecord, read_tables, write_run_dir
 from attribution.schema import CAPABILITIES
 from attribution.scoring import sybil_scores
 from attribution.settings import RunParams
 from attribution.store import Store
+from attribution.verdicts import (
+    CONFIRMED_CONFIDENCE,
+    LEGIT_CAP,
+    VERDICT_EVIDENCE,
+    Verdict,
+    drop_hidden,
+    hidden_uses,
+    pinned_members,
+)
 
 DIFF_THRESHOLD = 0.1  # confidence moves reported in diff.json
 SHARED_KIND = {
@@ -53,14 +63,20 @@ def now() -> dt.datetime:
 
 def run(
     snapshot: Path,
-    out: Path,
+    out: Path | None,
     store: Store,
     *,
     params: RunParams | None = None,
     previous: Path | None = None,
     stages: Stages | None = None,
+    verdicts: list[Verdict] | None = None,
+    previous_record: RunRecord | None = None,
 ) -> RunOutcome:
-    """Run the whole attribution over a snapshot and write the run directory."""
+    """Run the whole attribution over a snapshot and write the run directory.
+
+    ``previous_record`` (a stored run) may stand in for a ``previous`` directory;
+    ``out`` None writes no run directory besides the store's own.
+    """
     params = params or RunParams()
     stages = stages or Stages(quiet=True)
     started = now()
@@ -75,35 +91,81 @@ def run(
         del built
     with stages.stage("read_graph"):
         graph = store.read_graph().canonical()
-    prev = read_tables(previous) if previous is not None else None
-    record = attribute_graph(graph, params=params, stages=stages, previous=prev)
-    finished = now()
-    run_id = f"run-{started:%Y%m%dT%H%M%S}-{snap.digest[:8]}"
-    record.manifest.update(
-        run_id=run_id,
-        started_at=started.isoformat(),
-        finished_at=finished.isoformat(),
-        engine_version=__version__,
-        input={"path": str(Path(snapshot).resolve()), "digest": snap.digest},
-        params=params.to_dict(),
-        previous_run_id=prev.run_id if prev is not None else None,
-        store=store.name,
-    )
+    prev = read_tables(previous) if previous is not None else previous_record
+    record = attribute_graph(graph, params=params, stages=stages, previous=prev,
+                             verdicts=verdicts)
     record.manifest["counts"]["tables"] = {
         name: {"read": c.read, "loaded": c.loaded, "rejected": c.rejected}
         for name, c in snap.counts.items()
     }
     record.rejected = snap.rejected
+    return _finish(record, store, out, params=params, stages=stages, started=started, prev=prev,
+                   input_={"path": str(Path(snapshot).resolve()), "digest": snap.digest})
+
+
+def run_stored(
+    store: Store,
+    out: Path | None,
+    *,
+    params: RunParams | None = None,
+    stages: Stages | None = None,
+    verdicts: list[Verdict] | None = None,
+    previous_record: RunRecord | None = None,
+) -> RunOutcome:
+    """Re-run over the graph already in the store (no snapshot): the batch job's form.
+
+    ``out`` None writes no extra run directory (the store keeps the run).
+    """
+    params = params or RunParams()
+    stages = stages or Stages(quiet=True)
+    started = now()
+    with stages.stage("read_graph"):
+        graph = store.read_graph().canonical()
+    digest_of = getattr(store, "graph_digest", None)
+    digest = str(digest_of() if callable(digest_of) else "") or "unknown"
+    record = attribute_graph(graph, params=params, stages=stages, previous=previous_record,
+                             verdicts=verdicts)
+    where = getattr(store, "root", None)
+    return _finish(record, store, out, params=params, stages=stages, started=started,
+                   prev=previous_record,
+                   input_={"path": f"store:{Path(where).resolve() if where else store.name}",
+                           "digest": digest})
+
+
+def _finish(record: RunRecord, store: Store, out: Path | None, *, params: RunParams,
+            stages: Stages, started: dt.datetime, prev: RunRecord | None,
+            input_: dict[str, str]) -> RunOutcome:
+    """Manifest, diff, run directory and store write: the common end of every run."""
+    finished = now()
+    taken = {str(m.get("run_id")) for m in store.list_runs()}
+    base = run_id = f"run-{started:%Y%m%dT%H%M%S}-{input_['digest'][:8]}"
+    n = 1
+    while run_id in taken:  # two runs of one input in the same second
+        n += 1
+        run_id = f"{base}-{n}"
+    record.manifest.update(
+        run_id=run_id,
+        started_at=started.isoformat(),
+        finished_at=finished.isoformat(),
+        engine_version=__version__,
+        input=input_,
+        params=params.to_dict(),
+        previous_run_id=prev.run_id if prev is not None else None,
+        store=store.name,
+    )
     if prev is not None:
         record.diff = run_diff(prev, record, threshold=DIFF_THRESHOLD, limit=1_000_000)
+        record.manifest["diff_counts"] = record.diff["counts"]
     with stages.stage("write"):
-        write_run_dir(record, out)
+        if out is not None:
+            write_run_dir(record, out)
         store.write_run(record)
     record.manifest["timings"] = dict(stages.timings)
     record.manifest["timings"]["total"] = round((now() - started).total_seconds(), 3)
-    # The manifest's timings include the write itself: rewrite it in place.
-    (Path(out) / "manifest.json").write_text(_json(record.manifest))
-    return RunOutcome(record=record, out=Path(out))
+    if out is not None:
+        # The manifest's timings include the write itself: rewrite it in place.
+        (Path(out) / "manifest.json").write_text(_json(record.manifest))
+    return RunOutcome(record=record, out=Path(out) if out is not None else Path())
 
 
 def _json(data: object) -> str:
@@ -118,29 +180,52 @@ def attribute_graph(
     params: RunParams,
     stages: Stages,
     previous: RunRecord | None = None,
+    verdicts: list[Verdict] | None = None,
 ) -> RunRecord:
-    """Links, fleets, scores and attribution over a graph read from a store."""
+    """Links, fleets, scores and attribution over a graph read from a store.
+
+    ``verdicts`` (analyst decisions, see ``attribution.verdicts``) act where the
+    model would otherwise decide: hidden entities leave the graph before links,
+    pinned ones add links, and legit/confirm/reject override the scores.
+    """
+    verdicts = list(verdicts or [])
+    hidden = hidden_uses(graph.uses, verdicts)
+    if hidden.height:
+        graph = replace(graph, uses=drop_hidden(graph.uses, verdicts))
     with stages.stage("links"):
         feats = account_features(graph)
         links = infer_links(graph, params.link, feats)
+        pins = pinned_members(graph.uses, links.accounts, verdicts)
+        if pins.height:
+            links = _pin_links(links, pins, params)
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
         membership = attach_loners(membership, links.loose, params.fleet)
+    legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)
+        if legit:
+            account_scores = account_scores.with_columns(
+                pl.when(pl.col("account_id").is_in(legit))
+                .then(pl.col("sybil_score").clip(None, LEGIT_CAP))
+                .otherwise(pl.col("sybil_score")).alias("sybil_score"))
     members = membership.join(links.accounts, on="idx").select("account_id", "fleet")
+    ids, lineage = assign_fleet_ids(
+        members,
+        previous.assignments if previous is not None else None,
+        set(previous.fleets["fleet_id"].to_list()) if previous is not None else None,
+    )
     with stages.stage("attribution"):
         attribution, org_ev = attribute(graph, members, fleet_scores, params.attribution)
+        attribution, verdict_ev, applied = _apply_verdicts(
+            attribution, verdicts, ids, members, hidden, pins, graph, params)
     with stages.stage("assemble"):
-        ids, lineage = assign_fleet_ids(
-            members,
-            previous.assignments if previous is not None else None,
-            set(previous.fleets["fleet_id"].to_list()) if previous is not None else None,
-        )
         record = _assemble(graph, members, fleet_scores, account_scores, attribution,
-                           [feature_ev, org_ev, _shared_evidence(graph, members, params)],
+                           [feature_ev, org_ev, _shared_evidence(graph, members, params),
+                            verdict_ev],
                            ids, params)
+        record = _confirmed_accounts(record, verdicts, applied, legit)
     record.manifest["counts"] = {
         "accounts": graph.accounts.height,
         "candidate_pairs": links.candidates,
@@ -151,7 +236,167 @@ def attribute_graph(
         "accounts_in_fleets": int(record.assignments["fleet_id"].is_not_null().sum()),
     }
     record.manifest["lineage"] = lineage.to_dicts()
+    record.manifest["verdicts"] = {
+        "applied": sorted(applied),
+        "not_applied": sorted(v.verdict_id for v in verdicts if v.verdict_id not in applied),
+    }
     return record
+
+
+def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
+    """Strong links between the accounts of each pinned entity (windowed like linking)."""
+    parts = []
+    for (verdict_id, kind), group in pins.group_by("verdict_id", "kind", maintain_order=True):
+        block = group.select(pl.lit(_stable_block(str(verdict_id)), pl.UInt64).alias("block"),
+                             pl.col("idx").cast(pl.Int32), pl.lit(0.0).alias("s"),
+                             "first_seen", "last_seen")
+        pairs = _window_pairs(block, params.link.window)
+        if pairs.height:
+            parts.append(pairs.select(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32),
+                                      pl.lit(KIND_FAMILY[str(kind)]).alias("family")))
+    if not parts:
+        return links
+    pinned = pl.concat(parts).group_by("a", "b").agg(
+        [(pl.col("family") == f).any().alias(f"p_{f}") for f in FAMILIES])
+    s_cols = [f"s_{f}" for f in FAMILIES]
+    edges = links.edges.select("a", "b", *s_cols).join(pinned, on=["a", "b"], how="full",
+                                                        coalesce=True)
+    p = params.link
+    edges = edges.with_columns([
+        pl.when(pl.col(f"p_{f}").fill_null(False))
+        .then(pl.max_horizontal(pl.col(f"s_{f}").fill_null(0.0),
+                                pl.lit(max(p.strong_threshold, p.cap[f]))))
+        .otherwise(pl.col(f"s_{f}").fill_null(0.0)).alias(f"s_{f}")
+        for f in FAMILIES
+    ]).with_columns(
+        pl.sum_horizontal([(pl.col(f"s_{f}") >= p.family_threshold).cast(pl.Int32)
+                           for f in FAMILIES if f != "profile"]).alias("families"),
+        pl.sum_horizontal(s_cols).alias("weight"),
+    ).select("a", "b", *s_cols, "families", "weight").sort("a", "b")
+    return Links(accounts=links.accounts, edges=edges, candidates=links.candidates,
+                 loose=links.loose)
+
+
+def _stable_block(key: str) -> int:
+    """A block number from a verdict id that is the same in every process (unlike hash())."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+
+
+def _apply_verdicts(
+    attribution: pl.DataFrame,
+    verdicts: list[Verdict],
+    ids: pl.DataFrame,
+    members: pl.DataFrame,
+    hidden: pl.DataFrame,
+    pins: pl.DataFrame,
+    graph: PropertyGraph,
+    params: RunParams,
+) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
+    """Confirm and reject act on the attribution; every verdict that touches a fleet
+    adds an ``analyst_verdict`` evidence row to it. Returns (attribution, evidence,
+    ids of the verdicts applied)."""
+    fleet_of_id = dict(zip(ids["fleet_id"].to_list(), ids["fleet"].to_list(), strict=True))
+    fleet_of_acc = dict(zip(members["account_id"].to_list(), members["fleet"].to_list(),
+                            strict=True))
+    known_accounts = set(graph.accounts["account_id"].to_list())
+    pin_idx = pins.join(pl.DataFrame({"idx": range(graph.accounts.height)},
+                                     schema={"idx": pl.Int32}).with_columns(
+        graph.accounts["account_id"]), on="idx") if pins.height else pins
+    rows = {r["fleet"]: r for r in attribution.to_dicts()}
+    evidence: list[tuple[Any, str | None, str, float]] = []
+    applied: set[str] = set()
+    for v in verdicts:
+        if v.action in ("confirm", "reject"):
+            fleet = fleet_of_id.get(v.subject)
+            if fleet is None or fleet not in rows:
+                continue
+            row = rows[fleet]
+            if v.action == "confirm":
+                _confirm(row, str(v.org_id))
+                evidence.append((fleet, v.org_id, f"attribution to {v.org_id} {v.describe()}", 1.0))
+            else:
+                _reject(row, str(v.org_id), params.attribution.abstain_below)
+                evidence.append((fleet, v.org_id, f"attribution to {v.org_id} {v.describe()}", 0.0))
+            applied.add(v.verdict_id)
+        elif v.action == "legit":
+            if v.subject not in known_accounts:
+                continue
+            applied.add(v.verdict_id)
+            fleet = fleet_of_acc.get(v.subject)
+            if fleet is not None:
+                evidence.append((fleet, None, f"1 account {v.describe()}", 0.0))
+        else:
+            used = hidden if v.action == "hide" else pin_idx
+            accounts = used.filter(pl.col("verdict_id") == v.verdict_id)["account_id"].to_list()
+            if not accounts:
+                continue
+            applied.add(v.verdict_id)
+            noun = SHARED_KIND.get(str(v.kind), ("", str(v.kind)))[1]
+            touched: dict[Any, int] = {}
+            for acc in accounts:
+                fleet = fleet_of_acc.get(acc)
+                if fleet is not None:
+                    touched[fleet] = touched.get(fleet, 0) + 1
+            for fleet, n in sorted(touched.items()):
+                what = "ignored as noise" if v.action == "hide" else "common control"
+                evidence.append((fleet, None,
+                                 f"{noun} {mask(str(v.kind), v.subject)} ({n} accounts of the "
+                                 f"fleet, {what}) {v.describe()}",
+                                 1.0 if v.action == "pin" else 0.0))
+    out = pl.DataFrame(list(rows.values()), schema=attribution.schema, orient="row") \
+        if rows else attribution
+    ev = pl.DataFrame(evidence, schema={"fleet": ids.schema["fleet"], "org_id": pl.String,
+                                        "detail": pl.String, "weight": pl.Float64},
+                      orient="row").with_columns(pl.lit(VERDICT_EVIDENCE).alias("kind"))
+    return out, ev.select("fleet", "org_id", "kind", "detail", "weight"), applied
+
+
+def _confirm(row: dict[str, Any], org: str) -> None:
+    """The analyst names the organization: it wins, with at least CONFIRMED_CONFIDENCE."""
+    if row.get("org_id") == org:
+        row["confidence"] = max(float(row.get("confidence") or 0.0), CONFIRMED_CONFIDENCE)
+    else:
+        if row.get("org_id") is not None:
+            row["runner_up_org_id"], row["runner_up_confidence"] = row["org_id"], row["confidence"]
+        row["org_id"], row["confidence"] = org, CONFIRMED_CONFIDENCE
+    if row.get("runner_up_org_id") == org:
+        row["runner_up_org_id"] = row["runner_up_confidence"] = None
+    row["affiliated_org_id"] = row["affiliation_confidence"] = None
+
+
+def _reject(row: dict[str, Any], org: str, abstain_below: float) -> None:
+    """The organization is ruled out: the runner-up takes its place if strong enough."""
+    if row.get("org_id") == org:
+        up, conf = row.get("runner_up_org_id"), row.get("runner_up_confidence")
+        keep = up is not None and conf is not None and conf >= abstain_below
+        row["org_id"], row["confidence"] = (up, conf) if keep else (None, None)
+        row["runner_up_org_id"] = row["runner_up_confidence"] = None
+    if row.get("runner_up_org_id") == org:
+        row["runner_up_org_id"] = row["runner_up_confidence"] = None
+    if row.get("affiliated_org_id") == org:
+        row["affiliated_org_id"] = row["affiliation_confidence"] = None
+
+
+def _confirmed_accounts(record: RunRecord, verdicts: list[Verdict], applied: set[str],
+                        legit: list[str]) -> RunRecord:
+    """Members of a confirmed fleet carry its organization (legit accounts never do)."""
+    confirmed = [v.subject for v in verdicts if v.action == "confirm" and v.verdict_id in applied]
+    fleets = record.fleets.filter(pl.col("fleet_id").is_in(confirmed)).select(
+        "fleet_id", pl.col("org_id").alias("c_org"), pl.col("confidence").alias("c_conf"))
+    a = record.assignments.join(fleets, on="fleet_id", how="left")
+    a = a.with_columns(
+        pl.when(pl.col("c_org").is_not_null()).then(pl.col("c_org"))
+        .otherwise(pl.col("org_id")).alias("org_id"),
+        pl.when(pl.col("c_org").is_not_null()).then(pl.col("c_conf"))
+        .otherwise(pl.col("confidence")).alias("confidence"),
+    ).with_columns(
+        pl.when(pl.col("account_id").is_in(legit)).then(None).otherwise(pl.col("org_id"))
+        .alias("org_id"),
+        pl.when(pl.col("account_id").is_in(legit)).then(None).otherwise(pl.col("confidence"))
+        .alias("confidence"),
+    ).drop("c_org", "c_conf")
+    return RunRecord(manifest=record.manifest, assignments=a, fleets=record.fleets,
+                     evidence=record.evidence).conformed()
 
 
 def _shared_evidence(graph: PropertyGraph, members: pl.DataFrame, params: RunParams

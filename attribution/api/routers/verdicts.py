@@ -1,4 +1,10 @@
-"""Analyst verdicts (admin): recorded append-only until verdict storage lands."""
+"""Analyst verdicts (admin): recorded in the same append-only log the CLI writes.
+
+``attribution.verdicts`` owns the log and its validation; the batch job
+applies what is recorded here in every later run (attribution_confirmed ->
+confirm, attribution_rejected -> reject, not_sybil on an account -> legit;
+the other combinations are kept for the record only).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,13 @@ from fastapi import APIRouter, Request
 from attribution.api.deps import AdminKey, ServiceDep, ViewDep, set_rows
 from attribution.api.models import Verdict, VerdictIn
 from attribution.api.problems import ApiProblem, responses
+from attribution.verdicts import (
+    API_ACTIONS,
+    VerdictError,
+    VerdictStore,
+    make_verdict,
+    verdict_path,
+)
 
 router = APIRouter(prefix="/verdicts", tags=["verdicts"],
                    responses=responses(401, 403, 404, 422, 503))
@@ -21,14 +34,22 @@ router = APIRouter(prefix="/verdicts", tags=["verdicts"],
              responses=responses(400))
 async def record_verdict(request: Request, service: ServiceDep, view: ViewDep, key: AdminKey,
                          body: VerdictIn) -> dict[str, Any]:
-    """Admin only. Appends the verdict, with who/when/why and the current run id, to
-    ``$ATTRIBUTION_HOME/verdicts.jsonl``. Interim storage: a later issue gives verdicts
-    their own store and lets them steer re-runs; nothing here rewrites a line.
+    """Admin only. Appends the verdict, with who/when/why and the current run id, to the
+    store's verdict log (``<store>/verdicts.jsonl`` for the embedded store,
+    ``$ATTRIBUTION_HOME/verdicts.jsonl`` for Neo4j), the same one ``attribution verdict``
+    writes; every later run applies it. Nothing here rewrites a line.
     """
     known = (view.fleet_row(body.subject_id) if body.subject == "fleet"
              else view.account_row(body.subject_id))
     if known is None:
         raise ApiProblem(404, f"no such {body.subject} in the current run")
+    action = API_ACTIONS.get((body.subject, body.verdict))
+    if action is not None:
+        try:  # the CLI's validation (an attribution verdict needs its org_id)
+            make_verdict(action, body.subject_id, by=key.name or key.key_id, why=body.reason,
+                         org_id=body.org_id)
+        except VerdictError as exc:
+            raise ApiProblem(400, str(exc)) from None
     record = {
         **body.model_dump(),
         "verdict_id": uuid.uuid4().hex,
@@ -37,6 +58,7 @@ async def record_verdict(request: Request, service: ServiceDep, view: ViewDep, k
         "recorded_by_name": key.name,
         "recorded_at": dt.datetime.now(dt.UTC),
     }
-    await anyio.to_thread.run_sync(service.verdicts.append, record)
+    log = VerdictStore(verdict_path(service.store, service.home))
+    await anyio.to_thread.run_sync(log.append_raw, record)
     set_rows(request, 1)
     return record
