@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -127,22 +125,30 @@ class Jobs:
             lock.close()  # releases the run lock
 
     def _run(self, job: Job) -> None:
+        from attribution.jobs import JobLock, lock_path, reattribute
         from attribution.pipeline import run
         from attribution.settings import RunParams
+        from attribution.store import default_home
 
         job.status, job.started_at = "running", dt.datetime.now(dt.UTC)
         self._save(job)
         out = self.folder / job.job_id
-        previous: Path | None = None
         store = None
         try:
-            if job.keep_fleet_ids:
-                previous = self._previous_dir()
             store = self.service.store_factory()
-            outcome = run(Path(job.snapshot), out, store,
-                          params=RunParams(max_rejected_share=job.max_rejected_share),
-                          previous=previous)
-            job.run_id, job.out, job.status = outcome.record.run_id, str(out), "succeeded"
+            if job.keep_fleet_ids:
+                # The batch job's path: the store's job lock (no run beside a
+                # nightly job), the current run as previous, analyst verdicts.
+                result = reattribute(store, home=default_home(), snapshot=Path(job.snapshot),
+                                     out=out, max_rejected=job.max_rejected_share)
+                run_id = result.run_id
+            else:
+                with JobLock(lock_path(store, default_home())):
+                    outcome = run(Path(job.snapshot), out, store,
+                                  params=RunParams(max_rejected_share=job.max_rejected_share),
+                                  previous=None)
+                run_id = outcome.record.run_id
+            job.run_id, job.out, job.status = run_id, str(out), "succeeded"
         except BaseException as exc:  # a failed run must never take the server down
             log.warning("run job %s failed: %s", job.job_id, type(exc).__name__, exc_info=True)
             job.status = "failed"
@@ -158,23 +164,6 @@ class Jobs:
                     store.close()
                 except Exception:
                     log.warning("closing the job's store failed", exc_info=True)
-            if previous is not None:
-                shutil.rmtree(previous, ignore_errors=True)
-
-    def _previous_dir(self) -> Path | None:
-        """The current run written out as a run directory, for stable fleet ids."""
-        from attribution.results import write_tables
-
-        try:
-            view = self.service.current_view()
-        except ApiProblem:
-            return None
-        record = self.service.record(view.run_id)
-        if record is None:
-            return None
-        tmp = Path(tempfile.mkdtemp(prefix=".previous.", dir=self.service.home))
-        write_tables(record, tmp)
-        return tmp
 
 
 def job_dict(job: Job) -> dict[str, Any]:
