@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench setup notebooks
 
 $(BIN)/attribution: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,3 +26,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench.run_bench
+
+# Start the development Neo4j, load and run the sample world into it, open the notebooks.
+notebooks: setup
+	$(BIN)/pip install --quiet jupyterlab
+	eval "$$($(BIN)/attribution neo4j-dev start)" && \
+	$(BIN)/attribution run fixtures/sample/snapshot --out runs/sample-neo4j && \
+	$(BIN)/jupyter lab notebooks/
