@@ -84,9 +84,12 @@ log = logging.getLogger(__name__)
 KeepRuns = Literal["all", "current"]
 T = TypeVar("T")
 
-# Measured with bench/neo4j_load.py (see its docstring): 5k rows per transaction
-# is the knee; larger batches gain nothing and hold bigger transactions.
-DEFAULT_BATCH_SIZE = 5_000
+# Measured with bench/neo4j_load.py (2 cores shared with other work, so noisy):
+# 20k accounts, 244k rows, pure-Python driver: 1k rows per transaction 5.7k rows/s,
+# 5k 6.3-6.5k, 10k 7.4-8.6k, 20k 4.6k; with neo4j-rust-ext 8.4k / 12.8k / 10.7k /
+# 6.0k; 200k accounts, 2.59M rows, rust-ext: 5k 9.4k, 10k 11.1k. 10k it is: the
+# plateau is 5k-10k, and larger batches only hold larger transactions.
+DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10_000
 RESERVED = ("_snapshot", "_row")
 
@@ -174,6 +177,7 @@ SCHEMA: tuple[LiteralString, ...] = (
     "CREATE INDEX scored_run IF NOT EXISTS FOR ()-[r:SCORED]-() ON (r.run_id, r.seq)",
     "CREATE INDEX member_run IF NOT EXISTS FOR ()-[r:MEMBER_OF]-() ON (r.run_id)",
 )
+AWAIT_INDEXES: LiteralString = "CALL db.awaitIndexes(300)"
 
 # Timestamps travel as [epoch seconds, nanoseconds] pairs (the driver's own temporal
 # types cost 20x an integer each way) and are stored as Neo4j DATETIME values.
@@ -182,24 +186,36 @@ SET_TIMES: LiteralString = (
     " UNWIND [k IN keys(row.ts) WHERE row.ts[k] IS NOT NULL] AS k"
     " SET <V>[k] = datetime({epochSeconds: row.ts[k][0], nanosecond: row.ts[k][1]}) }"
 )
-# Reads name the columns wanted ($cols, $times: from the stored dtypes) and get values
-# back by position: no property names repeated per row, and DATETIME values as floor
-# epoch seconds and nanoseconds (epochSeconds truncates towards zero before 1970).
-VALUES: LiteralString = (
-    "[k IN $<P>cols | <V>[k]], "
-    "[k IN $<P>times | <V>[k].epochSeconds - CASE WHEN <V>[k].nanosecond > 0"
-    " AND <V>[k] < datetime({epochSeconds: 0}) THEN 1 ELSE 0 END], "
-    "[k IN $<P>times | <V>[k].nanosecond]"
+# Reads come in pages of columns: one record per page holding, for the columns
+# named in $cols / $times (from the stored dtypes), a list of values each, so no
+# property name travels per row and the client has nothing to transpose.
+# DATETIME values come as floor epoch seconds and nanoseconds (epochSeconds
+# truncates towards zero before 1970). A page is the rows with key >= $after;
+# with $skip the first is dropped when it is $after (the last of the page before).
+PAGE: LiteralString = (
+    "WITH collect(<V>) AS got "
+    "WITH got, CASE WHEN $skip AND size(got) > 0 AND got[0].<K> = $after"
+    " THEN got[1..] ELSE got END AS page "
 )
+COLUMNS: LiteralString = (
+    "[k IN $<P>cols | [x IN <R> | x[k]]] AS <P>values, "
+    "[k IN $<P>times | [x IN <R> | x[k].epochSeconds - CASE WHEN x[k].nanosecond > 0"
+    " AND x[k] < datetime({epochSeconds: 0}) THEN 1 ELSE 0 END]] AS <P>seconds, "
+    "[k IN $<P>times | [x IN <R> | x[k].nanosecond]] AS <P>nanos"
+)
+
+
+def _page(var: LiteralString, key: LiteralString) -> LiteralString:
+    return _expand(PAGE, V=var, K=key)
+
+
+def _columns(rows: LiteralString, prefix: LiteralString = "") -> LiteralString:
+    """Columns of the nodes or relationships in list ``rows`` (see COLUMNS)."""
+    return _expand(COLUMNS, R=rows, P=prefix)
 
 
 def _times(var: LiteralString) -> LiteralString:
     return _expand(SET_TIMES, V=var)
-
-
-def _values(var: LiteralString, prefix: LiteralString = "") -> LiteralString:
-    """``values, seconds, nanos`` of a node or relationship, by position (see VALUES)."""
-    return _expand(VALUES, V=var, P=prefix)
 
 
 UPSERT_ROWS = _per_label(
@@ -286,24 +302,35 @@ GRAPH_STATE: LiteralString = (
 
 READ_ROWS = _per_label(
     "MATCH (n:<L>) WHERE n.<K> >= $after AND n._row = $stamp "
-    "WITH n ORDER BY n.<K> LIMIT $limit RETURN n.<K> AS key, [" + _values("n") + "] AS v"
+    "WITH n ORDER BY n.<K> LIMIT $limit " + _page("n", "<K>")
+    + "RETURN size(got) AS fetched, page[-1].<K> AS key, " + _columns("page")
+)
+USES_OF_PAGE: LiteralString = (
+    "CALL (page) { UNWIND page AS a "
+    "MATCH (a)-[r:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]"
+    "->(e) RETURN collect(a.account_id) AS u_account, collect(type(r)) AS u_type, "
+    "collect(CASE type(r) WHEN 'USES_PAYMENT' THEN e.fingerprint"
+    " WHEN 'USES_DEVICE' THEN e.device_id WHEN 'HAS_EMAIL_DOMAIN' THEN e.domain"
+    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END) AS u_entity, "
+    "collect(r) AS rels } "
 )
 READ_ACCOUNTS: LiteralString = (
     "MATCH (a:Account) WHERE a.account_id >= $after AND a._snapshot = $stamp "
-    "WITH a ORDER BY a.account_id LIMIT $limit "
-    "RETURN a.account_id AS key, coalesce(a._row = $stamp, false) AS row, "
-    "[" + _values("a") + "] AS v, "
-    "[(a)-[r:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]->(e)"
-    " | [type(r), CASE type(r) WHEN 'USES_PAYMENT' THEN e.fingerprint"
-    " WHEN 'USES_DEVICE' THEN e.device_id WHEN 'HAS_EMAIL_DOMAIN' THEN e.domain"
-    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END, " + _values("r", "u") + "]] AS uses"
+    "WITH a ORDER BY a.account_id LIMIT $limit " + _page("a", "account_id")
+    + USES_OF_PAGE
+    + "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, u_account, u_type, "
+    "u_entity, rels "
+    "RETURN size(got) AS fetched, page[-1].account_id AS key, " + _columns("rows") + ", "
+    "u_account, u_type, u_entity, " + _columns("rels", "u")
 )
 READ_ORGANIZATIONS: LiteralString = (
     "MATCH (o:Organization) WHERE o.org_id >= $after AND o._snapshot = $stamp "
-    "WITH o ORDER BY o.org_id LIMIT $limit "
-    "RETURN o.org_id AS key, coalesce(o._row = $stamp, false) AS row, "
-    "[" + _values("o") + "] AS v, "
-    "[(e)-[l:KNOWN_AS]->(o) WHERE l._snapshot = $stamp | [" + _values("l", "l") + "]] AS links"
+    "WITH o ORDER BY o.org_id LIMIT $limit " + _page("o", "org_id")
+    + "CALL (page) { UNWIND page AS o MATCH (e)-[l:KNOWN_AS]->(o) WHERE l._snapshot = $stamp "
+    "RETURN collect(o.org_id) AS l_org, collect(l) AS links } "
+    "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, l_org, links "
+    "RETURN size(got) AS fetched, page[-1].org_id AS key, " + _columns("rows") + ", "
+    "l_org, " + _columns("links", "l")
 )
 COUNT_NODES: LiteralString = "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n"
 COUNT_RELS: LiteralString = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS n"
@@ -345,8 +372,8 @@ WRITE_ASSIGNMENTS: LiteralString = (
 COUNT_RUN: LiteralString = (
     "MATCH (r:Run {run_id: $run_id}) "
     "RETURN COUNT { (r)<-[:SCORED]-() } AS assignments, "
-    "COUNT { MATCH (f:Fleet) WHERE f.run_id = $run_id } AS fleets, "
-    "COUNT { MATCH (e:Evidence) WHERE e.run_id = $run_id } AS evidence, "
+    "COUNT { MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL } AS fleets, "
+    "COUNT { MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL } AS evidence, "
     "r.n_assignments AS n_assignments, r.n_fleets AS n_fleets, r.n_evidence AS n_evidence, "
     "r.complete AS complete"
 )
@@ -369,24 +396,27 @@ RUNS_TO_DROP: LiteralString = (
 )
 READ_FLEETS: LiteralString = (
     "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq >= $after "
-    "WITH f ORDER BY f.seq LIMIT $limit RETURN f.seq AS key, [" + _values("f") + "] AS v"
+    "WITH f ORDER BY f.run_id, f.seq LIMIT $limit " + _page("f", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
 )
 READ_EVIDENCE: LiteralString = (
     "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq >= $after "
-    "WITH e ORDER BY e.seq LIMIT $limit RETURN e.seq AS key, [" + _values("e") + "] AS v"
+    "WITH e ORDER BY e.run_id, e.seq LIMIT $limit " + _page("e", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
 )
 READ_ASSIGNMENTS: LiteralString = (
     "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq >= $after "
-    "WITH s ORDER BY s.seq LIMIT $limit RETURN s.seq AS key, [" + _values("s") + "] AS v"
+    "WITH s ORDER BY s.run_id, s.seq LIMIT $limit " + _page("s", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
 )
 DROP_RUN_STEPS: tuple[LiteralString, ...] = (
     "MATCH ()-[m:MEMBER_OF]->() WHERE m.run_id = $run_id "
     "CALL (m) { DELETE m } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id "
+    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq IS NOT NULL "
     "CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH (e:Evidence) WHERE e.run_id = $run_id "
+    "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL "
     "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH (f:Fleet) WHERE f.run_id = $run_id "
+    "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL "
     "CALL (f) { DETACH DELETE f } IN TRANSACTIONS OF 1000 ROWS",
     "MATCH (r:Run {run_id: $run_id}) WHERE NOT r:Current DETACH DELETE r",
 )
@@ -502,17 +532,18 @@ class Neo4jStore:
 
     def _pages(self, query: LiteralString, start: Any, **params: Any
                ) -> Iterator[dict[str, Any]]:
-        """Keyset pagination: ``key >= $after ORDER BY key LIMIT $limit``, one read each."""
+        """Keyset pagination (``key >= $after ORDER BY key LIMIT $limit``), a read each.
+
+        Each page is one record of columns (see ``PAGE``); ``key`` is its last key.
+        """
         after, skip = start, False
         while True:
-            rows = self._read(query, after=after, limit=self.page_size, **params)
-            full = len(rows) == self.page_size
-            if skip and rows and rows[0]["key"] == after:
-                rows = rows[1:]
-            yield from rows
-            if not full:
+            rows = self._read(query, after=after, skip=skip, limit=self.page_size, **params)
+            page = rows[0]
+            yield page
+            if page["fetched"] < self.page_size or page["key"] is None:
                 return
-            after, skip = rows[-1]["key"], True
+            after, skip = page["key"], True
 
     def ensure_schema(self) -> None:
         """Create every constraint and index (IF NOT EXISTS), once per store object."""
@@ -520,7 +551,7 @@ class Neo4jStore:
             return
         for statement in SCHEMA:
             self._auto(statement)
-        self._auto("CALL db.awaitIndexes(300)")
+        self._auto(AWAIT_INDEXES)
         self._schema_ready = True
 
     def _auto(self, query: LiteralString, **params: Any) -> None:
@@ -625,27 +656,24 @@ class Neo4jStore:
 
         accounts = _Columns(schemas["accounts"])
         uses = _Columns(schemas["uses"], fixed=("account_id", "kind", "entity_id"))
-        params = {**accounts.params(), **uses.params("u")}
-        for rec in self._pages(READ_ACCOUNTS, "", stamp=stamp, **params):
-            if rec["row"]:
-                accounts.add(rec["v"])
-            for rel, entity, *v in rec["uses"]:
-                uses.add(v, (rec["key"], REL_KIND[rel], entity))
+        for page in self._pages(READ_ACCOUNTS, "", stamp=stamp, **accounts.params(),
+                                **uses.params("u")):
+            accounts.extend(page)
+            kinds = [REL_KIND[t] for t in page["u_type"]]
+            uses.extend(page, "u", (page["u_account"], kinds, page["u_entity"]))
         organizations = _Columns(schemas["organizations"])
         links = _Columns(schemas["known_links"], fixed=("org_id",))
-        params = {**organizations.params(), **links.params("l")}
-        for rec in self._pages(READ_ORGANIZATIONS, "", stamp=stamp, **params):
-            if rec["row"]:
-                organizations.add(rec["v"])
-            for v in rec["links"]:
-                links.add(v, (rec["key"],))
+        for page in self._pages(READ_ORGANIZATIONS, "", stamp=stamp,
+                                **organizations.params(), **links.params("l")):
+            organizations.extend(page)
+            links.extend(page, "l", (page["l_org"],))
         frames = {"accounts": accounts.frame(), "uses": uses.frame(),
                   "organizations": organizations.frame(), "known_links": links.frame()}
         for name in ("payments", "devices", "ips", "proxies"):
             columns = _Columns(schemas[name])
-            for rec in self._pages(READ_ROWS[FRAME_LABEL[name]], "", stamp=stamp,
-                                   **columns.params()):
-                columns.add(rec["v"])
+            for page in self._pages(READ_ROWS[FRAME_LABEL[name]], "", stamp=stamp,
+                                    **columns.params()):
+                columns.extend(page)
             frames[name] = columns.frame()
         return PropertyGraph.from_frames(frames)
 
@@ -746,8 +774,8 @@ class Neo4jStore:
             for name, query in (("assignments", READ_ASSIGNMENTS), ("fleets", READ_FLEETS),
                                 ("evidence", READ_EVIDENCE)):
                 columns = _Columns(schemas[name])
-                for rec in self._pages(query, 0, run_id=wanted, **columns.params()):
-                    columns.add(rec["v"])
+                for page in self._pages(query, 0, run_id=wanted, **columns.params()):
+                    columns.extend(page)
                 tables[name] = columns.frame()
             check = self._read(COUNT_RUN, run_id=wanted)
             if check and check[0]["complete"] and all(
@@ -779,7 +807,10 @@ class Neo4jStore:
 
 def _records(tx: ManagedTransaction, query: LiteralString, params: dict[str, Any]
              ) -> list[dict[str, Any]]:
-    return tx.run(query, params).data()
+    result = tx.run(query, params)
+    keys = result.keys()
+    # not Record.data(): it walks every value again to convert graph types
+    return [dict(zip(keys, record, strict=True)) for record in result]
 
 
 def _line(exc: BaseException) -> str:
@@ -892,10 +923,10 @@ def _native(value: Any) -> Any:
 
 
 class _Columns:
-    """Rows read by position (see ``VALUES``) gathered into a frame of exact dtypes.
+    """Pages of columns (see ``COLUMNS``) gathered into a frame of exact dtypes.
 
     ``fixed`` columns are not properties: the caller passes their values with
-    each row (the account and kind of a relationship, say).
+    each page (the account and kind of a relationship, say).
     """
 
     def __init__(self, schema: pl.Schema, fixed: tuple[str, ...] = ()) -> None:
@@ -905,34 +936,31 @@ class _Columns:
                      if c not in fixed and not isinstance(t, pl.Datetime)]
         self.times = [c for c, t in schema.items()
                       if c not in fixed and isinstance(t, pl.Datetime)]
-        self.rows: list[list[Any]] = []
-        self.keys: list[tuple[Any, ...]] = []
+        self.data: dict[str, list[Any]] = {c: [] for c in schema}
+        self.seconds: dict[str, list[Any]] = {c: [] for c in self.times}
+        self.nanos: dict[str, list[Any]] = {c: [] for c in self.times}
 
     def params(self, prefix: str = "") -> dict[str, list[str]]:
         return {f"{prefix}cols": self.cols, f"{prefix}times": self.times}
 
-    def add(self, row: list[Any], fixed: tuple[Any, ...] = ()) -> None:
-        self.rows.append(row)
-        if self.fixed:
-            self.keys.append(fixed)
+    def extend(self, page: dict[str, Any], prefix: str = "",
+               fixed: tuple[list[Any], ...] = ()) -> None:
+        for name, values in zip(self.cols, page[f"{prefix}values"], strict=True):
+            self.data[name].extend(values)
+        for name, values in zip(self.times, page[f"{prefix}seconds"], strict=True):
+            self.seconds[name].extend(values)
+        for name, values in zip(self.times, page[f"{prefix}nanos"], strict=True):
+            self.nanos[name].extend(values)
+        for name, values in zip(self.fixed, fixed, strict=True):
+            self.data[name].extend(values)
 
     def frame(self) -> pl.DataFrame:
-        n = len(self.rows)
-        data: dict[str, list[Any]] = {c: [] for c in self.schema}
-        if n:
-            values, seconds, nanos = zip(*self.rows, strict=True)
-            data.update(zip(self.cols, map(list, zip(*values, strict=True)), strict=True))
-            data.update(zip(self.fixed, map(list, zip(*self.keys, strict=True)), strict=True))
-            secs = dict(zip(self.times, map(list, zip(*seconds, strict=True)), strict=True))
-            ns = dict(zip(self.times, map(list, zip(*nanos, strict=True)), strict=True))
-        else:
-            secs = ns = {c: [] for c in self.times}
         columns = [
-            _datetimes(name, secs[name], ns[name], dtype) if isinstance(dtype, pl.Datetime)
-            else _series(name, data[name], dtype)
+            _datetimes(name, self.seconds[name], self.nanos[name], dtype)
+            if isinstance(dtype, pl.Datetime) else _series(name, self.data[name], dtype)
             for name, dtype in self.schema.items()
         ]
-        return pl.DataFrame(columns, height=n)
+        return pl.DataFrame(columns)
 
 
 def _series(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series:

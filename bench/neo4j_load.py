@@ -1,0 +1,182 @@
+"""Neo4j store throughput: Bolt load rows/s by batch size, read-back, whole runs.
+
+For one generated world (cached under ``bench/out/``) it
+
+1. loads the graph into an emptied database once per batch size and reports
+   rows per second (a *row* is one element of one ``UNWIND $rows`` batch: a
+   node, an entity key, a relationship);
+2. times ``read_graph`` and checks it gives back exactly the loaded graph;
+3. runs the whole pipeline on Neo4j (graph not yet loaded, then again with the
+   graph in place) and on the embedded store, stage by stage.
+
+    python -m bench.neo4j_load --accounts 200000 --batch-sizes 1000 5000 10000 20000
+
+The server is ``NEO4J_URI`` (and ``NEO4J_USER``, ``NEO4J_PASSWORD``,
+``NEO4J_DATABASE``) if set, which is wiped: pass ``--wipe`` to agree. Otherwise
+a dev server (``attribution.neo4j_dev``) is started on ``--port`` with a
+temporary data directory and stopped at the end. Client, server and the
+machine's other work share the CPUs: the load average is printed with the
+figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from attribution import neo4j_dev
+from attribution.graph import PropertyGraph, build_graph
+from attribution.ingest import read_snapshot
+from attribution.settings import Neo4jSettings
+from attribution.store.embedded import EmbeddedStore
+from attribution.store.neo4j import Neo4jStore
+
+OUT = Path(__file__).resolve().parent / "out"
+WIPE = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+
+
+@contextmanager
+def server(args: argparse.Namespace) -> Iterator[Neo4jSettings]:
+    """The configured server (wiped), or a fresh dev server for the duration."""
+    settings = Neo4jSettings.from_env()
+    if settings is not None:
+        if not args.wipe:
+            sys.exit("NEO4J_URI is set: this benchmark empties that database; add --wipe")
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="neo4j-bench-") as tmp:
+        dev = neo4j_dev.start(port=args.port, data_dir=Path(tmp) / "data", heap=args.heap,
+                              pagecache=args.pagecache, password="bench")
+        try:
+            yield Neo4jSettings(dev.uri, dev.user, "bench", dev.database)
+        finally:
+            dev.stop()
+
+
+def wipe(store: Neo4jStore) -> None:
+    with store._session() as session:
+        session.run(WIPE).consume()
+
+
+def counting(store: Neo4jStore) -> list[int]:
+    """Count the rows every batch of ``store`` sends (one list element per transaction)."""
+    sizes: list[int] = []
+    real = store._write
+
+    def spy(query: Any, **params: Any) -> Any:
+        sizes.append(len(params.get("rows", params.get("keys", []))))
+        return real(query, **params)
+
+    store._write = spy  # type: ignore[method-assign]
+    return sizes
+
+
+def world(accounts: int, seed: int) -> Path:
+    from fixtures.worldgen import generate_world
+
+    folder = OUT / f"world-{accounts}-s{seed}"
+    if not (folder / "snapshot" / "accounts.parquet").is_file():
+        started = time.perf_counter()
+        generate_world(folder, accounts=accounts, seed=seed)
+        print(f"generated {accounts} accounts in {time.perf_counter() - started:.0f}s",
+              flush=True)
+    return folder / "snapshot"
+
+
+def load_figures(settings: Neo4jSettings, graph: PropertyGraph, digest: str,
+                 batch_sizes: list[int], repeat: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in batch_sizes:
+        times = []
+        sent = 0
+        for _ in range(repeat):
+            with Neo4jStore(settings, batch_size=batch) as store:
+                wipe(store)
+                sizes = counting(store)
+                started = time.perf_counter()
+                store.load_snapshot(graph, digest=digest)
+                times.append(time.perf_counter() - started)
+                sent = sum(sizes)
+        best = min(times)
+        rows.append({"batch_size": batch, "rows": sent, "seconds": round(best, 2),
+                     "median_seconds": round(statistics.median(times), 2),
+                     "rows_per_second": round(sent / best)})
+        print(f"batch {batch:>6}: {sent} rows in {best:.1f}s = {sent / best:,.0f} rows/s "
+              f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
+    return rows
+
+
+def run_figures(settings: Neo4jSettings, snapshot: Path, work: Path) -> dict[str, Any]:
+    from attribution.pipeline import run
+
+    out: dict[str, Any] = {}
+    with Neo4jStore(settings) as store:
+        wipe(store)
+        for name in ("neo4j_first", "neo4j_again"):
+            started = time.perf_counter()
+            record = run(snapshot, work / name, store).record
+            out[name] = {"total": round(time.perf_counter() - started, 2),
+                         **record.manifest["timings"]}
+            print(f"{name}: {out[name]['total']:.1f}s {record.manifest['timings']}", flush=True)
+    started = time.perf_counter()
+    record = run(snapshot, work / "embedded", EmbeddedStore(work / "estore")).record
+    out["embedded"] = {"total": round(time.perf_counter() - started, 2),
+                       **record.manifest["timings"]}
+    print(f"embedded: {out['embedded']['total']:.1f}s {record.manifest['timings']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
+    parser.add_argument("--repeat", type=int, default=1, help="loads per batch size (best kept)")
+    parser.add_argument("--no-run", action="store_true", help="skip the whole-pipeline runs")
+    parser.add_argument("--port", type=int, default=7797)
+    parser.add_argument("--heap", default="2g")
+    parser.add_argument("--pagecache", default="1g")
+    parser.add_argument("--wipe", action="store_true", help="agree to empty $NEO4J_URI")
+    args = parser.parse_args(argv)
+
+    snapshot = world(args.accounts, args.seed)
+    snap = read_snapshot(snapshot)
+    graph = build_graph(snap.tables)
+    print(f"world: {args.accounts} accounts, "
+          + ", ".join(f"{n} {f.height}" for n, f in graph.frames().items()), flush=True)
+    report: dict[str, Any] = {"accounts": args.accounts, "seed": args.seed,
+                              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}
+    with server(args) as settings:
+        report["load"] = load_figures(settings, graph, snap.digest, args.batch_sizes,
+                                      args.repeat)
+        with Neo4jStore(settings) as store:
+            started = time.perf_counter()
+            back = store.read_graph()
+            report["read_graph_seconds"] = round(time.perf_counter() - started, 2)
+            same = all(a.equals(b) for a, b in zip(back.canonical().frames().values(),
+                                                   graph.canonical().frames().values(),
+                                                   strict=True))
+            report["read_graph_exact"] = same
+            print(f"read_graph: {report['read_graph_seconds']:.1f}s, exact: {same}", flush=True)
+        if not args.no_run:
+            with tempfile.TemporaryDirectory(prefix="neo4j-bench-run-") as work:
+                report["runs"] = run_figures(settings, snapshot, Path(work))
+    report["load_avg_end"] = os.getloadavg()[0]
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"neo4j_load-{args.accounts}.json"
+    target.write_text(json.dumps(report, indent=2))
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
