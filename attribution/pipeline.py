@@ -509,12 +509,3 @@ def _top_capabilities(counts: list[int] | None) -> str | None:
     total = sum(counts)
     ranked = sorted(zip(CAPABILITIES, counts, strict=True), key=lambda x: (-x[1], x[0]))
     return ", ".join(f"{name} {round(100 * c / total)}%" for name, c in ranked[:3] if c)
-
-
-def input_digest(paths: list[Path]) -> str:
-    """sha256 over file names and bytes (used when no ingest digest is at hand)."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()

@@ -14,8 +14,6 @@ is kept as evidence.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
 
@@ -234,8 +232,3 @@ def _feature_evidence(fleets: pl.DataFrame) -> pl.DataFrame:
     return ev.with_columns(pl.Series("detail", details)).select(
         "fleet", "kind", "detail", "weight"
     )
-
-
-def logit(p: float) -> float:
-    """Log-odds of a probability (for tests and calibration)."""
-    return math.log(p / (1.0 - p))
