@@ -13,7 +13,7 @@ def main(run: Path, world: Path) -> None:
     pl.Config.set_tbl_cols(20)
     pl.Config.set_tbl_width_chars(250)
     pl.Config.set_fmt_str_lengths(60)
-    truth = pl.read_parquet(world / "truth" / "accounts.parquet")
+    truth = pl.read_parquet(world / "truth" / "labels.parquet")
     groups = pl.read_parquet(world / "truth" / "groups.parquet")
     a = pl.read_parquet(run / "assignments.parquet").join(truth, on="account_id")
     per = (

@@ -67,16 +67,10 @@ class World:
 
 def _neo4j_factory(request: pytest.FixtureRequest) -> Callable[[], Store]:
     """A factory of Neo4j stores on the session's test server, emptied first."""
-    try:
-        from attribution.store.neo4j import Neo4jStore
-    except ImportError:
-        pytest.skip("attribution/store/neo4j.py is not there yet")
     from attribution.settings import Neo4jSettings
+    from attribution.store.neo4j import Neo4jStore
 
-    try:
-        server = request.getfixturevalue("neo4j_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("the neo4j_server fixture (tests/neo4j_server.py) is not registered")
+    server = request.getfixturevalue("neo4j_server")
     server.clear()
     settings = Neo4jSettings(uri=server.uri, user=server.user, password=server.password,
                              database=server.database)

@@ -390,10 +390,7 @@ def test_recover_puts_back_a_graph_left_mid_swap(tmp_path: Path) -> None:
 
 @pytest.mark.neo4j
 def test_job_on_neo4j(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    try:
-        server = request.getfixturevalue("neo4j_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("the neo4j_server fixture is not registered")
+    server = request.getfixturevalue("neo4j_server")
     server.clear()
     env = {**os.environ, **server.env(), "ATTRIBUTION_HOME": str(tmp_path)}
 

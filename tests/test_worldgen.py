@@ -41,7 +41,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorldInfo, dict[str
 @pytest.fixture(scope="module")
 def truth(world: tuple[WorldInfo, dict[str, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     info, _ = world
-    return (pl.read_parquet(info.truth / "accounts.parquet"),
+    return (pl.read_parquet(info.truth / "labels.parquet"),
             pl.read_parquet(info.truth / "groups.parquet"))
 
 
@@ -150,7 +150,7 @@ def test_truth_beside_snapshot(world: tuple[WorldInfo, dict[str, pl.DataFrame]],
     info, t = world
     ta, tg = truth
     assert info.truth.parent == info.snapshot.parent == info.out
-    assert sorted(p.name for p in info.truth.iterdir()) == ["accounts.parquet", "groups.parquet",
+    assert sorted(p.name for p in info.truth.iterdir()) == ["groups.parquet", "labels.parquet",
                                                             "world.json"]
     for df in t.values():
         assert not {"is_sybil", "group_id", "group_kind", "attributable"} & set(df.columns)
@@ -278,8 +278,8 @@ def test_as_of_cuts_describe_one_world(tmp_path: Path) -> None:
     assert_frame_equal(a1["organizations"], a2["organizations"])
     assert_frame_equal(a1["known_links"], a2["known_links"])
     # the same campaigns keep recruiting after T1
-    g1 = pl.read_parquet(t1.truth / "accounts.parquet")
-    g2 = pl.read_parquet(t2.truth / "accounts.parquet")
+    g1 = pl.read_parquet(t1.truth / "labels.parquet")
+    g2 = pl.read_parquet(t2.truth / "labels.parquet")
     new = g2.filter(~pl.col("account_id").is_in(ids1) & pl.col("is_sybil"))
     assert new.height >= 5
     assert set(new["group_id"]) & set(g1.filter(pl.col("is_sybil"))["group_id"])
@@ -313,7 +313,7 @@ def test_committed_sample_is_fresh(tmp_path: Path) -> None:
     for name in LOAD_ORDER:
         assert_frame_equal(pl.read_parquet(SAMPLE / "snapshot" / f"{name}.parquet"),
                            pl.read_parquet(fresh.snapshot / f"{name}.parquet"), check_exact=True)
-    for name in ("accounts", "groups"):
+    for name in ("labels", "groups"):
         assert_frame_equal(pl.read_parquet(SAMPLE / "truth" / f"{name}.parquet"),
                            pl.read_parquet(fresh.truth / f"{name}.parquet"))
     assert json.loads((SAMPLE / "truth" / "world.json").read_text()) == json.loads(
