@@ -176,7 +176,7 @@ def _evidence_pieces(
         asn_uses,
         members.select("account_id", pl.lit("account").alias("kind"),
                        pl.col("account_id").alias("entity_id"), pl.lit(1, pl.Int64).alias("count")),
-    ]).unique(["account_id", "kind", "entity_id"])
+    ]).group_by("account_id", "kind", "entity_id").agg(pl.col("count").sum())
     degree = touch.group_by("kind", "entity_id").agg(pl.col("account_id").n_unique().alias("deg"))
 
     direct = links.select(
@@ -198,7 +198,13 @@ def _evidence_pieces(
             pl.col("n_emp").cast(pl.String).alias("via"),
         )
     )
-    org_entities = pl.concat([direct, hop]).unique(["kind", "entity_id", "org_id", "via"])
+    # One row per (entity, org, path): the most confident fact, ties by source name,
+    # so the same input always gives the same evidence.
+    org_entities = (
+        pl.concat([direct, hop])
+        .sort(["confidence", "source"], descending=[True, False], nulls_last=True)
+        .unique(["kind", "entity_id", "org_id", "via"], keep="first", maintain_order=True)
+    )
 
     fleet_touch = members.select("account_id", "fleet").join(touch, on="account_id")
     hits = (

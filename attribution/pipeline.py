@@ -39,6 +39,7 @@ from attribution.verdicts import (
     pinned_members,
 )
 
+FLOAT_DECIMALS = 12
 DIFF_THRESHOLD = 0.1  # confidence moves reported in diff.json
 SHARED_KIND = {
     "payment": ("shared_payment", "card fingerprint"),
@@ -499,8 +500,16 @@ def _assemble(
         .sort(["fleet_id", "weight", "kind", "detail"], descending=[False, True, False, False])
         .drop("fleet")
     )
-    return RunRecord(manifest={}, assignments=assignments, fleets=fleets.drop("fleet"),
-                     evidence=evidence).conformed()
+    return RunRecord(manifest={}, assignments=_settle(assignments),
+                     fleets=_settle(fleets.drop("fleet")), evidence=_settle(evidence)).conformed()
+
+
+def _settle(frame: pl.DataFrame) -> pl.DataFrame:
+    """Floats rounded to 12 decimals: parallel sums add in varying order, and the
+    last bits must not make two runs of one snapshot differ."""
+    return frame.with_columns(
+        [pl.col(c).round(FLOAT_DECIMALS) for c, t in frame.schema.items() if t.is_float()]
+    )
 
 
 def _top_capabilities(counts: list[int] | None) -> str | None:

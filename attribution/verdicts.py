@@ -240,7 +240,9 @@ def pinned_members(uses: pl.DataFrame, index: pl.DataFrame, verdicts: list[Verdi
     pinned = _entities(verdicts, "pin")
     return uses.join(pinned, on=["kind", "entity_id"]).join(index, on="account_id").select(
         "verdict_id", pl.col("kind").replace({"signup_ip": "ip"}), "idx", "first_seen",
-        "last_seen").unique(["verdict_id", "idx"]).sort("verdict_id", "idx")
+        "last_seen").group_by("verdict_id", "idx").agg(
+            pl.col("kind").min(), pl.col("first_seen").min(), pl.col("last_seen").max()
+        ).select("verdict_id", "kind", "idx", "first_seen", "last_seen").sort("verdict_id", "idx")
 
 
 def check_subject(verdict: Verdict, record: object | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fixtures" / "sample" / "snapshot"
 
 
-def attribution(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def attribution(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "attribution.cli", *args],
         capture_output=True, text=True, cwd=cwd or ROOT, timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -61,8 +64,9 @@ def test_evidence_reads_as_sentences_and_masks_identifiers(sample_run: Path) -> 
 
 def test_same_snapshot_twice_gives_identical_results(sample_run: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
+    # One polars thread instead of the default: parallel sums must not change a bit.
     done = attribution("run", str(SAMPLE), "--out", str(again), "--store", str(tmp_path / "s"),
-                       "--quiet")
+                       "--quiet", env={"POLARS_MAX_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     for name in ("assignments.parquet", "fleets.parquet", "evidence.parquet"):
         assert pl.read_parquet(again / name).equals(pl.read_parquet(sample_run / name)), name
