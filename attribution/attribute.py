@@ -18,6 +18,7 @@ from __future__ import annotations
 import polars as pl
 
 from attribution.graph import PropertyGraph
+from attribution.masking import mask_ip
 from attribution.settings import AttributionParams
 
 # Evidence kind -> (log-odds strength, evidence kind name, noun for the sentence).
@@ -42,9 +43,7 @@ def mask(kind: str, key: str) -> str:
     if kind in ("asn", "email_domain", "prompt"):
         return key
     if kind in ("ip", "signup_ip"):
-        if ":" in key:
-            return ":".join(key.split(":")[:3]) + "::/48"
-        return ".".join(key.split(".")[:3]) + ".0/24"
+        return mask_ip(key, hidden="...")
     return "..." + key[-4:] if len(key) > 4 else "..."
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 from typing import Any
+
+from attribution.masking import mask_ip
 
 EMAIL_RE = re.compile(r"[^\s@,;:<>\"']+@[^\s@,;:<>\"']+")
 IPV4_RE = re.compile(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")
@@ -29,17 +30,6 @@ SENSITIVE_KEYS = ("ip", "email", "fingerprint", "card", "device", "payment", "ph
 def tail(value: str, keep: int = 4) -> str:
     """The last ``keep`` characters after an ellipsis (short values fully hidden)."""
     return "…" + value[-keep:] if len(value) > keep + 2 else "…"
-
-
-@lru_cache(maxsize=65536)
-def mask_ip(value: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) network of an address; never the address."""
-    try:
-        ip = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return tail(value)
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def mask_entity(kind: str, entity_id: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -11,6 +11,7 @@ from attribution.api.models import AccountDetail, AccountEntity, Page
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import Id, Limit, Offset, entity_rows, page
 from attribution.api.views import RunView
+from attribution.graph import UseKind
 
 router = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 404, 422, 503))
@@ -66,8 +67,7 @@ async def account_entities(
     request: Request,
     view: ViewDep,
     account_id: Id,
-    kind: Annotated[Literal["payment", "device", "ip", "signup_ip", "email_domain", "prompt"]
-                    | None, Query()] = None,
+    kind: Annotated[UseKind | None, Query()] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:

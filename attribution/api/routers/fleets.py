@@ -24,6 +24,7 @@ from attribution.api.routers.common import (
     utc,
 )
 from attribution.api.views import RunView
+from attribution.graph import UseKind
 
 router = APIRouter(prefix="/fleets", tags=["fleets"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 422, 503))
@@ -141,8 +142,7 @@ async def fleet_infrastructure(
     request: Request,
     view: ViewDep,
     fleet_id: Id,
-    kind: Annotated[Literal["payment", "device", "ip", "signup_ip", "email_domain", "prompt"]
-                    | None, Query()] = None,
+    kind: Annotated[UseKind | None, Query()] = None,
     min_accounts: Annotated[int, Query(ge=2)] = 2,
     limit: Limit = 100,
     offset: Offset = 0,
