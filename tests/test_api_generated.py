@@ -51,7 +51,6 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    pytest.importorskip("fixtures.worldgen")
     root = tmp_path_factory.mktemp("generated")
     store_root, snapshot = generated_store(root, accounts=2000, seed=1)
     keys = make_keys(root / "api_keys.json")

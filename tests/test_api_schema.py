@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")  # a test dependency: see the report
-
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.config import SchemathesisConfig  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis  # a dev dependency: CI must run this, never skip it
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
     response_headers_conformance,
@@ -31,10 +29,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_api_world import SECRETS_IN_WORLD, Keys, fill_store, make_keys  # noqa: E402
+from test_api_world import SECRETS_IN_WORLD, Keys, fill_store, make_keys
 
-from attribution.api import create_app  # noqa: E402
-from attribution.store.embedded import EmbeddedStore  # noqa: E402
+from attribution.api import create_app
+from attribution.store.embedded import EmbeddedStore
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance, negative_data_rejection]
