@@ -337,24 +337,30 @@ def _state(store: Path) -> tuple[str, list[str], pl.DataFrame]:
     return current(store), sorted(m["run_id"] for m in s.list_runs()), rec.fleets
 
 
-def _killed(args: list[str], *, at: str | None = None, after: float | None = None) -> None:
+def _killed(args: list[str], *, at: str | None = None, during: str | None = None) -> None:
+    """Run the job and SIGKILL it: by its own kill point (``at``), or from outside half a
+    second after its progress line says stage ``during`` began (no cooperation from the job)."""
     env = {**os.environ, "ATTRIBUTION_KILL_AT": at or ""}
     env.pop("NEO4J_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "attribution.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if after is not None:
-        time.sleep(after)
-        proc.send_signal(signal.SIGKILL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if during is not None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.rstrip().endswith(f"] {during} ..."):
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGKILL)
+                break
     assert proc.wait(timeout=300) == -signal.SIGKILL
 
 
 def test_kill_9_at_any_stage_leaves_the_current_run_intact(big_store: tuple[Path, Path]) -> None:
     store, snapshot = big_store
     before = _state(store)
-    job = ["reattribute", "--store", str(store), "--quiet"]
+    job = ["reattribute", "--store", str(store)]
     kills = [
         (job, {"at": "links"}),                       # computing links
-        (job, {"after": 6.0}),                        # somewhere in links or fleets, by the clock
+        (job, {"during": "links"}),                   # in the middle of links, from outside
         (job, {"at": "write"}),                       # everything computed, nothing written
         ([*job, "--snapshot", str(snapshot)], {"at": "read_graph"}),  # graph swapped, run not
     ]
