@@ -89,12 +89,31 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     scored = _combine(rows, params)
     scored = _add_pairwise_families(scored, graph, params)
     edges = _decide(scored, params)
-    linked = pl.concat([edges["a"], edges["b"]]).unique()
-    loose = scored.filter(
-        (pl.col("s_creation") >= params.attach_min)
-        & ~(pl.col("a").is_in(linked.implode()) & pl.col("b").is_in(linked.implode()))
+    return Links(accounts=accounts, edges=edges, candidates=scored.height,
+                 loose=_loose(scored, edges, graph, params))
+
+
+def _loose(scored: pl.DataFrame, edges: pl.DataFrame, graph: PropertyGraph, p: LinkParams
+           ) -> pl.DataFrame:
+    """Sign-up burst pairs that may attach a dormant, unlinked account to a fleet.
+
+    A new or dormant account has nothing yet but its sign-up (see
+    ``attach_loners``); an account with activity of its own that still formed
+    no link is not attached on its sign-up alone: at scale, ordinary sign-ups
+    fall into an operation's burst window too. Only the creation family
+    attaches: a template, domain or network may be public and shared by an
+    operation and bystanders alike, and one minute shared with an orchestrated
+    wave of a fleet's accounts is a single coincidence seen many times over.
+    """
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    active = pl.Series(graph.accounts["active_minutes"].fill_null(0) > p.attach_max_minutes)
+    busy = pl.arange(0, len(active), eager=True).filter(active).cast(pl.Int32).implode()
+    loner_busy = [~pl.col(c).is_in(linked) & pl.col(c).is_in(busy) for c in ("a", "b")]
+    return scored.filter(
+        ~(pl.col("a").is_in(linked) & pl.col("b").is_in(linked))
+        & ~pl.any_horizontal(loner_busy)
+        & (pl.col("s_creation") >= p.attach_min * p.cap["creation"])
     ).select("a", "b", pl.col("s_creation").alias("s"))
-    return Links(accounts=accounts, edges=edges, candidates=scored.height, loose=loose)
 
 
 def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
@@ -215,16 +234,25 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
     span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
     cap = p.cap["creation"]
     out = []
+    # The base rate is the larger of the pattern's rate over the whole span and
+    # over the day around the window: sign-ups are not uniform in time (growth,
+    # launches, the newest days), and a busy day must not look like a burst.
+    acc = acc.with_columns((pl.col("minute") // 1440).alias("day"))
     for keys in (("email_domain", "shape"), ("shape",)):
         base = acc.group_by(*keys).agg(pl.len().alias("total"))
+        daily = acc.group_by(*keys, "day").agg(pl.len().alias("that_day"))
         for offset in (0, p.burst_minutes // 2):
             bucket = ((pl.col("minute") + offset) // p.burst_minutes).alias("bucket")
-            counted = acc.with_columns(bucket).join(base, on=list(keys))
+            counted = acc.with_columns(bucket).join(base, on=list(keys)).join(
+                daily, on=[*keys, "day"])
             blocks = (
                 counted.group_by("bucket", *keys)
-                .agg(pl.len().alias("k"), pl.col("total").first())
+                .agg(pl.len().alias("k"), pl.col("total").first(), pl.col("that_day").max())
                 .filter(pl.col("k") >= p.burst_min_size)
-                .with_columns((pl.col("total") * p.burst_minutes / span).alias("lam"))
+                .with_columns(pl.max_horizontal(
+                    pl.col("total") * p.burst_minutes / span,
+                    (pl.col("that_day") - pl.col("k")).clip(0) * p.burst_minutes / 1440.0,
+                ).alias("lam"))
                 .with_columns(
                     (
                         pl.col("k") * (pl.col("k") / pl.col("lam")).log()

@@ -48,6 +48,10 @@ ACCOUNT_SHIFT = 0.6
 # Log-odds taken from a member with almost no links inside its fleet.
 DETACHED = 3.0
 SIZE_WEIGHT = 0.9  # per decade of fleet size
+# Every feature is a share over the fleet's members; a share over two accounts
+# is thin evidence (two relatives who both use a VPN), over fifty it is not.
+# Contributions are shrunk towards zero by size / (size + SHRINK).
+SHRINK = 2.0
 
 
 def _sigmoid(x: pl.Expr) -> pl.Expr:
@@ -128,7 +132,8 @@ def sybil_scores(
             .alias("claimed")
         )
     )
-    contrib = [(pl.col(f) * w).alias(f"w_{f}") for f, (w, _, _) in FEATURES.items()]
+    weight = pl.col("size").cast(pl.Float64) / (pl.col("size") + SHRINK)
+    contrib = [(pl.col(f) * w * weight).alias(f"w_{f}") for f, (w, _, _) in FEATURES.items()]
     fleets = fleets.with_columns(contrib).with_columns(
         (
             BIAS

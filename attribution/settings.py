@@ -50,7 +50,8 @@ class LinkParams:
     coherence_min_users: int = 20     # entities this big may link by who uses them
     coherence_full: float = 0.5       # anomaly lift (share of the way to 1) at full strength
     coherence_share: float = 0.6      # of the family's cap, at full lift
-    attach_min: float = 1.8           # a burst this strong may attach a loner to a fleet
+    attach_min: float = 0.9           # a burst at this share of its cap may attach a loner
+    attach_max_minutes: int = 2       # ... if the loner has no more active minutes than this
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class FleetParams:
     seed: int = 42
     louvain_min_size: int = 8         # smaller components are fleets as they are
     top_k_edges: int = 12             # per account, before Louvain, for speed
-    merge_ratio: float = 0.5          # re-merge communities linked at this share of expectation
+    merge_ratio: float = 0.2          # re-merge communities linked at this share of expectation
     attach_links: int = 3             # burst links into one fleet that attach a loner to it
     attach_share: float = 0.7         # ... and the share of its burst partners they must be
 

@@ -27,8 +27,8 @@ def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def test_sybil_detection_precision_and_recall(quality: Quality) -> None:
-    assert quality.sybil_precision >= 0.85
-    assert quality.sybil_recall >= 0.85
+    assert quality.sybil_precision >= 0.95
+    assert quality.sybil_recall >= 0.82
 
 
 def test_false_accusations_are_rare(quality: Quality) -> None:
