@@ -6,14 +6,17 @@ Wired into the main command by ``attribution.cli`` through ``register``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import logging
+import logging.config
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from attribution.api.keys import SCOPES, KeyStore, default_keys_path
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def register(subparsers: Any) -> None:
@@ -85,8 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
     from attribution.cli import open_store
     from attribution.store import default_home
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = log_config(args.log_level)
+    logging.config.dictConfig(config)
     root = args.store or default_home() / "store"
     keys = _key_store(args)
     if not keys.list():
@@ -98,9 +101,27 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["ATTRIBUTION_API_KEYS"] = str(keys.path)
         uvicorn.run("attribution.api.app:app_from_env", factory=True, workers=args.workers,
                     host=args.host, port=args.port, log_level=args.log_level,
-                    access_log=False)
+                    log_config=config, access_log=False)
         return 0
     app = create_app(lambda: open_store(Path(root)), keys=keys)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False)
+                log_config=config, access_log=False)
     return 0
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup plus a root handler at ``level`` for the API's own loggers.
+
+    uvicorn applies it in every worker process too: worker processes start with
+    logging unconfigured, so a root handler set up only in the parent left
+    ``--workers`` servers without their audit lines.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["attribution"] = {"format": LOG_FORMAT}
+    config["handlers"]["attribution"] = {"class": "logging.StreamHandler",
+                                         "formatter": "attribution",
+                                         "stream": "ext://sys.stderr"}
+    config["root"] = {"level": level.upper(), "handlers": ["attribution"]}
+    return config
