@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,7 +40,7 @@ class AuditMiddleware:
             return
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and REQUEST_ID_RE.match(incoming) else secrets.token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         status = 500

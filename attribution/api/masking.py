@@ -70,6 +70,8 @@ def mask_param(key: str, value: Any) -> Any:
 
 
 def _is_ip(value: str) -> bool:
+    if "." not in value and ":" not in value:  # neither IPv4 nor IPv6: skip the parse
+        return False
     try:
         ipaddress.ip_address(value.strip())
     except ValueError:

@@ -3,8 +3,11 @@
 A ``RunView`` is built once per run id from the run's ``RunRecord`` and the
 stored graph: every frame is sorted by its lookup key and a dict maps each key
 to its row range, so a fleet, an account or a page of members is a slice, not
-a scan. Views are immutable; a new run gives a new view that replaces the old
-one in a single assignment.
+a scan. What every fleet and account lookup shows of a fleet (its summary,
+its shared entities counted per kind) is turned into Python objects once,
+here, not per request. Views are immutable; a new run gives a new view that
+replaces the old one in a single assignment, so nothing they hold outlives
+their run.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ def _positions(frame: pl.DataFrame, key: str) -> dict[str, int]:
     return {k: i for i, k in enumerate(frame[key].to_list())}
 
 
+def _kinds(infra: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per fleet, its shared entities counted per kind (kinds in the order of ``infra``)."""
+    out: dict[str, dict[str, int]] = {}
+    for fleet_id, kind in zip(infra["fleet_id"].to_list(), infra["kind"].to_list(),
+                              strict=True):
+        counts = out.setdefault(fleet_id, {})
+        counts[kind] = counts.get(kind, 0) + 1
+    return out
+
+
 @dataclass(frozen=True)
 class RunView:
     """One run's results and the graph facts the API shows beside them."""
@@ -46,6 +59,7 @@ class RunView:
     manifest: dict[str, Any]
     fleets: pl.DataFrame           # sorted by fleet_id
     fleet_pos: dict[str, int]
+    fleet_dicts: tuple[dict[str, Any], ...]   # rows of ``fleets``; fleet_row copies
     assignments: pl.DataFrame      # sorted by fleet_id (nulls last), account_id
     account_pos: dict[str, int]
     members: Slices                # fleet_id -> rows of ``assignments``
@@ -55,6 +69,7 @@ class RunView:
     uses_at: Slices
     infra: pl.DataFrame            # per fleet (rows of infra_at): entities >= 2 members use
     infra_at: Slices
+    infra_kinds: dict[str, dict[str, int]]    # fleet_id -> {kind: shared entities}
     profiles: pl.DataFrame         # account_id, created_at, country, plan, exchanges
     profile_pos: dict[str, int]
     orgs: pl.DataFrame             # one row per organization with its aggregates
@@ -67,8 +82,13 @@ class RunView:
         return self.assignments.height
 
     def fleet_row(self, fleet_id: str) -> dict[str, Any] | None:
+        """The fleet's row of ``fleets`` as a dict (the caller's own copy)."""
         i = self.fleet_pos.get(fleet_id)
-        return None if i is None else self.fleets.row(i, named=True)
+        return None if i is None else dict(self.fleet_dicts[i])
+
+    def shared_kinds(self, fleet_id: str) -> dict[str, int]:
+        """How many entities of each kind two or more of the fleet's accounts share."""
+        return dict(self.infra_kinds.get(fleet_id, {}))
 
     def account_row(self, account_id: str) -> dict[str, Any] | None:
         i = self.account_pos.get(account_id)
@@ -115,6 +135,7 @@ def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
         manifest=rec.manifest,
         fleets=fleets,
         fleet_pos=_positions(fleets, "fleet_id"),
+        fleet_dicts=tuple(fleets.to_dicts()),
         assignments=assignments,
         account_pos=_positions(assignments, "account_id"),
         members=_slices(assignments, "fleet_id"),
@@ -124,6 +145,7 @@ def build_view(record: RunRecord, graph: PropertyGraph | None) -> RunView:
         uses_at=uses_at,
         infra=infra.drop("fleet_id"),
         infra_at=infra_at,
+        infra_kinds=_kinds(infra),
         profiles=profiles,
         profile_pos=_positions(profiles, "account_id"),
         orgs=orgs,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Literal
 
 import polars as pl
@@ -92,9 +91,8 @@ async def get_fleet(request: Request, view: ViewDep, fleet_id: Id) -> dict[str, 
     """The fleet's summary, all its evidence, and its shared entities counted per kind."""
     row = _fleet(view, fleet_id)
     evidence = view.rows(view.evidence, view.evidence_at, fleet_id).to_dicts()
-    kinds = Counter(view.rows(view.infra, view.infra_at, fleet_id)["kind"].to_list())
     set_rows(request, 1)
-    return {**row, "evidence": evidence, "shared_infrastructure": dict(kinds),
+    return {**row, "evidence": evidence, "shared_infrastructure": view.shared_kinds(fleet_id),
             "run_id": view.run_id}
 
 
