@@ -61,9 +61,11 @@ def _diff(args: argparse.Namespace) -> int:
 
     from attribution.diff import run_diff
     from attribution.results import read_tables
+    from attribution.settings import Neo4jSettings
 
     runs = []
-    if args.store is not None:
+    on_neo4j = Neo4jSettings.from_env() is not None
+    if args.store is not None or (on_neo4j and args.base is None and args.head is None):
         runs = _stored_pair(args)
     else:
         if args.base is None or args.head is None:
@@ -72,14 +74,19 @@ def _diff(args: argparse.Namespace) -> int:
             if not (Path(path) / "manifest.json").is_file():
                 raise UsageError(f"{path} is not a run directory (no manifest.json)")
             runs.append(read_tables(Path(path)))
-    print(json.dumps(run_diff(runs[0], runs[1], threshold=args.threshold, limit=args.limit),
-                     indent=2, default=str))
+    diff = run_diff(runs[0], runs[1], threshold=args.threshold, limit=args.limit)
+    if args.counts:
+        print(" ".join(f"{key}={value}" for key, value in diff["counts"].items()))
+    else:
+        print(json.dumps(diff, indent=2, default=str))
     return 0
 
 
 def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
     """Two stored runs by id: HEAD defaults to the current run, BASE to HEAD's previous."""
-    store = open_store(args.store)
+    from attribution.store import default_home
+
+    store = open_store(args.store or default_home() / "store")
     try:
         head = store.read_results(args.head) if args.head else store.read_results()
         if head is None:
@@ -106,7 +113,8 @@ def _reattribute(args: argparse.Namespace) -> int:
     store = open_store(args.store or default_home() / "store")
     try:
         if args.snapshot is None and not _has_graph(store):
-            raise UsageError("the store holds no graph yet; pass --snapshot DIR")
+            raise UsageError("the store holds no complete graph (none loaded yet, or the last "
+                             "load was interrupted); pass --snapshot DIR")
         result = reattribute(store, home=default_home(), snapshot=args.snapshot,
                              out=args.out, quiet=args.quiet, max_rejected=args.max_rejected)
     finally:
@@ -252,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_run)
     d = sub.add_parser("diff", help="what changed between two runs (JSON)",
                        description="Two run directories, or with --store two stored run ids "
-                       "(default: the current run against its previous run).")
+                       "(default: the current run against its previous run). With NEO4J_URI "
+                       "set and no arguments: the current Neo4j run against its previous run.")
     d.add_argument("base", nargs="?", help="the earlier run directory (run id with --store)")
     d.add_argument("head", nargs="?", help="the later run directory (run id with --store)")
     d.add_argument("--store", type=Path, help="compare runs stored in this store "
@@ -260,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=0.1,
                    help="smallest confidence move to report (default 0.1)")
     d.add_argument("--limit", type=int, default=50, help="rows per list (default 50)")
+    d.add_argument("--counts", action="store_true",
+                   help="only the counts, as one line of key=value (for a job's log)")
     d.set_defaults(handler=_diff)
     _register_batch(sub)
     from attribution import neo4j_dev

@@ -7,11 +7,14 @@ each job holds an exclusive ``flock`` on a lock file next to the store
 kernel drops the lock when the process dies, even by ``kill -9``, so a crash
 never leaves a stale lock behind.
 
-Crash safety comes from the store: the embedded store renames whole
-directories into place and switches CURRENT by one rename, so a killed job
-leaves the previous current run as it was. The job only tidies up what a
-killed predecessor left (temporary directories, an interrupted graph swap)
-before it starts, under the lock.
+Crash safety comes from the store: a run becomes current in one step (the
+embedded store's CURRENT rename, which also commits the graph the run was
+computed from; the Neo4j store's last transaction), so a job killed at any
+point leaves the previous current run as it was, and served. The job only
+tidies up what a killed predecessor left (``Store.recover``: temporary
+directories, runs never made current, unused graphs) before it starts, under
+the lock. ``attribution.progress.checkpoint`` names the points the crash
+tests kill a job at.
 """
 
 from __future__ import annotations
@@ -20,16 +23,15 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
-from attribution.progress import Stages
+from attribution.progress import Stages, checkpoint
 from attribution.store import Store
 
 EXIT_OK = 0
@@ -103,31 +105,12 @@ def lock_path(store: Store, home: Path) -> Path:
 
 
 def recover(store: Store) -> list[str]:
-    """Undo what a killed job left in an embedded store (call under the lock).
+    """Undo what a killed job left in the store (call under the lock); one note per fix.
 
-    A kill between the two renames of a graph swap leaves ``.graph.old`` and no
-    ``graph``: the old graph is put back. Temporary ``.graph.*``/``.run.*``
-    directories and ``.CURRENT.tmp`` are removed; they are never read.
+    The embedded store removes temporary directories, runs never made current and
+    graphs no kept run uses; the Neo4j store drops incomplete runs.
     """
-    root = getattr(store, "root", None)
-    if store.name != "embedded" or root is None:
-        return []
-    root = Path(root)
-    done = []
-    old, graph = root / ".graph.old", root / "graph"
-    if old.is_dir() and not graph.exists():
-        os.replace(old, graph)
-        done.append("restored graph from .graph.old")
-    leftovers = [p for p in root.glob(".graph.*") if p.is_dir()]
-    leftovers += [p for p in (root / "runs").glob(".run.*") if p.is_dir()]
-    for p in leftovers:
-        shutil.rmtree(p, ignore_errors=True)
-        done.append(f"removed {p.name}")
-    tmp = root / ".CURRENT.tmp"
-    if tmp.exists():
-        tmp.unlink()
-        done.append("removed .CURRENT.tmp")
-    return done
+    return store.recover()
 
 
 @dataclass(frozen=True)
@@ -194,7 +177,6 @@ def reattribute(
                                  previous_record=previous)
         record = outcome.record
         checkpoint("written")
-        _diff_beside_stored_run(store, record.run_id, record.diff)
     counts = record.manifest["counts"]
     return JobResult(
         run_id=record.run_id,
@@ -207,22 +189,6 @@ def reattribute(
     )
 
 
-def _diff_beside_stored_run(store: Store, run_id: str, diff: dict[str, Any] | None) -> None:
-    """``diff.json`` in the embedded store's run directory, by an atomic rename.
-
-    The manifest already holds the diff's counts (written with the run); this
-    adds the full lists. A kill just before leaves the run whole, only without
-    the file (``attribution diff --store`` recomputes it).
-    """
-    root = getattr(store, "root", None)
-    if diff is None or store.name != "embedded" or root is None:
-        return
-    folder = Path(root) / "runs" / run_id
-    tmp = folder / ".diff.json.tmp"
-    tmp.write_text(json.dumps(diff, indent=2, default=str))
-    os.replace(tmp, folder / "diff.json")
-
-
 class JobStages(Stages):
     """Stages with a kill point at the start of each (see ``checkpoint``)."""
 
@@ -231,12 +197,3 @@ class JobStages(Stages):
         checkpoint(name)
         with super().stage(name):
             yield
-
-
-def checkpoint(name: str) -> None:
-    """Fault injection for the crash tests: ``ATTRIBUTION_KILL_AT=name`` kills the job here
-    with SIGKILL, exactly as an operator's ``kill -9`` would."""
-    if os.environ.get("ATTRIBUTION_KILL_AT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)

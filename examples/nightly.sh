@@ -7,26 +7,42 @@
 # summary line and the diff counts against the night before.
 #
 # Usage: examples/nightly.sh [WORK_DIR]   (default: ./nightly-week; reused if present)
-# Environment: ATTRIBUTION (the command, default .venv/bin/attribution),
-#              PYTHON (default .venv/bin/python), ACCOUNTS (default 20000).
+# Environment: ACCOUNTS (default 20000), NIGHTS (default 7),
+#              ATTRIBUTION (the command, default .venv/bin/attribution, set up with
+#              `make setup` when missing), PYTHON (default .venv/bin/python).
+# The store is the embedded one in WORK_DIR/store: NEO4J_URI is ignored (a demo must
+# not replace the graph of a real database).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 WORK=${1:-nightly-week}
+if [[ -z "${ATTRIBUTION:-}" && ! -x .venv/bin/attribution ]]; then
+  make -s setup >&2   # a fresh clone: the virtualenv the README's commands use
+fi
 ATTRIBUTION=${ATTRIBUTION:-.venv/bin/attribution}
 PYTHON=${PYTHON:-.venv/bin/python}
 ACCOUNTS=${ACCOUNTS:-20000}
+NIGHTS=${NIGHTS:-7}
+LAST=$((44 + NIGHTS))
 STORE="$WORK/store"
+unset NEO4J_URI
 mkdir -p "$WORK"
 
-for day in $(seq 45 51); do
-  if [[ ! -d "$WORK/day$day/snapshot" ]]; then
-    "$PYTHON" -m fixtures.worldgen --accounts "$ACCOUNTS" --seed 9 --days 51 \
-      --as-of-day "$day" --out "$WORK/day$day" >/dev/null
-  fi
-done
+# The week's snapshots, in one process (each is the same world cut a day later).
+"$PYTHON" - "$WORK" "$ACCOUNTS" "$LAST" <<'PY'
+import sys
+from pathlib import Path
 
-for day in $(seq 45 51); do
+from fixtures.worldgen import generate_world
+
+work, accounts, last = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for day in range(45, last + 1):
+    if not (work / f"day{day}" / "snapshot").is_dir():
+        generate_world(work / f"day{day}", accounts=accounts, seed=9, days=max(51, last),
+                       as_of_day=day)
+PY
+
+for day in $(seq 45 "$LAST"); do
   status=0
   line=$("$ATTRIBUTION" reattribute --store "$STORE" --snapshot "$WORK/day$day/snapshot" \
          --quiet) || status=$?
@@ -36,13 +52,7 @@ for day in $(seq 45 51); do
     *) echo "night $day: failed with status $status" >&2; exit "$status" ;;
   esac
   if [[ $day -gt 45 ]]; then
-    "$ATTRIBUTION" diff --store "$STORE" --limit 0 | "$PYTHON" -c '
-import json, sys
-c = json.load(sys.stdin)["counts"]
-keys = ("created", "dissolved", "grown", "shrunk", "unchanged", "merged", "split",
-        "attribution_gained", "attribution_lost", "attribution_changed",
-        "accounts_joined_fleet", "accounts_left_fleet")
-print("  diff: " + " ".join(f"{k}={c[k]}" for k in keys))'
+    echo "  diff: $("$ATTRIBUTION" diff --store "$STORE" --counts)"
   fi
 done
 echo "history:"

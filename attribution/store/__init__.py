@@ -38,6 +38,11 @@ class Store(Protocol):
         """Manifests of the stored runs, oldest first."""
         ...
 
+    def recover(self) -> list[str]:
+        """Tidy up what a killed writer left (runs never made current and the like);
+        called by the next job under its lock. One note per thing done."""
+        ...
+
     def close(self) -> None:
         """Release connections and locks."""
         ...

@@ -40,8 +40,11 @@ Runs::
 written. A run is written stamped with its ``run_id`` and becomes current only
 in one final transaction that checks the counts and moves ``:Current``;
 readers go through ``:Current`` and see the old run or the new one, never
-half. One writer at a time: a run left incomplete by a failure is deleted by
-the next ``write_run``.
+half. One writer at a time: a run left incomplete by a failure (or a ``kill
+-9``) is deleted by the next ``recover`` or ``write_run``. Unlike the embedded
+store, the graph is not versioned with the runs: a load killed half-way leaves
+the current run whole and served, and the graph unfinished until a load of a
+snapshot completes it.
 
 All Cypher is constant text: templates below are expanded at import time over
 a fixed table of labels and relationship types, and data only ever travels as
@@ -76,6 +79,7 @@ from neo4j.exceptions import (
 )
 
 from attribution.graph import PropertyGraph
+from attribution.progress import checkpoint
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
 
@@ -621,8 +625,10 @@ class Neo4jStore:
                             key="key", keep=("key",))
             self._write_batches(UPSERT_KNOWN[kind], part, stamp=stamp)
 
+        checkpoint("load:rows")  # every batch merged, nothing of the older graph swept
         if not loaded:
             self._sweep(stamp)
+        checkpoint("load:swept")  # swept, not marked complete
         done = self._write(FINISH_LOAD, stamp=stamp, counts=json.dumps(counts))
         if not done:
             raise StoreError("another load replaced the graph while this one ran")
@@ -719,6 +725,7 @@ class Neo4jStore:
             n_evidence=evidence.height,
         )
         self._write_batches(WRITE_FLEETS, _payload(fleets), run_id=run_id)
+        checkpoint("write:fleets")
         if "org_id" in fleets.columns:
             attributed = fleets.filter(pl.col("org_id").is_not_null()).select(
                 "fleet_id", "org_id",
@@ -726,8 +733,11 @@ class Neo4jStore:
                 else pl.lit(None).alias("confidence"))
             self._write_batches(WRITE_ATTRIBUTED, attributed, run_id=run_id)
         self._write_batches(WRITE_EVIDENCE, _payload(evidence), run_id=run_id)
+        checkpoint("write:evidence")
         self._write_batches(WRITE_ASSIGNMENTS, _payload(assignments), run_id=run_id)
+        checkpoint("write:rows")  # every row stored, the run not current yet
         self._guarded(lambda: self._make_current(run_id))
+        checkpoint("write:current")  # current; older runs and orphans not dropped yet
 
         if self.keep_runs == "current":
             for row in self._read(RUNS_TO_DROP, keep=run_id, old_complete=True):
@@ -748,6 +758,16 @@ class Neo4jStore:
 
         with self._session() as session:
             session.execute_write(switch)
+
+    def recover(self) -> list[str]:
+        """Drop the runs a killed or failed writer left incomplete (call holding the job
+        lock; readers never see them). Returns one note per run dropped."""
+        self.ensure_schema()
+        done = []
+        for row in self._read(RUNS_TO_DROP, keep="", old_complete=False):
+            self._drop_run(row["run_id"])
+            done.append(f"dropped incomplete run {row['run_id']}")
+        return done
 
     def _drop_run(self, run_id: str) -> None:
         for step in DROP_RUN_STEPS:
