@@ -131,11 +131,17 @@ class Service:
         self._checked = time.monotonic()
         if current is not None and self.view is not None and current == self.view.run_id:
             return
-        record = self.call(lambda s: s.read_results())
-        if record is None:
-            self.view = None
-            return
-        graph = self.call(lambda s: s.read_graph())
+        # The run and its graph are two reads: if a job made another run current
+        # between them, read both again, so a view never pairs a run with the
+        # graph of another.
+        for _ in range(3):
+            record = self.call(lambda s: s.read_results())
+            if record is None:
+                self.view = None
+                return
+            graph = self.call(lambda s: s.read_graph())
+            if self.call(_current_run_id) == record.run_id:
+                break
         started = time.monotonic()
         view = build_view(record, graph)
         log.info("indexed run %s (%d accounts, %d fleets) in %.2fs", view.run_id,
