@@ -54,7 +54,9 @@ def run_once(snapshot: Path, work: Path) -> tuple[dict[str, float], float]:
 
 def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
     world = OUT / f"world-{accounts}-s{seed}"
-    if not (world / "snapshot" / "accounts.parquet").is_file():
+    # A world without both (world.json is written last) is partial or from an
+    # older generator, and is made again.
+    if not all((world / "truth" / f).is_file() for f in ("labels.parquet", "world.json")):
         start = time.perf_counter()
         generate_world(world, accounts=accounts, seed=seed)
         print(f"generated {accounts} accounts in {time.perf_counter() - start:.0f}s",
