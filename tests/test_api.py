@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -530,12 +531,18 @@ def test_one_audit_line_per_request(world: World, caplog: pytest.LogCaptureFixtu
 
 # --- refresh and runs started over the API ------------------------------------
 
-def test_a_new_current_run_is_served_without_restart(tmp_path: Path) -> None:
+def _refreshing_app(tmp_path: Path) -> tuple[EmbeddedStore, Keys, FastAPI]:
+    """A filled embedded store and an app over it that looks for a new run on every request."""
     store = EmbeddedStore(tmp_path / "store")
     fill_store(store)
     keys = make_keys(tmp_path / "k.json")
     app = create_app(lambda: EmbeddedStore(tmp_path / "store"), keys=keys.store,
                      home=tmp_path, refresh_interval=0.0)
+    return store, keys, app
+
+
+def test_a_new_current_run_is_served_without_restart(tmp_path: Path) -> None:
+    store, keys, app = _refreshing_app(tmp_path)
     with TestClient(app) as client:
         h = {"X-API-Key": keys.read}
         assert client.get("/ready").json()["run_id"] == HEAD_RUN
@@ -550,11 +557,7 @@ def test_a_new_current_run_is_served_without_restart(tmp_path: Path) -> None:
 
 def test_post_runs_runs_the_pipeline(tmp_path: Path) -> None:
     snapshot = write_snapshot(tmp_path / "snapshot", hand_tables())
-    store = EmbeddedStore(tmp_path / "store")
-    fill_store(store)
-    keys = make_keys(tmp_path / "k.json")
-    app = create_app(lambda: EmbeddedStore(tmp_path / "store"), keys=keys.store,
-                     home=tmp_path, refresh_interval=0.0)
+    _, keys, app = _refreshing_app(tmp_path)
     with TestClient(app) as client:
         h = {"X-API-Key": keys.admin}
         bad = client.post("/runs", json={"snapshot": str(tmp_path / "nope")}, headers=h)
