@@ -106,8 +106,8 @@ def _loose(scored: pl.DataFrame, edges: pl.DataFrame, graph: PropertyGraph, p: L
     wave of a fleet's accounts is a single coincidence seen many times over.
     """
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
-    active = pl.Series(graph.accounts["active_minutes"].fill_null(0) > p.attach_max_minutes)
-    busy = pl.arange(0, len(active), eager=True).filter(active).cast(pl.Int32).implode()
+    busy = (graph.accounts["active_minutes"].fill_null(0) > p.attach_max_minutes).arg_true(
+    ).cast(pl.Int32).implode()
     loner_busy = [~pl.col(c).is_in(linked) & pl.col(c).is_in(busy) for c in ("a", "b")]
     return scored.filter(
         ~(pl.col("a").is_in(linked) & pl.col("b").is_in(linked))
@@ -235,8 +235,9 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
     cap = p.cap["creation"]
     out = []
     # The base rate is the larger of the pattern's rate over the whole span and
-    # over the day around the window: sign-ups are not uniform in time (growth,
-    # launches, the newest days), and a busy day must not look like a burst.
+    # over the calendar day of the window (its own members not counted): sign-ups
+    # are not uniform in time (growth, launches, the newest days), and a busy day
+    # must not look like a burst.
     acc = acc.with_columns((pl.col("minute") // 1440).alias("day"))
     for keys in (("email_domain", "shape"), ("shape",)):
         base = acc.group_by(*keys).agg(pl.len().alias("total"))
