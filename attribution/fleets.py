@@ -156,37 +156,55 @@ def _merge_back(
 
 
 def attach_loners(
-    membership: pl.DataFrame, loose: pl.DataFrame, params: FleetParams
+    membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams
 ) -> pl.DataFrame:
-    """Attach accounts that formed no link to the fleet they were created with.
+    """Attach dormant accounts that formed no link to the fleet they were created with.
 
     A new or dormant account often has nothing yet but its sign-up: created in
     the same burst, with the same email pattern, as several accounts of one
-    fleet. One weak family never *forms* a fleet, but several burst links into
-    an existing fleet (formed on other evidence) attach the account to it,
-    with its attachment weight, so its score reflects the thinner tie.
+    fleet. One weak family never *forms* a fleet, but a burst whose placed
+    members are mostly one fleet (formed on other evidence) attaches its
+    dormant loners to it, each with a ``belief``: the chance it is the
+    operation's rather than an ordinary sign-up that fell into the window.
+    About ``lam`` ordinary sign-ups were expected in the burst's window, and
+    ordinary accounts are loners at the population's rate, so of the burst's
+    ``n`` loners about ``lam * loner_rate`` are bystanders. In a small world
+    that is nearly none; among millions it can be most of them, and then the
+    loners stay out.
+
+    ``membership`` gains ``belief`` (1.0 for linked members).
     """
-    if not loose.height or not membership.height:
+    membership = membership.with_columns(pl.lit(1.0).alias("belief"))
+    if not bursts.height or not membership.height:
         return membership
+    loner_rate = 1.0 - membership.height / max(n_accounts, 1)
     fleet_of = membership.select("idx", "fleet")
-    sides = pl.concat([
-        loose.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), "s"),
-        loose.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), "s"),
-    ])
-    partners = sides.group_by("loner").agg(pl.len().alias("partners"))
-    joined = (
-        sides.join(fleet_of, on="idx")
-        .join(fleet_of.select(pl.col("idx").alias("loner")), on="loner", how="anti")
-        .group_by("loner", "fleet")
-        .agg(pl.len().alias("n"), pl.col("s").sum().alias("attachment"))
-        .join(partners, on="loner")
-        # Most of the burst it was born in must be that fleet, not the background.
+    members = bursts.join(fleet_of, on="idx", how="left")
+    placed = members.filter(pl.col("fleet").is_not_null())
+    per_fleet = placed.group_by("block", "fleet").agg(pl.len().alias("n"))
+    top = (
+        per_fleet.with_columns(pl.col("n").sum().over("block").alias("placed"))
+        .sort(["block", "n", "fleet"], descending=[False, True, False])
+        .group_by("block", maintain_order=True).first()
         .filter((pl.col("n") >= params.attach_links)
-                & (pl.col("n") >= params.attach_share * pl.col("partners")))
-        .sort(["loner", "n", "attachment", "fleet"], descending=[False, True, True, False])
-        .group_by("loner", maintain_order=True).first()
+                & (pl.col("n") >= params.attach_share * pl.col("placed")))
     )
-    added = joined.select(
-        pl.col("loner").cast(pl.Int32).alias("idx"), "fleet", pl.col("attachment").cast(pl.Float64)
+    loners = members.filter(pl.col("fleet").is_null())
+    n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
+    candidates = (
+        loners.filter(pl.col("dormant")).drop("fleet")
+        .join(top, on="block").join(n_loners, on="block")
+        .with_columns(
+            (
+                pl.col("n") / pl.col("placed")
+                * (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0)
+            ).alias("belief"),
+            (pl.col("n") * pl.col("s")).alias("attachment"),
+        )
+        .filter(pl.col("belief") >= params.attach_belief)
+        .sort(["idx", "belief", "attachment", "fleet"], descending=[False, True, True, False])
+        .group_by("idx", maintain_order=True).first()
     )
+    added = candidates.select(
+        pl.col("idx").cast(pl.Int32), "fleet", "attachment", pl.col("belief").cast(pl.Float64))
     return pl.concat([membership, added]).sort("idx")

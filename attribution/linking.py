@@ -59,7 +59,9 @@ class Links:
     accounts: pl.DataFrame
     edges: pl.DataFrame
     candidates: int
-    loose: pl.DataFrame  # one-family pairs (a, b, s) that may attach a loner to a fleet
+    # Members of strong sign-up bursts (block, idx, s, lam, dormant): may attach a
+    # dormant loner to the fleet most of its burst belongs to (see attach_loners).
+    bursts: pl.DataFrame
 
 
 def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
@@ -79,10 +81,11 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
         pl.col("idx").cast(pl.Int32)
     )
+    bursts = _creation_blocks(graph, accounts, params)
     parts = [
         _entity_evidence(graph, accounts, params,
                          feats if feats is not None else features.account_features(graph)),
-        _creation_evidence(graph, accounts, params),
+        _creation_evidence(bursts, params),
         _timing_candidates(graph, params),
     ]
     rows = pl.concat([p.select("a", "b", "family", "s") for p in parts if p.height])
@@ -90,30 +93,25 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     scored = _add_pairwise_families(scored, graph, params)
     edges = _decide(scored, params)
     return Links(accounts=accounts, edges=edges, candidates=scored.height,
-                 loose=_loose(scored, edges, graph, params))
+                 bursts=_strong_bursts(bursts, graph, params))
 
 
-def _loose(scored: pl.DataFrame, edges: pl.DataFrame, graph: PropertyGraph, p: LinkParams
-           ) -> pl.DataFrame:
-    """Sign-up burst pairs that may attach a dormant, unlinked account to a fleet.
+def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
+                   ) -> pl.DataFrame:
+    """Members of sign-up bursts strong enough to attach a dormant loner.
 
     A new or dormant account has nothing yet but its sign-up (see
     ``attach_loners``); an account with activity of its own that still formed
-    no link is not attached on its sign-up alone: at scale, ordinary sign-ups
-    fall into an operation's burst window too. Only the creation family
-    attaches: a template, domain or network may be public and shared by an
-    operation and bystanders alike, and one minute shared with an orchestrated
-    wave of a fleet's accounts is a single coincidence seen many times over.
+    no link is not attached on its sign-up alone, so ``dormant`` marks who may
+    be. Only the creation family attaches: a template, domain or network may
+    be public and shared by an operation and bystanders alike, and one minute
+    shared with an orchestrated wave of a fleet's accounts is a single
+    coincidence seen many times over.
     """
-    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
-    busy = (graph.accounts["active_minutes"].fill_null(0) > p.attach_max_minutes).arg_true(
+    dormant = (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
     ).cast(pl.Int32).implode()
-    loner_busy = [~pl.col(c).is_in(linked) & pl.col(c).is_in(busy) for c in ("a", "b")]
-    return scored.filter(
-        ~(pl.col("a").is_in(linked) & pl.col("b").is_in(linked))
-        & ~pl.any_horizontal(loner_busy)
-        & (pl.col("s_creation") >= p.attach_min * p.cap["creation"])
-    ).select("a", "b", pl.col("s_creation").alias("s"))
+    return bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
+        "block", "idx", "s", "lam", pl.col("idx").is_in(dormant).alias("dormant"))
 
 
 def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
@@ -215,10 +213,11 @@ def email_shape(local: pl.Expr) -> pl.Expr:
     return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
 
 
-def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """(a, b, family, s) for accounts created in a burst with the same email pattern.
+def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst.
 
-    A burst is judged against its own base rate: k accounts of one (domain,
+    A burst is accounts created in one window with the same email pattern,
+    judged against its own base rate: k accounts of one (domain,
     shape) in a window where about lambda were expected. The strength grows
     with the Poisson surprise and with the share of the burst that is excess,
     so background sign-ups in a busy window are not glued together.
@@ -230,7 +229,7 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
         email_shape(pl.col("email_local").fill_null("")).alias("shape"),
     )
     if acc.height < 2:
-        return _empty_rows()
+        return _empty_blocks()
     span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
     cap = p.cap["creation"]
     out = []
@@ -270,18 +269,30 @@ def _creation_evidence(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams)
                 )
                 .filter(pl.col("s") >= p.min_block_strength)
             )
-            members = counted.join(blocks.select("bucket", *keys, "s"), on=["bucket", *keys])
-            members = members.select(
-                pl.struct("bucket", *keys).hash(seed=5).alias("block"),
-                "idx",
+            members = counted.join(blocks.select("bucket", *keys, "s", "lam"),
+                                   on=["bucket", *keys])
+            out.append(members.select(
+                pl.struct(pl.lit(offset), "bucket", *keys).hash(seed=5).alias("block"),
+                pl.col("idx").cast(pl.Int32),
                 "s",
-                pl.lit(0).alias("first_seen"),
-                pl.lit(0).alias("last_seen"),
-            )
-            pairs = _window_pairs(members, p.window)
-            if pairs.height:
-                out.append(pairs.select("a", "b", _family("creation"), "s"))
-    return pl.concat(out) if out else _empty_rows()
+                pl.col("lam").cast(pl.Float64),
+            ))
+    return pl.concat(out) if out else _empty_blocks()
+
+
+def _empty_blocks() -> pl.DataFrame:
+    return pl.DataFrame(schema={"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64,
+                                "lam": pl.Float64})
+
+
+def _creation_evidence(bursts: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s) for accounts created in one burst with the same email pattern."""
+    if not bursts.height:
+        return _empty_rows()
+    members = bursts.select("block", "idx", "s", pl.lit(0).alias("first_seen"),
+                            pl.lit(0).alias("last_seen"))
+    pairs = _window_pairs(members, p.window)
+    return pairs.select("a", "b", _family("creation"), "s")
 
 
 def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:

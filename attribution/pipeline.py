@@ -202,7 +202,7 @@ def attribute_graph(
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
-        membership = attach_loners(membership, links.loose, params.fleet)
+        membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)
@@ -275,7 +275,7 @@ def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
         pl.sum_horizontal(s_cols).alias("weight"),
     ).select("a", "b", *s_cols, "families", "weight").sort("a", "b")
     return Links(accounts=links.accounts, edges=edges, candidates=links.candidates,
-                 loose=links.loose)
+                 bursts=links.bursts)
 
 
 def _stable_block(key: str) -> int:
@@ -470,6 +470,10 @@ def _assemble(
         .sort("fleet_id")
     )
     threshold = params.attribution.accuse_min_sybil
+    # A member attached by its sign-up alone is the fleet's only with
+    # probability ``belief``, and the organization is named for it so.
+    conf = pl.col("f_conf") * pl.col("belief").fill_null(1.0)
+    named = (pl.col("sybil_score") >= threshold) & (conf >= params.attribution.abstain_below)
     assignments = (
         account_scores.join(ids, on="fleet", how="left")
         .join(fleets.select("fleet_id", pl.col("org_id").alias("f_org"),
@@ -479,8 +483,8 @@ def _assemble(
             "account_id",
             "fleet_id",
             "sybil_score",
-            pl.when(pl.col("sybil_score") >= threshold).then(pl.col("f_org")).alias("org_id"),
-            pl.when(pl.col("sybil_score") >= threshold).then(pl.col("f_conf")).alias("confidence"),
+            pl.when(named).then(pl.col("f_org")).alias("org_id"),
+            pl.when(named).then(conf).alias("confidence"),
         )
         .sort("account_id")
     )

@@ -52,6 +52,11 @@ SIZE_WEIGHT = 0.9  # per decade of fleet size
 # is thin evidence (two relatives who both use a VPN), over fifty it is not.
 # Contributions are shrunk towards zero by size / (size + SHRINK).
 SHRINK = 2.0
+# What a member declares about itself (a workplace, a team plan) is openness
+# only from an open network: a "team" whose traffic all comes through rented
+# hosting or proxies hides where it works, so the claim counts for as much as
+# the traffic that is not hidden.
+DECLARED = ("claimed", "team_plan")
 
 
 def _sigmoid(x: pl.Expr) -> pl.Expr:
@@ -131,6 +136,7 @@ def sybil_scores(
             pl.when(pl.col("claimed") >= 0.5).then(pl.col("claimed")).otherwise(0.0)
             .alias("claimed")
         )
+        .with_columns([(pl.col(f) * (1.0 - pl.col("infra"))).alias(f) for f in DECLARED])
     )
     weight = pl.col("size").cast(pl.Float64) / (pl.col("size") + SHRINK)
     contrib = [(pl.col(f) * w * weight).alias(f"w_{f}") for f, (w, _, _) in FEATURES.items()]
@@ -160,30 +166,41 @@ def sybil_scores(
     }
     # Only what the account shows *more* than its fleet moves it: a member that
     # hides less than the rest is not cleared by that alone.
+    own = {f: e * (1.0 - own["infra"]) if f in DECLARED else e for f, e in own.items()}
     shift = pl.sum_horizontal([
         FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None) for f in ACCOUNT_LEVEL
     ])
+    # A lone account is not coordinated as far as the graph shows: low, graded.
+    lone_score = 0.05 + 0.2 * pl.max_horizontal(
+        _excess(pl.col("infra"), pop_infra), "tz_leak").fill_null(0.0)
+    # A member attached by its sign-up alone is the fleet's with probability
+    # ``belief``, otherwise an ordinary account: its score mixes the two.
     acc_scores = (
-        members.rename({"infra": "infra_acc"})
-        .join(med, on="fleet")
+        members.join(med, on="fleet")
         .join(fleet_cols, on="fleet")
         .with_columns(
             (pl.col("attachment") / (0.25 * pl.col("med")).clip(1e-9)).clip(0.0, 1.0).alias("att")
         )
+        .with_columns(
+            lone_score.alias("lone"),
+            pl.col("infra").alias("infra_acc"),
+        )
         .select(
             "account_id",
             "fleet",
-            _sigmoid(
-                pl.col("logit") + ACCOUNT_SHIFT * shift - DETACHED * (1.0 - pl.col("att"))
+            (
+                pl.col("belief") * _sigmoid(
+                    pl.col("logit") + ACCOUNT_SHIFT * shift - DETACHED * (1.0 - pl.col("att")))
+                + (1.0 - pl.col("belief")) * pl.col("lone")
             ).alias("sybil_score"),
+            "belief",
         )
     )
     lone = feats.join(acc_scores.select("account_id"), on="account_id", how="anti").select(
         "account_id",
         pl.lit(None, pl.Int64).alias("fleet"),
-        # A lone account is not coordinated as far as the graph shows: low, graded.
-        (0.05 + 0.2 * pl.max_horizontal(_excess(pl.col("infra"), pop_infra), "tz_leak")
-         .fill_null(0.0)).alias("sybil_score"),
+        lone_score.alias("sybil_score"),
+        pl.lit(None, pl.Float64).alias("belief"),
     )
     accounts = pl.concat([acc_scores, lone]).sort("account_id")
     return fleets, accounts, _feature_evidence(fleets)
