@@ -34,7 +34,11 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
         (pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False)).alias("rented"),
         pl.col("country").alias("ip_country"),
     )
-    ip_use = graph.uses.filter(pl.col("kind") == "ip").join(ips, on="entity_id", how="left")
+    # An account with no traffic yet is judged by the network it signed up from.
+    traffic = graph.uses.filter(pl.col("kind") == "ip")
+    signup = graph.uses.filter(pl.col("kind") == "signup_ip").join(
+        traffic.select("account_id").unique(), on="account_id", how="anti")
+    ip_use = pl.concat([traffic, signup]).join(ips, on="entity_id", how="left")
     infra = ip_use.group_by("account_id").agg(
         (pl.col("count") * pl.col("rented").fill_null(False)).sum().alias("rented_req"),
         pl.col("count").sum().alias("ip_req"),

@@ -82,18 +82,46 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
         pl.col("idx").cast(pl.Int32)
     )
     bursts = _creation_blocks(graph, accounts, params)
+    creation = _creation_evidence(bursts, params)
     parts = [
         _entity_evidence(graph, accounts, params,
                          feats if feats is not None else features.account_features(graph)),
-        _creation_evidence(bursts, params),
+        creation,
         _timing_candidates(graph, params),
     ]
     rows = pl.concat([p.select("a", "b", "family", "s") for p in parts if p.height])
     scored = _combine(rows, params)
     scored = _add_pairwise_families(scored, graph, params)
     edges = _decide(scored, params)
-    return Links(accounts=accounts, edges=edges, candidates=scored.height,
+    batch, batch_candidates = _batch_edges(graph, accounts, bursts, creation, edges, params)
+    if batch.height:
+        edges = pl.concat([edges, batch]).sort("a", "b")
+    return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
                  bursts=_strong_bursts(bursts, graph, params))
+
+
+def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+                 creation: pl.DataFrame, edges: pl.DataFrame, p: LinkParams
+                 ) -> tuple[pl.DataFrame, int]:
+    """Edges inside sign-up batches that nothing else links: (edges, pairs scored).
+
+    A batch of accounts registered together that have not been used yet has
+    only its sign-up: the burst, and the network it came through. Only bursts
+    none of whose members is linked otherwise are considered: a burst with
+    linked members attaches its dormant loners through ``attach_loners``, and
+    two operators renting one proxy service can burst in the same window, so
+    the batch's sign-ups must not weld two fleets together.
+    """
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    touched = bursts.filter(pl.col("idx").is_in(linked))["block"].unique().implode()
+    quiet = bursts.filter(~pl.col("block").is_in(touched))
+    net = _burst_network_evidence(graph, index, quiet, p)
+    if not net.height:
+        return edges.clear(), 0
+    pairs = net.select("a", "b").unique()
+    rows = pl.concat([net, creation.join(pairs, on=["a", "b"])])
+    scored = _add_pairwise_families(_combine(rows, p), graph, p)
+    return _decide(scored, p).select(edges.columns), scored.height
 
 
 def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
@@ -293,6 +321,58 @@ def _creation_evidence(bursts: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
                             pl.lit(0).alias("last_seen"))
     pairs = _window_pairs(members, p.window)
     return pairs.select("a", "b", _family("creation"), "s")
+
+
+def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+                            p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s): members of one sign-up burst who signed up through one network.
+
+    A network here is the proxy service of the sign-up IP if it is a known
+    exit, else its ASN. Two ordinary users share a mid-sized ISP by chance,
+    so a pair is no evidence; m of a burst's k members on a network that
+    carries a share ``q`` of all sign-ups, where about k * q were expected,
+    is, with the same Poisson surprise as the burst itself. This is network
+    evidence, kept apart from the creation family: it gives accounts that
+    have done nothing yet (a batch registered through a rented proxy) a second
+    family besides their sign-up time, and only among them.
+    """
+    if not bursts.height:
+        return _empty_rows()
+    ips = graph.ips.select(
+        pl.col("ip").alias("signup_ip"),
+        pl.coalesce(pl.col("proxy_id"), pl.col("asn").cast(pl.String)).alias("net"))
+    nets = graph.accounts.join(index, on="account_id").join(ips, on="signup_ip").select(
+        "idx", "net").filter(pl.col("net").is_not_null())
+    if not nets.height:
+        return _empty_rows()
+    share = nets.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
+    sizes = bursts.group_by("block").agg(pl.len().alias("k"))
+    members = bursts.select("block", "idx").join(nets, on="idx").join(share, on="net")
+    cap = p.cap["network"]
+    blocks = (
+        members.group_by("block", "net")
+        .agg(pl.len().alias("m"), pl.col("q").first())
+        .join(sizes, on="block")
+        .filter(pl.col("m") >= p.burst_min_size)
+        .with_columns((pl.col("k") * pl.col("q")).alias("lam"))
+        .with_columns(
+            (pl.col("m") * (pl.col("m") / pl.col("lam")).log() - pl.col("m") + pl.col("lam"))
+            .alias("surprise"))
+        .with_columns(
+            (cap * (1.0 - pl.col("lam") / pl.col("m")).clip(0.0, 1.0)
+             * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s"))
+        .filter(pl.col("s") >= p.min_block_strength)
+    )
+    grouped = members.join(blocks.select("block", "net", "s"), on=["block", "net"]).select(
+        pl.struct("block", "net").hash(seed=9).alias("block"), "idx", "s",
+        pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen"))
+    pairs = _window_pairs(grouped, p.window)
+    # Only between accounts that have done (almost) nothing yet: active
+    # accounts have their own traffic to link them.
+    dormant = (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
+    ).cast(pl.Int32).implode()
+    return pairs.filter(pl.col("a").is_in(dormant) & pl.col("b").is_in(dormant)).select(
+        "a", "b", _family("network"), "s")
 
 
 def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
