@@ -15,7 +15,10 @@ evidence ends in abstention.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from attribution.graph import PropertyGraph
 from attribution.masking import mask_ip
@@ -31,11 +34,59 @@ STRENGTH: dict[str, tuple[float, str, str]] = {
     "ip": (2.5, "org_ip", "IP"),
     "asn": (2.5, "org_asn", "network AS"),
 }
+# Families that tie an account to what it holds (a card, a device, a domain, a
+# template), as opposed to when it acts (timing, sign-up, profile). Networks
+# are left out: an operation's shared IPs are mostly rented exits, which
+# several operators use at once.
+IDENTITY_FAMILIES = ("payment", "device", "email", "prompt")
+# A member tied to its fleet only by the clock (activity in the same minutes,
+# sign-ups in the same burst) may belong to another operation working the same
+# hours: an organization reaches it at this share of the fleet's confidence,
+# which keeps it under the abstention line.
+CLOCK_ONLY_REACH = 0.5
 COVERAGE_FLOOR = 0.15  # evidence touching a sliver of the fleet keeps this share
 COUNT_KINDS = ("account", "payment", "device", "prompt")
 TWO_HOP = 0.8        # shared with an employee account, rather than known itself
 RENTED = 0.1         # proxy exits and hosting ranges say little about who rents them
 SAME_KIND_BONUS = 0.3
+
+
+def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.DataFrame,
+                 bearers: pl.DataFrame, named: pl.DataFrame, family_threshold: float
+                 ) -> pl.DataFrame:
+    """(account_id, reach): how far a fleet's named organization carries to each member.
+
+    The organization's evidence sits on some members (``bearers``: account_id,
+    fleet, org_id). It reaches the members tied to one of them by identity
+    (links with a family of ``IDENTITY_FAMILIES`` at ``family_threshold`` or
+    more, inside the fleet): reach 1.0. A member tied to them only by the
+    clock, or attached by its sign-up, gets ``CLOCK_ONLY_REACH``. A fleet named
+    without bearers (an analyst's verdict) reaches all its members. The sybil
+    score is about coordination and stays the fleet's; naming an operator
+    needs a tie that identifies.
+    """
+    fleet = membership.select("idx", "fleet")
+    inside = edges.join(fleet.rename({"idx": "a", "fleet": "fa"}), on="a").join(
+        fleet.rename({"idx": "b", "fleet": "fb"}), on="b").filter(pl.col("fa") == pl.col("fb"))
+    tied = inside.filter(pl.any_horizontal(
+        [pl.col(f"s_{f}") >= family_threshold for f in IDENTITY_FAMILIES]))
+    n = accounts.height
+    graph = coo_matrix((np.ones(tied.height), (tied["a"].to_numpy(), tied["b"].to_numpy())),
+                       shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    comps = pl.DataFrame({"idx": np.arange(n, dtype=np.int32), "comp": comp.astype(np.int64)})
+    members = membership.select("idx", "fleet").join(accounts, on="idx").join(
+        comps, on="idx").join(named, on="fleet", how="left")
+    seeds = members.join(bearers, on=["account_id", "fleet", "org_id"]).select(
+        "fleet", "comp").unique().with_columns(pl.lit(True).alias("reached"))
+    has_bearers = bearers.join(named, on=["fleet", "org_id"]).select("fleet").unique().with_columns(
+        pl.lit(True).alias("evidenced"))
+    return members.join(seeds, on=["fleet", "comp"], how="left").join(
+        has_bearers, on="fleet", how="left").select(
+        "account_id",
+        pl.when(pl.col("reached").fill_null(False) | ~pl.col("evidenced").fill_null(False))
+        .then(1.0).otherwise(CLOCK_ONLY_REACH).alias("reach"),
+    )
 
 
 def mask(kind: str, key: str) -> str:
@@ -52,15 +103,16 @@ def attribute(
     members: pl.DataFrame,
     fleet_scores: pl.DataFrame,
     params: AttributionParams,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Attribute every fleet.
 
     ``members``: account_id, fleet. ``fleet_scores``: fleet, size, sybil_score.
     Returns (fleet, org_id, confidence, runner_up_org_id, runner_up_confidence,
-    affiliated_org_id, affiliation_confidence) and evidence rows (fleet,
-    org_id, kind, detail, weight).
+    affiliated_org_id, affiliation_confidence), evidence rows (fleet,
+    org_id, kind, detail, weight) and the members the evidence sits on
+    (account_id, fleet, org_id; see ``member_reach``).
     """
-    pieces = _evidence_pieces(graph, members, fleet_scores)
+    pieces, bearers = _evidence_pieces(graph, members, fleet_scores)
     names = graph.organizations.select("org_id", "name")
     if not pieces.height:
         empty = fleet_scores.select("fleet").with_columns(
@@ -69,7 +121,7 @@ def attribute(
             + [pl.lit(None, pl.Float64).alias(c) for c in ("confidence", "runner_up_confidence",
                                                           "affiliation_confidence")]
         )
-        return empty, _empty_evidence()
+        return empty, _empty_evidence(), bearers
     per_kind = (
         pieces.sort("strength", descending=True)
         .group_by("fleet", "org_id", "kind", maintain_order=True)
@@ -119,7 +171,7 @@ def attribute(
         pl.col("kind").replace_strict({k: v[1] for k, v in STRENGTH.items()}).alias("kind"),
         pl.Series("detail", sentences, dtype=pl.String),
     ).select("fleet", "org_id", "kind", "detail", "weight")
-    return out, evidence
+    return out, evidence, bearers
 
 
 def _sentence(
@@ -142,8 +194,9 @@ def _sentence(
 
 def _evidence_pieces(
     graph: PropertyGraph, members: pl.DataFrame, fleet_scores: pl.DataFrame
-) -> pl.DataFrame:
-    """Every (fleet, org, kind, key) path from fleet accounts to an organization."""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every (fleet, org, kind, key) path from fleet accounts to an organization,
+    and the accounts they start from (account_id, fleet, org_id)."""
     links = graph.known_links.filter(pl.col("kind").is_not_null())
     ip_meta = graph.ips.select(
         pl.col("ip").alias("entity_id"),
@@ -206,6 +259,8 @@ def _evidence_pieces(
     )
 
     fleet_touch = members.select("account_id", "fleet").join(touch, on="account_id")
+    bearers = fleet_touch.join(org_entities, on=["kind", "entity_id"]).select(
+        "account_id", "fleet", "org_id").unique()
     hits = (
         fleet_touch.join(org_entities, on=["kind", "entity_id"])
         .group_by("fleet", "org_id", "kind", "entity_id", "via", "source")
@@ -216,7 +271,7 @@ def _evidence_pieces(
         )
     )
     if not hits.height:
-        return hits
+        return hits, bearers
     base = pl.col("kind").replace_strict({k: v[0] for k, v in STRENGTH.items()},
                                          return_dtype=pl.Float64)
     size = fleet_scores.select("fleet", "size")
@@ -258,7 +313,7 @@ def _evidence_pieces(
             ).alias("strength")
         )
     )
-    return hits.rename({"entity_id": "key"}).filter(pl.col("strength") > 0.05)
+    return hits.rename({"entity_id": "key"}).filter(pl.col("strength") > 0.05), bearers
 
 
 def _empty_evidence() -> pl.DataFrame:

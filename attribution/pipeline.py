@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from attribution import __version__
-from attribution.attribute import attribute, mask
+from attribution.attribute import attribute, mask, member_reach
 from attribution.diff import run_diff
 from attribution.features import account_features
 from attribution.fleets import attach_loners, find_fleets
@@ -218,9 +218,14 @@ def attribute_graph(
         set(previous.fleets["fleet_id"].to_list()) if previous is not None else None,
     )
     with stages.stage("attribution"):
-        attribution, org_ev = attribute(graph, members, fleet_scores, params.attribution)
+        attribution, org_ev, bearers = attribute(graph, members, fleet_scores,
+                                                 params.attribution)
         attribution, verdict_ev, applied = _apply_verdicts(
             attribution, verdicts, ids, members, hidden, pins, graph, params)
+        reach = member_reach(links.edges, membership, links.accounts, bearers,
+                             attribution.select("fleet", "org_id").drop_nulls(),
+                             params.link.family_threshold)
+        account_scores = account_scores.join(reach, on="account_id", how="left")
     with stages.stage("assemble"):
         record = _assemble(graph, members, fleet_scores, account_scores, attribution,
                            [feature_ev, org_ev, _shared_evidence(graph, members, params),
@@ -471,8 +476,9 @@ def _assemble(
     )
     threshold = params.attribution.accuse_min_sybil
     # A member attached by its sign-up alone is the fleet's only with
-    # probability ``belief``, and the organization is named for it so.
-    conf = pl.col("f_conf") * pl.col("belief").fill_null(1.0)
+    # probability ``belief``, and one tied by the clock alone is reached by
+    # the fleet's attribution only in part (``reach``, see member_reach).
+    conf = pl.col("f_conf") * pl.col("belief").fill_null(1.0) * pl.col("reach").fill_null(1.0)
     named = (pl.col("sybil_score") >= threshold) & (conf >= params.attribution.abstain_below)
     assignments = (
         account_scores.join(ids, on="fleet", how="left")

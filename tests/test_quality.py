@@ -1,8 +1,9 @@
-"""Attribution quality on generated worlds with ground truth, several seeds.
+"""Attribution quality on generated worlds with ground truth, five seeds.
 
-Seeds 11-13 were never used for tuning (that was done on 1-3). The bounds are
-what the engine reaches with a margin; the issue's targets are recorded in the
-README next to the measured figures.
+The engine was first tuned on seeds 1-3; later changes were checked on 11-20
+and at 200k accounts, never fitted to one seed. The bounds are what the engine
+reaches on every one of these seeds with a small margin; the issue's targets
+are recorded in the README next to the measured figures.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from attribution.store.embedded import EmbeddedStore
 from fixtures.evaluate import Quality, evaluate
 from fixtures.worldgen import generate_world
 
-SEEDS = (11, 12, 13)
+SEEDS = (11, 12, 13, 14, 15)
 
 
 @pytest.fixture(scope="module", params=SEEDS)
@@ -28,12 +29,12 @@ def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def test_sybil_detection_precision_and_recall(quality: Quality) -> None:
     assert quality.sybil_precision >= 0.95
-    assert quality.sybil_recall >= 0.82
+    assert quality.sybil_recall >= 0.88
 
 
 def test_false_accusations_are_rare(quality: Quality) -> None:
     assert quality.accusations > 50
-    assert quality.false_accusation_rate <= 0.02
+    assert quality.false_accusation_rate <= 0.01
 
 
 def test_operators_without_evidence_are_never_accused(quality: Quality) -> None:
@@ -50,3 +51,9 @@ def test_company_teams_are_not_called_sybil(quality: Quality) -> None:
 
 def test_fleets_are_mostly_one_group(quality: Quality) -> None:
     assert quality.fleet_purity >= 0.85
+
+
+def test_a_campaign_posing_as_a_company_team_is_still_found(quality: Quality) -> None:
+    # Corporate emails, a corporate card and a workplace claim, but every
+    # request through rented hosting: the claim does not clear it.
+    assert quality.recall_by_tactic["corp_domain"] >= 0.7
