@@ -18,7 +18,8 @@ from community import community_louvain
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from attribution.settings import FleetParams
+from attribution.linking import FAMILIES
+from attribution.settings import FleetParams, LinkParams
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -208,3 +209,48 @@ def attach_loners(
     added = candidates.select(
         pl.col("idx").cast(pl.Int32), "fleet", "attachment", pl.col("belief").cast(pl.Float64))
     return pl.concat([membership, added]).sort("idx")
+
+
+def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams
+                       ) -> pl.DataFrame:
+    """Attach an unlinked account whose evidence towards one fleet is spread over members.
+
+    An edge needs two families agreeing on one pair. A lightly used account of
+    a large operation rarely has that: it shares a template with one member, a
+    proxy exit with another, a sign-up burst with a third. Taken towards the
+    fleet as a whole (per family, its strongest tie to any member), that is
+    the same evidence an edge asks for, and it is held to the same bar: two
+    families agreeing and the same total weight. The fleet must also hold
+    most of the account's candidate evidence, so an account with ties in
+    every direction (a busy shared network) is left alone.
+    """
+    if not near.height or not membership.height:
+        return membership
+    fleet_of = membership.select("idx", "fleet")
+    s_cols = [f"s_{f}" for f in FAMILIES]
+    sides = pl.concat([
+        near.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), *s_cols),
+        near.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), *s_cols),
+    ]).join(fleet_of, on="idx").join(fleet_of.select(pl.col("idx").alias("loner")),
+                                     on="loner", how="anti")
+    if not sides.height:
+        return membership
+    total = sides.group_by("loner").agg(pl.sum_horizontal(s_cols).sum().alias("total"))
+    per_fleet = (
+        sides.group_by("loner", "fleet")
+        .agg(*[pl.col(c).max() for c in s_cols], pl.sum_horizontal(s_cols).sum().alias("mass"))
+        .with_columns(
+            pl.sum_horizontal([(pl.col(f"s_{f}") >= params.family_threshold).cast(pl.Int32)
+                               for f in FAMILIES if f != "profile"]).alias("families"),
+            pl.sum_horizontal(s_cols).alias("attachment"),
+        )
+        .join(total, on="loner")
+        .filter((pl.col("families") >= params.min_families)
+                & (pl.col("attachment") >= params.min_weight)
+                & (pl.col("mass") >= 0.7 * pl.col("total")))
+        .sort(["loner", "attachment", "fleet"], descending=[False, True, False])
+        .group_by("loner", maintain_order=True).first()
+    )
+    added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
+                             pl.col("attachment").cast(pl.Float64))
+    return pl.concat([membership.select("idx", "fleet", "attachment"), added]).sort("idx")

@@ -62,6 +62,10 @@ class Links:
     # Members of strong sign-up bursts (block, idx, s, lam, dormant): may attach a
     # dormant loner to the fleet most of its burst belongs to (see attach_loners).
     bursts: pl.DataFrame
+    # Scored pairs between an account with no link and a linked one (a, b and the
+    # s_<family> columns): evidence spread over several members of one fleet
+    # may attach the loner to it (see attach_by_evidence).
+    near: pl.DataFrame
 
 
 def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
@@ -96,8 +100,11 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     batch, batch_candidates = _batch_edges(graph, accounts, bursts, creation, edges, params)
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
+        "a", "b", *[f"s_{f}" for f in FAMILIES])
     return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
-                 bursts=_strong_bursts(bursts, graph, params))
+                 bursts=_strong_bursts(bursts, graph, params), near=near)
 
 
 def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,

@@ -18,7 +18,7 @@ from attribution import __version__
 from attribution.attribute import attribute, mask, member_reach
 from attribution.diff import run_diff
 from attribution.features import account_features
-from attribution.fleets import attach_loners, find_fleets
+from attribution.fleets import attach_by_evidence, attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
@@ -202,6 +202,7 @@ def attribute_graph(
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
+        membership = attach_by_evidence(membership, links.near, params.link)
         membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
@@ -280,7 +281,7 @@ def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
         pl.sum_horizontal(s_cols).alias("weight"),
     ).select("a", "b", *s_cols, "families", "weight").sort("a", "b")
     return Links(accounts=links.accounts, edges=edges, candidates=links.candidates,
-                 bursts=links.bursts)
+                 bursts=links.bursts, near=links.near)
 
 
 def _stable_block(key: str) -> int:

@@ -58,3 +58,36 @@ def test_big_blocks_cost_linear_pairs() -> None:
     params = LinkParams(min_block_strength=0.0)  # even the hub forms pairs now
     links = infer_links(graph, params)
     assert links.candidates <= 2000 * params.window * 3
+
+
+def batch_world(same_network: bool) -> dict[str, pl.DataFrame]:
+    """200 ordinary sign-ups over a month, and a batch of 5 created in 5 minutes, unused."""
+    accounts = [
+        {"account_id": f"o{i:03d}", "created_at": ts(i * 211.0),
+         "email": f"person{i}@mailbox.test", "signup_ip": f"198.51.100.{i % 200 + 1}"}
+        for i in range(200)
+    ] + [
+        {"account_id": f"b{i}", "created_at": ts(20_000.0 + i),
+         "email": f"amber.falcon{i}@mailbox.test", "signup_ip": f"203.0.113.{i + 1}"}
+        for i in range(5)
+    ]
+    ips = [{"ip": f"198.51.100.{i + 1}", "asn": 64501 + i % 20} for i in range(200)] + [
+        {"ip": f"203.0.113.{i + 1}", "asn": 64900 + (0 if same_network else i),
+         "proxy_id": "prx_rent" if same_network else None}
+        for i in range(5)
+    ]
+    return tables(accounts=accounts, ips=ips)
+
+
+def test_an_unused_batch_signed_up_through_one_rented_network_is_linked() -> None:
+    links = infer_links(build_graph(batch_world(same_network=True)), LinkParams())
+    got = pairs(links.edges, links.accounts)
+    assert {(a, b) for a, b in got if a.startswith("b")} == {
+        (f"b{i}", f"b{j}") for i in range(5) for j in range(i + 1, 5)}
+    assert all(a.startswith("b") and b.startswith("b") for a, b in got)
+
+
+def test_an_unused_batch_from_unrelated_networks_is_not() -> None:
+    # The sign-up burst alone is one family: no edge.
+    links = infer_links(build_graph(batch_world(same_network=False)), LinkParams())
+    assert links.edges.height == 0
