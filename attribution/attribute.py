@@ -129,12 +129,16 @@ def attribute(
         .with_columns((pl.col("top") + SAME_KIND_BONUS * (pl.col("sum") - pl.col("top"))).alias("k"))
     )
     per_org = per_kind.group_by("fleet", "org_id").agg(pl.col("k").sum().alias("score"))
+    # The softmax runs at ``params.sharpness`` times the log-odds: the strengths
+    # are set relative to each other, their scale is what calibration fixes.
+    sharp = params.sharpness
     denom = per_org.group_by("fleet").agg(
-        (pl.col("score").exp().sum() + pl.lit(params.prior_logit).exp()).alias("z")
+        ((sharp * pl.col("score")).exp().sum() + pl.lit(sharp * params.prior_logit).exp())
+        .alias("z")
     )
     probs = (
         per_org.join(denom, on="fleet")
-        .with_columns((pl.col("score").exp() / pl.col("z")).alias("p"))
+        .with_columns(((sharp * pl.col("score")).exp() / pl.col("z")).alias("p"))
         .sort(["fleet", "p", "org_id"], descending=[False, True, False])
     )
     ranked = probs.group_by("fleet", maintain_order=True).agg(

@@ -74,6 +74,7 @@ class AttributionParams:
     abstain_below: float = 0.5        # no org_id under this confidence
     accuse_min_sybil: float = 0.5     # only fleets this likely inauthentic are attributed
     prior_logit: float = 1.0          # log-odds of "no known org" before any evidence
+    sharpness: float = 1.5            # scale of all evidence log-odds (set by calibration)
 
 
 @dataclass(frozen=True)
