@@ -211,6 +211,9 @@ def attach_loners(
     return pl.concat([membership, added]).sort("idx")
 
 
+ATTACH_DOMINANCE = 2.0
+
+
 def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams
                        ) -> pl.DataFrame:
     """Attach an unlinked account whose evidence towards one fleet is spread over members.
@@ -221,8 +224,10 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     fleet as a whole (per family, its strongest tie to any member), that is
     the same evidence an edge asks for, and it is held to the same bar: two
     families agreeing and the same total weight. The fleet must also hold
-    most of the account's candidate evidence, so an account with ties in
-    every direction (a busy shared network) is left alone.
+    ``ATTACH_DOMINANCE`` times the candidate evidence of any other fleet, so
+    an account with ties in every direction (a busy shared network) is left
+    alone. Such a member has no identity edge, so attribution does not reach
+    it (``member_reach``).
     """
     if not near.height or not membership.height:
         return membership
@@ -235,7 +240,6 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
                                      on="loner", how="anti")
     if not sides.height:
         return membership
-    total = sides.group_by("loner").agg(pl.sum_horizontal(s_cols).sum().alias("total"))
     per_fleet = (
         sides.group_by("loner", "fleet")
         .agg(*[pl.col(c).max() for c in s_cols], pl.sum_horizontal(s_cols).sum().alias("mass"))
@@ -244,12 +248,12 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
                                for f in FAMILIES if f != "profile"]).alias("families"),
             pl.sum_horizontal(s_cols).alias("attachment"),
         )
-        .join(total, on="loner")
+        .sort(["loner", "mass", "fleet"], descending=[False, True, False])
+        .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
+        .group_by("loner", maintain_order=True).first()
         .filter((pl.col("families") >= params.min_families)
                 & (pl.col("attachment") >= params.min_weight)
-                & (pl.col("mass") >= 0.7 * pl.col("total")))
-        .sort(["loner", "attachment", "fleet"], descending=[False, True, False])
-        .group_by("loner", maintain_order=True).first()
+                & (pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up")))
     )
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
