@@ -211,7 +211,7 @@ def attach_loners(
     return pl.concat([membership, added]).sort("idx")
 
 
-ATTACH_DOMINANCE = 2.0
+ATTACH_DOMINANCE = 3.0
 
 
 def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams

@@ -1,9 +1,9 @@
 """Attribution quality on generated worlds with ground truth, five seeds.
 
 The engine was first tuned on seeds 1-3; later changes were checked on 11-20
-and at 200k accounts, never fitted to one seed. The bounds are what the engine
-reaches on every one of these seeds with a small margin; the issue's targets
-are recorded in the README next to the measured figures.
+and at 200k accounts, never fitted to one seed. The bounds are the issue's
+targets (purity and the disguised campaign are the project's own); the
+figures measured on every seed and at 200k and 1M are in the README.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def test_sybil_detection_precision_and_recall(quality: Quality) -> None:
     assert quality.sybil_precision >= 0.95
-    assert quality.sybil_recall >= 0.88
+    assert quality.sybil_recall >= 0.90
 
 
 def test_false_accusations_are_rare(quality: Quality) -> None:
