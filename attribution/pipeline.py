@@ -230,7 +230,7 @@ def attribute_graph(
     with stages.stage("assemble"):
         record = _assemble(graph, members, fleet_scores, account_scores, attribution,
                            [feature_ev, org_ev, _shared_evidence(graph, members, params),
-                            verdict_ev],
+                            verdict_ev, _reach_evidence(graph, account_scores, attribution)],
                            ids, params)
         record = _confirmed_accounts(record, verdicts, applied, legit)
     record.manifest["counts"] = {
@@ -404,6 +404,32 @@ def _confirmed_accounts(record: RunRecord, verdicts: list[Verdict], applied: set
     ).drop("c_org", "c_conf")
     return RunRecord(manifest=record.manifest, assignments=a, fleets=record.fleets,
                      evidence=record.evidence).conformed()
+
+
+def _reach_evidence(graph: PropertyGraph, account_scores: pl.DataFrame,
+                    attribution: pl.DataFrame) -> pl.DataFrame:
+    """Why some members of an attributed fleet carry no organization (see member_reach)."""
+    named = attribution.filter(pl.col("org_id").is_not_null()).select("fleet", "org_id").join(
+        graph.organizations.select("org_id", "name"), on="org_id", how="left")
+    counts = (
+        account_scores.filter(pl.col("fleet").is_not_null())
+        .group_by("fleet")
+        .agg(pl.len().alias("size"), (pl.col("reach").fill_null(1.0) < 1.0).sum().alias("n"))
+        .join(named, on="fleet")
+        .filter(pl.col("n") > 0)
+        .sort("fleet")
+    )
+    details = [
+        f"{n} of {size} accounts of the fleet are tied to the members holding the evidence "
+        f"only by timing or sign-up, not by a card, device, email domain or template: "
+        f"{org} is not named for them"
+        for n, size, org in counts.select(
+            "n", "size", pl.coalesce("name", "org_id")).iter_rows()
+    ]
+    return counts.select(
+        "fleet", "org_id", pl.lit("attribution_reach").alias("kind"),
+        pl.Series("detail", details, dtype=pl.String), pl.lit(0.0).alias("weight"),
+    )
 
 
 def _shared_evidence(graph: PropertyGraph, members: pl.DataFrame, params: RunParams

@@ -8,6 +8,9 @@ figures measured on every seed and at 200k and 1M are in the README.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
 import pytest
 
 from attribution.pipeline import run
@@ -19,11 +22,18 @@ SEEDS = (11, 12, 13, 14, 15)
 
 
 @pytest.fixture(scope="module", params=SEEDS)
-def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Quality:
+def world_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, Path]:
     world = tmp_path_factory.mktemp(f"world{request.param}")
     generate_world(world, accounts=5000, seed=request.param)
     out = world / "run"
     run(world / "snapshot", out, EmbeddedStore(world / "store"))
+    return world, out
+
+
+@pytest.fixture(scope="module")
+def quality(world_run: tuple[Path, Path]) -> Quality:
+    world, out = world_run
     return evaluate(out, world)
 
 
@@ -57,3 +67,18 @@ def test_a_campaign_posing_as_a_company_team_is_still_found(quality: Quality) ->
     # Corporate emails, a corporate card and a workplace claim, but every
     # request through rented hosting: the claim does not clear it.
     assert quality.recall_by_tactic["corp_domain"] >= 0.7
+
+
+def test_members_of_an_attributed_fleet_left_unnamed_are_explained(
+    world_run: tuple[Path, Path],
+) -> None:
+    # A likely-sybil member of an attributed fleet without the fleet's organization
+    # (tied by the clock only, or attached by its sign-up) has its fleet say why.
+    _, out = world_run
+    fleets = pl.read_parquet(out / "fleets.parquet").filter(pl.col("org_id").is_not_null())
+    unnamed = pl.read_parquet(out / "assignments.parquet").join(
+        fleets.select("fleet_id"), on="fleet_id").filter(
+        (pl.col("sybil_score") >= 0.5) & pl.col("org_id").is_null())
+    evidence = pl.read_parquet(out / "evidence.parquet")
+    explained = evidence.filter(pl.col("kind") == "attribution_reach")["fleet_id"].to_list()
+    assert set(unnamed["fleet_id"].to_list()) <= set(explained)
