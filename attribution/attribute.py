@@ -52,14 +52,15 @@ SAME_KIND_BONUS = 0.3
 
 
 def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.DataFrame,
-                 bearers: pl.DataFrame, named: pl.DataFrame, family_threshold: float
+                 bearers: pl.DataFrame, named: pl.DataFrame, identity_tie: float
                  ) -> pl.DataFrame:
     """(account_id, reach): how far a fleet's named organization carries to each member.
 
     The organization's evidence sits on some members (``bearers``: account_id,
     fleet, org_id). It reaches the members tied to one of them by identity
-    (links with a family of ``IDENTITY_FAMILIES`` at ``family_threshold`` or
-    more, inside the fleet): reach 1.0. A member tied to them only by the
+    (links with a family of ``IDENTITY_FAMILIES`` at ``identity_tie`` or
+    more, inside the fleet: a shared card or device, a rare domain or
+    template, not a popular mail service): reach 1.0. A member tied to them only by the
     clock, or attached by its sign-up, gets ``CLOCK_ONLY_REACH``. A fleet named
     without bearers (an analyst's verdict) reaches all its members. The sybil
     score is about coordination and stays the fleet's; naming an operator
@@ -69,7 +70,7 @@ def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.Dat
     inside = edges.join(fleet.rename({"idx": "a", "fleet": "fa"}), on="a").join(
         fleet.rename({"idx": "b", "fleet": "fb"}), on="b").filter(pl.col("fa") == pl.col("fb"))
     tied = inside.filter(pl.any_horizontal(
-        [pl.col(f"s_{f}") >= family_threshold for f in IDENTITY_FAMILIES]))
+        [pl.col(f"s_{f}") >= identity_tie for f in IDENTITY_FAMILIES]))
     n = accounts.height
     graph = coo_matrix((np.ones(tied.height), (tied["a"].to_numpy(), tied["b"].to_numpy())),
                        shape=(n, n))

@@ -225,7 +225,7 @@ def attribute_graph(
             attribution, verdicts, ids, members, hidden, pins, graph, params)
         reach = member_reach(links.edges, membership, links.accounts, bearers,
                              attribution.select("fleet", "org_id").drop_nulls(),
-                             params.link.family_threshold)
+                             params.attribution.identity_tie)
         account_scores = account_scores.join(reach, on="account_id", how="left")
     with stages.stage("assemble"):
         record = _assemble(graph, members, fleet_scores, account_scores, attribution,

@@ -75,6 +75,8 @@ class AttributionParams:
     accuse_min_sybil: float = 0.5     # only fleets this likely inauthentic are attributed
     prior_logit: float = 1.0          # log-odds of "no known org" before any evidence
     sharpness: float = 1.5            # scale of all evidence log-odds (set by calibration)
+    identity_tie: float = 1.0         # link strength (card, device, domain, template) that
+    #                                   carries a fleet's organization to a member
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,11 @@ def test_attribution_reaches_members_only_through_identity_ties() -> None:
     bearers = pl.DataFrame({"account_id": ["a"], "fleet": [0], "org_id": ["org1"]})
     named = pl.DataFrame({"fleet": [0], "org_id": ["org1"]})
     reach = dict(member_reach(edges, membership, accounts, bearers, named,
-                              LinkParams().family_threshold).iter_rows())
+                              AttributionParams().identity_tie).iter_rows())
     assert reach == {"a": 1.0, "b": 1.0, "c": 1.0, "d": CLOCK_ONLY_REACH}
     # so d is not accused at any fleet confidence short of certainty
     assert AttributionParams().abstain_below > 0.99 * CLOCK_ONLY_REACH
     # Named by an analyst's verdict (no bearers): the whole fleet is reached.
     verdict = member_reach(edges, membership, accounts, bearers.clear(), named,
-                           LinkParams().family_threshold)
+                           AttributionParams().identity_tie)
     assert verdict["reach"].to_list() == [1.0] * 4
