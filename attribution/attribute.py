@@ -20,6 +20,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from attribution.fleets import fleet_edges
 from attribution.graph import PropertyGraph
 from attribution.masking import mask_ip
 from attribution.settings import AttributionParams
@@ -66,10 +67,7 @@ def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.Dat
     score is about coordination and stays the fleet's; naming an operator
     needs a tie that identifies.
     """
-    fleet = membership.select("idx", "fleet")
-    inside = edges.join(fleet.rename({"idx": "a", "fleet": "fa"}), on="a").join(
-        fleet.rename({"idx": "b", "fleet": "fb"}), on="b").filter(pl.col("fa") == pl.col("fb"))
-    tied = inside.filter(pl.any_horizontal(
+    tied = fleet_edges(edges, membership).filter(pl.any_horizontal(
         [pl.col(f"s_{f}") >= identity_tie for f in IDENTITY_FAMILIES]))
     n = accounts.height
     graph = coo_matrix((np.ones(tied.height), (tied["a"].to_numpy(), tied["b"].to_numpy())),
@@ -264,10 +262,10 @@ def _evidence_pieces(
     )
 
     fleet_touch = members.select("account_id", "fleet").join(touch, on="account_id")
-    bearers = fleet_touch.join(org_entities, on=["kind", "entity_id"]).select(
-        "account_id", "fleet", "org_id").unique()
+    reached = fleet_touch.join(org_entities, on=["kind", "entity_id"])
+    bearers = reached.select("account_id", "fleet", "org_id").unique()
     hits = (
-        fleet_touch.join(org_entities, on=["kind", "entity_id"])
+        reached
         .group_by("fleet", "org_id", "kind", "entity_id", "via", "source")
         .agg(
             pl.col("account_id").n_unique().alias("n_members"),

@@ -71,6 +71,14 @@ def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl
     ).sort("idx")
 
 
+def fleet_edges(edges: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFrame:
+    """The links whose two ends are in one fleet, with that fleet as ``fleet``."""
+    fleet = membership.select("idx", "fleet")
+    return edges.join(fleet.rename({"idx": "a"}), on="a").join(
+        fleet.rename({"idx": "b", "fleet": "fb"}), on="b").filter(
+        pl.col("fleet") == pl.col("fb")).drop("fb")
+
+
 def split_component(
     a: np.ndarray, b: np.ndarray, w: np.ndarray, params: FleetParams
 ) -> list[np.ndarray]:

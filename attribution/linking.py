@@ -143,10 +143,14 @@ def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
     shared with an orchestrated wave of a fleet's accounts is a single
     coincidence seen many times over.
     """
-    dormant = (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
-    ).cast(pl.Int32).implode()
     return bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
-        "block", "idx", "s", "lam", pl.col("idx").is_in(dormant).alias("dormant"))
+        "block", "idx", "s", "lam", pl.col("idx").is_in(_dormant(graph, p)).alias("dormant"))
+
+
+def _dormant(graph: PropertyGraph, p: LinkParams) -> pl.Series:
+    """Row numbers of accounts that have done (almost) nothing yet, as one list value."""
+    return (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
+    ).cast(pl.Int32).implode()
 
 
 def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
@@ -376,8 +380,7 @@ def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: p
     pairs = _window_pairs(grouped, p.window)
     # Only between accounts that have done (almost) nothing yet: active
     # accounts have their own traffic to link them.
-    dormant = (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
-    ).cast(pl.Int32).implode()
+    dormant = _dormant(graph, p)
     return pairs.filter(pl.col("a").is_in(dormant) & pl.col("b").is_in(dormant)).select(
         "a", "b", _family("network"), "s")
 

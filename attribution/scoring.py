@@ -20,6 +20,7 @@ import polars as pl
 from attribution.features import account_features
 from attribution.features import excess as _excess
 from attribution.features import ratio as _ratio
+from attribution.fleets import fleet_edges
 from attribution.graph import PropertyGraph
 from attribution.linking import Links
 from attribution.matrix import list_matrix
@@ -76,18 +77,14 @@ def sybil_scores(
     feats = feats if feats is not None else account_features(graph)
     idx = links.accounts.join(feats, on="account_id")
     members = membership.join(idx, on="idx")
-    edges = links.edges.join(membership.select("idx", pl.col("fleet").alias("fa")),
-                             left_on="a", right_on="idx").join(
-        membership.select("idx", pl.col("fleet").alias("fb")), left_on="b", right_on="idx"
-    ).filter(pl.col("fa") == pl.col("fb"))
-    sync = edges.group_by(pl.col("fa").alias("fleet")).agg(
+    edges = fleet_edges(links.edges, membership)
+    sync = edges.group_by("fleet").agg(
         (pl.col("s_timing") / 3.0).mean().alias("sync"),
         (pl.col("s_creation") > 0).mean().alias("burst_edges"),
     )
     burst_acc = pl.concat([
-        edges.filter(pl.col("s_creation") > 0).select(pl.col("fa").alias("fleet"),
-                                                      pl.col("a").alias("idx")),
-        edges.filter(pl.col("s_creation") > 0).select(pl.col("fa").alias("fleet"),
+        edges.filter(pl.col("s_creation") > 0).select("fleet", pl.col("a").alias("idx")),
+        edges.filter(pl.col("s_creation") > 0).select("fleet",
                                                       pl.col("b").alias("idx")),
     ]).unique()
     burst = burst_acc.group_by("fleet").agg(pl.len().alias("burst_n"))
@@ -157,7 +154,7 @@ def sybil_scores(
         pl.col("claim_mode"),
     )
     own = {
-        "infra": _excess(pl.col("infra_acc"), pop_infra),
+        "infra": _excess(pl.col("infra"), pop_infra),
         "tz_leak": pl.col("tz_leak"),
         "team_plan": pl.col("team_plan").cast(pl.Float64),
         "unclaimed": pl.col("unclaimed").cast(pl.Float64),
@@ -181,17 +178,13 @@ def sybil_scores(
         .with_columns(
             (pl.col("attachment") / (0.25 * pl.col("med")).clip(1e-9)).clip(0.0, 1.0).alias("att")
         )
-        .with_columns(
-            lone_score.alias("lone"),
-            pl.col("infra").alias("infra_acc"),
-        )
         .select(
             "account_id",
             "fleet",
             (
                 pl.col("belief") * _sigmoid(
                     pl.col("logit") + ACCOUNT_SHIFT * shift - DETACHED * (1.0 - pl.col("att")))
-                + (1.0 - pl.col("belief")) * pl.col("lone")
+                + (1.0 - pl.col("belief")) * lone_score
             ).alias("sybil_score"),
             "belief",
         )
