@@ -73,7 +73,7 @@ def test_fleet_ids_survive_two_weeks_of_growth(two_runs: tuple[Path, Path, Path]
     assert result.eligible_fleets >= 3
     assert result.kept_share >= 0.95
     assert result.new_campaign_accounts > 0
-    assert result.joined_existing_share >= 0.7  # measured 0.81-0.89 on seeds 21 and 22
+    assert result.joined_existing_share >= 0.7  # measured 0.81-0.91 on seeds 21 and 22
 
 
 def test_run_with_previous_writes_its_diff(two_runs: tuple[Path, Path, Path]) -> None:
