@@ -8,14 +8,19 @@ Every file under ``queries/`` starts with ``//`` header lines that a test and
     // param: fleet_id (string) the fleet
     // param: run_id (string?, default null) a run; null means the current run
     // param: kind (string: ip|payment|device) which kind of entity
-    // param: limit (int, default 100) at most this many rows
+    // param: limit (int: 1..10000, default 100) at most this many rows
     // returns: account_id, sybil_score
 
 A parameter's type is ``string``, ``int``, ``float``, ``bool`` or
-``list<string>``; ``?`` allows null; ``: a|b`` lists the allowed values; a
-``default`` (JSON) makes it optional. ``run_named`` checks the parameters
-against the header and runs the query in a read transaction: queries are
-vetted text, never composed from input, so what is run is what was reviewed.
+``list<string>``; ``?`` allows null; ``: a|b`` lists the allowed values of a
+string, ``: lo..hi`` the range of a number (both ends included); a ``default``
+(JSON) makes it optional. Every number of the library (``queries/``) declares
+its range, so a ``limit`` of -1 or 10**40 is refused here rather than by the
+database. Whatever the header says, an int fits in 64 bits, a float is
+finite, and a string or list is at most ``MAX_TEXT`` long. ``run_named``
+checks the parameters against the header and runs the query in a read
+transaction: queries are vetted text, never composed from input, so what is
+run is what was reviewed.
 
 >>> q = parse_query("// name: n\\n// description: d\\n// param: x (int, default 1) x\\n"
 ...                 "// returns: x\\nRETURN $x AS x")
@@ -26,6 +31,7 @@ vetted text, never composed from input, so what is run is what was reviewed.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -50,11 +56,22 @@ _PARAM = re.compile(
     r"^(?P<name>[A-Za-z_]\w*) \((?P<type>[a-z<>]+)(?P<nullable>\?)?"
     r"(?:: (?P<choices>[^,)]+))?(?:, default (?P<default>[^)]*))?\)\s*(?P<doc>.*)$"
 )
+_RANGE = re.compile(r"^(-?\d+(?:\.\d+)?)\.\.(-?\d+(?:\.\d+)?)$")
 _NO_DEFAULT = object()
+INT64 = (-(2**63), 2**63 - 1)  # what Neo4j stores; a larger int fails in the driver
+MAX_TEXT = 1000  # characters of a string, items of a list
 
 
 class QueryError(ValueError):
-    """A query file is malformed, unknown, or called with bad parameters."""
+    """A query file is malformed, unknown, or called with bad parameters.
+
+    ``param`` names the offending parameter when there is one, so that the API
+    can say where the error is without repeating the value.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class Param:
     default: Any = _NO_DEFAULT
     choices: tuple[str, ...] = ()
     doc: str = ""
+    bounds: tuple[float, float] | None = None  # a number's declared range, ends included
 
     @property
     def required(self) -> bool:
@@ -74,9 +92,10 @@ class Param:
 
     def check(self, value: Any) -> None:
         """Raise ``QueryError`` unless ``value`` fits this parameter."""
+        name = self.name
         if value is None:
             if not self.nullable:
-                raise QueryError(f"parameter {self.name} may not be null")
+                raise QueryError(f"parameter {name} may not be null", param=name)
             return
         ok = isinstance(value, _TYPES[self.type]) and not (
             self.type in ("int", "float") and isinstance(value, bool)
@@ -84,9 +103,34 @@ class Param:
         if ok and self.type == "list<string>":
             ok = all(isinstance(v, str) for v in value)
         if not ok:
-            raise QueryError(f"parameter {self.name} must be {self.type}, got {value!r}")
+            raise QueryError(f"parameter {name} must be {self.type}, got {value!r}", param=name)
+        if self.type == "int" and not INT64[0] <= value <= INT64[1]:
+            raise QueryError(f"parameter {name} must fit in 64 bits", param=name)
+        if self.type == "float" and not _finite(value):
+            raise QueryError(f"parameter {name} must be a finite number", param=name)
+        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            lo, hi = (_number(b) for b in self.bounds)
+            raise QueryError(f"parameter {name} must be between {lo} and {hi}", param=name)
+        if isinstance(value, str | list) and len(value) > MAX_TEXT:
+            raise QueryError(f"parameter {name} is longer than {MAX_TEXT}", param=name)
+        if self.type == "list<string>" and any(len(v) > MAX_TEXT for v in value):
+            raise QueryError(f"parameter {name} has an item longer than {MAX_TEXT}", param=name)
         if self.choices and value not in self.choices:
-            raise QueryError(f"parameter {self.name} must be one of {'|'.join(self.choices)}")
+            raise QueryError(f"parameter {name} must be one of {'|'.join(self.choices)}",
+                             param=name)
+
+
+def _finite(value: float) -> bool:
+    """True for a float Neo4j can hold (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _number(bound: float) -> str:
+    """A range end as written in headers and messages (``1``, not ``1.0``)."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 @dataclass(frozen=True)
@@ -106,13 +150,14 @@ class NamedQuery:
         declared = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            raise QueryError(f"query {self.name} has no parameter {', '.join(unknown)}")
+            raise QueryError(f"query {self.name} has no parameter {', '.join(unknown)}",
+                             param=unknown[0])
         out: dict[str, Any] = {}
         for p in self.params:
             if p.name in given:
                 value = given[p.name]
             elif p.required:
-                raise QueryError(f"query {self.name} needs parameter {p.name}")
+                raise QueryError(f"query {self.name} needs parameter {p.name}", param=p.name)
             else:
                 value = p.default
             p.check(value)
@@ -143,9 +188,14 @@ def parse_query(text: str, path: Path | None = None) -> NamedQuery:
                     default = json.loads(m["default"])
                 except json.JSONDecodeError as exc:
                     raise QueryError(f"{where}: bad default in {value!r}") from exc
-            choices = tuple(c.strip() for c in m["choices"].split("|")) if m["choices"] else ()
+            choices: tuple[str, ...] = ()
+            bounds: tuple[float, float] | None = None
+            if m["choices"] and m["type"] in ("int", "float"):
+                bounds = _bounds(m["choices"].strip(), m["type"], f"{where}: {value!r}")
+            elif m["choices"]:
+                choices = tuple(c.strip() for c in m["choices"].split("|"))
             params.append(Param(m["name"], m["type"], bool(m["nullable"]), default, choices,
-                                m["doc"]))
+                                m["doc"], bounds))
         elif key in ("name", "description", "returns"):
             meta[key] = (meta[key] + " " + value) if key in meta else value
     missing = [k for k in ("name", "description", "returns") if k not in meta]
@@ -167,6 +217,21 @@ def parse_query(text: str, path: Path | None = None) -> NamedQuery:
     return query
 
 
+def _bounds(text: str, type_: str, where: str) -> tuple[float, float]:
+    """``lo..hi`` of a number parameter (whole numbers for an int)."""
+    m = _RANGE.match(text)
+    if m is None:
+        raise QueryError(f"{where}: bad range (expected lo..hi)")
+    cast = int if type_ == "int" else float
+    try:
+        lo, hi = cast(m[1]), cast(m[2])
+    except ValueError as exc:
+        raise QueryError(f"{where}: bad range (an int's ends are whole numbers)") from exc
+    if lo > hi:
+        raise QueryError(f"{where}: bad range (lo is above hi)")
+    return lo, hi
+
+
 def queries_dir() -> Path:
     """The folder the named queries are read from."""
     for candidate in _CANDIDATES:
@@ -178,13 +243,17 @@ def queries_dir() -> Path:
 
 @cache
 def load_queries(folder: Path | None = None) -> dict[str, NamedQuery]:
-    """Every named query by name; file stem and header name must agree."""
+    """Every named query by name; file stem and header name must agree, and every number
+    parameter declares its range (the API runs these for any key holder)."""
     folder = folder or queries_dir()
     out: dict[str, NamedQuery] = {}
     for path in sorted(folder.glob("*.cypher")):
         query = parse_query(path.read_text(encoding="utf-8"), path)
         if query.name != path.stem:
             raise QueryError(f"{path}: header name {query.name!r} differs from the file name")
+        for p in query.params:
+            if p.type in ("int", "float") and p.bounds is None:
+                raise QueryError(f"{path}: parameter {p.name} declares no range (int: lo..hi)")
         out[query.name] = query
     return out
 

@@ -2,7 +2,7 @@
 // description: Two hops around an account: every entity it uses (card, device, IP, e-mail domain,
 // description: prompt template) and the other accounts on each, at most $limit of them per entity.
 // param: account_id (string) the account
-// param: limit (int, default 25) at most this many neighbours listed per entity
+// param: limit (int: 1..10000, default 25) at most this many neighbours listed per entity
 // returns: relationship, entity_label, entity_id, accounts_on_entity, neighbours
 MATCH (a:Account {account_id: $account_id})-[u:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]->(e)
 WITH a, u, e,

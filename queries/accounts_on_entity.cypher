@@ -3,7 +3,7 @@
 // description: template, with its fleet and score in the current run.
 // param: kind (string: ip|payment|device|email_domain|prompt) what the entity is
 // param: entity_id (string) the IP text, card fingerprint, device id, domain or prompt hash
-// param: limit (int, default 500) at most this many accounts
+// param: limit (int: 1..10000000, default 500) at most this many accounts
 // returns: account_id, relationship, first_seen, last_seen, count, fleet_id, sybil_score, org_id
 CALL () {
   MATCH (e:IP {ip: $entity_id}) WHERE $kind = 'ip' RETURN e

@@ -5,7 +5,7 @@
 // param: fleet_id (string) the fleet
 // param: org_id (string?, default null) the organization; null means the one the fleet is attributed to
 // param: run_id (string?, default null) a run; null means the current run
-// param: limit (int, default 200) at most this many paths
+// param: limit (int: 1..10000000, default 200) at most this many paths
 // returns: account_id, via, entity_label, entity_id, source, link_confidence, org_id, hops, path
 MATCH (r:Run)
 WHERE ($run_id IS NULL AND r:Current) OR r.run_id = $run_id

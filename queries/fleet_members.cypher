@@ -2,7 +2,7 @@
 // description: Accounts of one fleet, most inauthentic first, in the current run or a given one.
 // param: fleet_id (string) the fleet
 // param: run_id (string?, default null) a run; null means the current run
-// param: limit (int, default 1000) at most this many accounts
+// param: limit (int: 1..10000000, default 1000) at most this many accounts
 // returns: account_id, sybil_score, org_id, confidence, created_at, email_domain, country, plan, org_claim, exchanges
 MATCH (r:Run)
 WHERE ($run_id IS NULL AND r:Current) OR r.run_id = $run_id

@@ -1,7 +1,7 @@
 // name: fleet_overview
 // description: Fleets of the current run, most likely inauthentic first, with the organization each is attributed to (if any).
-// param: min_sybil (float, default 0.0) only fleets with at least this sybil score
-// param: limit (int, default 50) at most this many fleets
+// param: min_sybil (float: 0..1, default 0.0) only fleets with at least this sybil score
+// param: limit (int: 1..10000000, default 50) at most this many fleets
 // returns: fleet_id, size, sybil_score, org_id, org_name, confidence, runner_up_org_id, exchanges, top_capabilities, first_seen, last_seen, run_id
 MATCH (r:Run:Current)
 MATCH (f:Fleet)

@@ -2,7 +2,7 @@
 // description: Fleets of the current run whose accounts touch an organization's known entities
 // description: (directly, or through an IP in a known ASN), whatever the fleet is attributed to.
 // param: org_id (string) the organization
-// param: limit (int, default 100) at most this many fleets
+// param: limit (int: 1..10000000, default 100) at most this many fleets
 // returns: fleet_id, size, sybil_score, attributed_org_id, confidence, accounts_touching, entities
 MATCH (o:Organization {org_id: $org_id})<-[:KNOWN_AS]-(e)
 MATCH (r:Run:Current)

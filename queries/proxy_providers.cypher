@@ -1,8 +1,8 @@
 // name: proxy_providers
 // description: Proxy providers ranked by how many fleets of the current run use their exit IPs
 // description: (for sign-up or requests), counting only fleets at or above a sybil score.
-// param: min_sybil (float, default 0.5) only fleets with at least this sybil score
-// param: limit (int, default 20) at most this many providers
+// param: min_sybil (float: 0..1, default 0.5) only fleets with at least this sybil score
+// param: limit (int: 1..10000000, default 20) at most this many providers
 // returns: provider, kinds, fleets, accounts, exit_ips
 MATCH (r:Run:Current)
 MATCH (f:Fleet)

@@ -4,7 +4,7 @@
 // param: fleet_a (string) one fleet
 // param: fleet_b (string) the other fleet
 // param: run_id (string?, default null) a run; null means the current run
-// param: limit (int, default 100) at most this many shared entities
+// param: limit (int: 1..10000000, default 100) at most this many shared entities
 // returns: entity_label, entity_id, accounts_a, accounts_b
 MATCH (r:Run)
 WHERE ($run_id IS NULL AND r:Current) OR r.run_id = $run_id
