@@ -3,7 +3,9 @@
 A pure ASGI middleware (no per-request task or body buffering): it stamps a
 request id, times the request, and after the response writes one JSON line to
 the ``attribution.audit`` logger with the key id, the route template, the
-parameters (personal data masked), rows returned, status and milliseconds. It
+parameters (personal data masked; credentials replaced by ``<redacted>``: a key
+sent in a query string is refused, and its audit line is written without it),
+rows returned, status and milliseconds. It
 is also the last line of defence: an unhandled exception becomes a bare 500
 problem document, and the traceback goes only to the server log.
 """
@@ -20,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from attribution.api.credentials import REDACTED, is_credential, looks_like_key
 from attribution.api.masking import mask_param
 from attribution.api.problems import PROBLEM_JSON
 
@@ -89,10 +92,10 @@ def _line(scope: Scope, state: dict[str, Any], rid: str, status: int, started: f
     endpoint = getattr(route, "path", None) or "<unmatched>"
     params: dict[str, Any] = {}
     for key, value in (scope.get("path_params") or {}).items():
-        params[key] = mask_param(key, value)
+        params[key] = REDACTED if looks_like_key(value) else mask_param(key, value)
     for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                 keep_blank_values=True):
-        params[key] = mask_param(key, value)
+        params[key] = REDACTED if is_credential(key, value) else mask_param(key, value)
     return {
         "request_id": rid,
         "key_id": state.get("key_id"),
