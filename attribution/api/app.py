@@ -24,8 +24,9 @@ from fastapi.openapi.utils import get_openapi
 from attribution import __version__
 from attribution.api.audit import AuditMiddleware
 from attribution.api.deps import SECURITY_SCHEMES
+from attribution.api.hardening import BodyLimitMiddleware, SecurityHeadersMiddleware, install_docs
 from attribution.api.keys import KeyStore
-from attribution.api.problems import PROBLEM_JSON, Problem, install
+from attribution.api.problems import PROBLEM_JSON, Problem, example, install
 from attribution.api.routers import (
     accounts,
     fleets,
@@ -44,13 +45,16 @@ each is inauthentic (`sybil_score`), whom it is attributed to and how sure the
 engine is (`confidence`, calibrated), and the evidence.
 
 **Keys.** Every endpoint but `/health` and `/ready` needs an API key, as
-`Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are made with
+`Authorization: Bearer <key>` or `X-API-Key: <key>`, never in the URL (a
+request with a key in its query string is refused with a 401). Keys are made with
 `attribution keys create --name NAME --scope read|admin`. `read` reads results;
 `admin` also starts runs (`POST /runs`) and records verdicts (`POST /verdicts`).
 
 **Privacy.** Card fingerprints, devices and prompt hashes are shown by their
 last 4 characters, IPs as their /24 (or /48) network; email addresses never
 appear. Errors are RFC 7807 problem documents that never repeat the input.
+Responses are not to be cached (`Cache-Control: no-store`); request bodies are
+limited to 1 MiB.
 
 **Verdicts** are, for now, appended to `$ATTRIBUTION_HOME/verdicts.jsonl`
 (who, when, why); their own storage comes in a later issue.
@@ -86,11 +90,16 @@ def create_app(store_factory: Callable[[], Store], *, keys: KeyStore,
             await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(title="Attribution API", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     install(app)
+    install_docs(app)
     for module in (health, fleets, accounts, organizations, runs, queries, verdicts):
         app.include_router(module.router)
+    # Outermost last: headers on every response (the audit's own 500 too), then the
+    # audit line, then the body limit, whose 413 is audited like any answer.
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -111,8 +120,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
+                    declared = response.get("content", {}).get(PROBLEM_JSON, {})
                     response["content"] = {PROBLEM_JSON: {
-                        "schema": {"$ref": "#/components/schemas/Problem"}}}
+                        "schema": {"$ref": "#/components/schemas/Problem"},
+                        "example": declared.get("example") or example(int(status))}}
     app.openapi_schema = schema
     return schema
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution.api.keys import SCOPES, KeyStore, default_keys_path
+from attribution.api.server import TIMEOUT_KEEP_ALIVE, TIMEOUT_REQUEST
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -32,6 +33,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (each indexes the current run; default 1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--timeout-request", type=_seconds, default=TIMEOUT_REQUEST, metavar="S",
+                   help="close a connection whose request has not arrived whole within S "
+                   f"seconds of its first byte (idle or half-sent; default {TIMEOUT_REQUEST:g})")
+    p.add_argument("--timeout-keep-alive", type=_seconds, default=TIMEOUT_KEEP_ALIVE,
+                   metavar="S", help="close a connection idle for S seconds after a response "
+                   f"(default {TIMEOUT_KEEP_ALIVE:g})")
     p.set_defaults(handler=_serve)
 
     k = subparsers.add_parser("keys", help="create, list and revoke API keys")
@@ -48,6 +55,17 @@ def register(subparsers: Any) -> None:
     ls = ks.add_parser("list", help="list keys (never their secrets)")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(handler=_keys_list)
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("expected seconds between 0 and 3600")
+    return value
 
 
 def _key_store(args: argparse.Namespace) -> KeyStore:
@@ -85,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from attribution.api.app import create_app
+    from attribution.api.server import uvicorn_options
     from attribution.cli import open_store
     from attribution.store import default_home
 
@@ -92,6 +111,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(config)
     root = args.store or default_home() / "store"
     keys = _key_store(args)
+    options = uvicorn_options(timeout_request=args.timeout_request,
+                              timeout_keep_alive=args.timeout_keep_alive)
     if not keys.list():
         print(f"attribution: no API keys in {keys.path}; make one with "
               "`attribution keys create --name NAME --scope read`", file=sys.stderr)
@@ -101,11 +122,11 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["ATTRIBUTION_API_KEYS"] = str(keys.path)
         uvicorn.run("attribution.api.app:app_from_env", factory=True, workers=args.workers,
                     host=args.host, port=args.port, log_level=args.log_level,
-                    log_config=config, access_log=False)
+                    log_config=config, access_log=False, **options)
         return 0
     app = create_app(lambda: open_store(Path(root)), keys=keys)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                log_config=config, access_log=False)
+                log_config=config, access_log=False, **options)
     return 0
 
 

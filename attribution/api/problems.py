@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -44,14 +44,11 @@ class FieldError(BaseModel):
 
 
 class Problem(BaseModel):
-    """An RFC 7807 problem details object."""
+    """An RFC 7807 problem details object.
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "type": "about:blank", "title": "Not found", "status": 404,
-        "detail": "no such account in the current run",
-        "instance": "urn:request:5f0c3c1e9b2a4d0e8f7a6b5c4d3e2f10",
-        "request_id": "5f0c3c1e9b2a4d0e8f7a6b5c4d3e2f10",
-    }]})
+    Its examples are per response (``EXAMPLES``), not on the schema: one
+    example here would stand for every status in the generated docs.
+    """
 
     type: str = "about:blank"
     title: str
@@ -62,17 +59,50 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+# What each status says in the OpenAPI examples (a route may give its own).
+EXAMPLE_DETAILS = {
+    400: "an attribution verdict needs its org_id",
+    401: "an API key is required",
+    403: "this endpoint needs an admin key",
+    404: "no such fleet in the current run",
+    405: "Method Not Allowed",
+    409: "another run is in progress; try again when it has finished",
+    413: "the request body is larger than 1 MiB",
+    415: "the body must be application/json",
+    422: "one or more parameters are invalid",
+    500: "the server failed; see its log",
+    501: "named Cypher queries need the Neo4j store (set NEO4J_URI and restart the API)",
+    503: "the result store is unavailable",
+}
+EXAMPLE_RID = "5f0c3c1e9b2a4d0e8f7a6b5c4d3e2f10"
+
+
+def example(status: int, detail: str | None = None) -> dict[str, Any]:
+    """A problem document as the docs show it for ``status``."""
+    body: dict[str, Any] = {
+        "type": "about:blank", "title": TITLES.get(status, "Error"), "status": status,
+        "detail": detail or EXAMPLE_DETAILS.get(status, TITLES.get(status, "Error")),
+        "instance": f"urn:request:{EXAMPLE_RID}", "request_id": EXAMPLE_RID,
+    }
+    if status == 422:
+        body["errors"] = [{"loc": ["query", "limit"], "msg": "Input should be less than or "
+                           "equal to 500", "type": "less_than_equal"}]
+    return body
+
+
 class ApiProblem(Exception):
-    """Raise to answer with a problem document."""
+    """Raise to answer with a problem document (``errors``: where each rejected part was)."""
 
     def __init__(self, status: int, detail: str, *, title: str | None = None,
-                 headers: dict[str, str] | None = None, type_: str = "about:blank") -> None:
+                 headers: dict[str, str] | None = None, type_: str = "about:blank",
+                 errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.title = title or TITLES.get(status, "Error")
         self.headers = headers
         self.type = type_
+        self.errors = errors
 
 
 class StoreUnavailable(ApiProblem):
@@ -101,7 +131,7 @@ def problem_response(request: Request | None, status: int, detail: str | None, *
 async def _api_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiProblem)
     return problem_response(request, exc.status, exc.detail, title=exc.title,
-                            headers=exc.headers, type_=exc.type)
+                            headers=exc.headers, type_=exc.type, errors=exc.errors)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -139,9 +169,13 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for the given error statuses."""
-    return {
-        s: {"model": Problem, "description": TITLES.get(s, "Error"),
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        for s in statuses
-    }
+    """OpenAPI ``responses`` entries for the given error statuses, each with its example."""
+    return {s: response(s) for s in statuses}
+
+
+def response(status: int, description: str | None = None, detail: str | None = None
+             ) -> dict[str, Any]:
+    """One OpenAPI error response: the problem schema and an example of this status."""
+    return {"model": Problem, "description": description or TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"},
+                                       "example": example(status, detail)}}}
