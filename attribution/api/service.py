@@ -10,6 +10,7 @@ other request keeps answering from the old one; the swap is one assignment.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,10 @@ from attribution.results import RunRecord
 from attribution.store import Store
 
 log = logging.getLogger("attribution.api")
+# Run ids as the engine makes them (run-<time>-<digest>[-n]): one path component,
+# never "." or "..", so a run id cannot name a directory outside the store's runs.
+RUN_ID_PATTERN = r"^run-[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 class NoCurrentRun(ApiProblem):
@@ -175,9 +180,12 @@ class Service:
             self._records.popitem(last=False)
 
     def record(self, run_id: str) -> RunRecord | None:
-        """A stored run by id (runs never change, so a few are kept in memory)."""
+        """A stored run by id (runs never change, so a few are kept in memory); None for
+        an unknown id or one that is not a run id at all."""
         if run_id in self._records:
             return self._records[run_id]
+        if not RUN_ID.match(run_id):
+            return None
         record = self.call(lambda s: s.read_results(run_id))
         if record is not None:
             if record.run_id != run_id:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from attribution.api.deps import ViewDep, require_read, set_rows
+from attribution.api.deps import AuthFirstRoute, ViewDep, require_read, set_rows
 from attribution.api.models import AccountDetail, AccountEntity, Page
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import Id, Limit, Offset, entity_rows, page
@@ -14,7 +14,7 @@ from attribution.api.views import RunView
 from attribution.graph import UseKind
 
 router = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[Depends(require_read)],
-                   responses=responses(401, 403, 404, 422, 503))
+                   responses=responses(401, 403, 404, 422, 503), route_class=AuthFirstRoute)
 ENTITIES_INLINE = 100
 
 

@@ -13,8 +13,9 @@ from pydantic import BeforeValidator
 from attribution.api.masking import mask_entity
 
 MAX_PAGE = 500
+MAX_COUNT = 1_000_000_000  # bound of any count parameter (sizes, offsets)
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (at most {MAX_PAGE})")]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_COUNT, description="rows to skip")]
 Order = Annotated[Literal["asc", "desc"], Query(description="sort direction")]
 Score = Annotated[float | None, Query(ge=0, le=1)]
 Id = Annotated[str, Path(min_length=1, max_length=200)]

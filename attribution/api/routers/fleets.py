@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request
 
-from attribution.api.deps import ViewDep, require_read, set_rows
+from attribution.api.deps import AuthFirstRoute, ViewDep, require_read, set_rows
 from attribution.api.models import Evidence, FleetDetail, FleetSummary, Member, Page, SharedEntity
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import (
+    MAX_COUNT,
     Id,
     Limit,
     Offset,
@@ -26,7 +27,7 @@ from attribution.api.views import RunView
 from attribution.graph import UseKind
 
 router = APIRouter(prefix="/fleets", tags=["fleets"], dependencies=[Depends(require_read)],
-                   responses=responses(401, 403, 422, 503))
+                   responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)
 FleetSort = Literal["sybil_score", "size", "confidence", "exchanges", "first_seen", "last_seen",
                     "fleet_id"]
 
@@ -46,8 +47,10 @@ async def list_fleets(
     attributed: Annotated[bool | None, Query(description="only (un)attributed fleets")] = None,
     min_sybil: Score = None,
     min_confidence: Score = None,
-    min_size: Annotated[int | None, Query(ge=0)] = None,
-    max_size: Annotated[int | None, Query(ge=0)] = None,
+    min_size: Annotated[int | None, Query(ge=0, le=MAX_COUNT, description="accounts, at least")]
+    = None,
+    max_size: Annotated[int | None, Query(ge=0, le=MAX_COUNT, description="accounts, at most")]
+    = None,
     first_seen_from: When = None,
     first_seen_to: When = None,
     last_seen_from: When = None,
@@ -141,7 +144,7 @@ async def fleet_infrastructure(
     view: ViewDep,
     fleet_id: Id,
     kind: Annotated[UseKind | None, Query()] = None,
-    min_accounts: Annotated[int, Query(ge=2)] = 2,
+    min_accounts: Annotated[int, Query(ge=2, le=MAX_COUNT)] = 2,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, object]:

@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request
 
-from attribution.api.deps import ViewDep, require_read, set_rows
+from attribution.api.deps import AuthFirstRoute, ViewDep, require_read, set_rows
 from attribution.api.models import Organization, OrganizationDetail, Page
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import Id, Limit, Offset, Order, page, sorted_page
 
 router = APIRouter(prefix="/organizations", tags=["organizations"],
-                   dependencies=[Depends(require_read)], responses=responses(401, 403, 422, 503))
+                   dependencies=[Depends(require_read)], responses=responses(401, 403, 422, 503),
+                   route_class=AuthFirstRoute)
 OrgSort = Literal["org_id", "name", "fleets", "accounts", "exchanges", "confidence_max"]
 
 

@@ -1,27 +1,29 @@
 """Named Cypher queries from the ``queries/*.cypher`` library (Neo4j store only).
 
 Only vetted library queries run, by name, with parameters checked against the
-query's header, in a read transaction; no endpoint accepts Cypher text. On
-the embedded store the library is listed but running a query answers 501.
+query's header (types, declared ranges, lengths) before the store is asked,
+in a read transaction; no endpoint accepts Cypher text. A parameter that does
+not fit is a 422 naming the parameter, on either store. On the embedded store
+the library is listed but running a query answers 501.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
-from attribution.api.deps import ServiceDep, require_read, set_rows
+from attribution.api.deps import AuthFirstRoute, ServiceDep, require_read, set_rows
 from attribution.api.masking import mask_param, scrub_text
 from attribution.api.models import NamedQuery, QueryResult, QueryRun
 from attribution.api.problems import ApiProblem, responses
-from attribution.api.routers.common import Id
 from attribution.store import Store
 
 router = APIRouter(prefix="/queries", tags=["queries"], dependencies=[Depends(require_read)],
-                   responses=responses(401, 403, 422, 503))
+                   responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)
+QueryName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 NEEDS_NEO4J = "named Cypher queries need the Neo4j store (set NEO4J_URI and restart the API)"
 
 
@@ -54,23 +56,18 @@ def list_queries(request: Request, service: ServiceDep) -> list[dict[str, Any]]:
 
 
 @router.post("/{name}", response_model=QueryResult, summary="Run a named query",
-             responses=responses(400, 404, 501))
-def run_query(request: Request, service: ServiceDep, name: Id, body: QueryRun
+             responses=responses(400, 404, 413, 501))
+def run_query(request: Request, service: ServiceDep, name: QueryName, body: QueryRun
               ) -> dict[str, Any]:
     """Run one library query read-only; personal identifiers in the rows are masked."""
-    from attribution import cypher
-
     library = _library()
     if name not in library:
         raise ApiProblem(404, "no such named query")
+    _check_params(library[name], body.params)
     if not service.is_neo4j():
         service.call(lambda s: None)  # a store that is down is a 503, not a 501
         if not service.is_neo4j():
             raise ApiProblem(501, NEEDS_NEO4J, title="Needs Neo4j")
-    try:
-        library[name].bind(body.params)
-    except cypher.QueryError as exc:
-        raise ApiProblem(422, _safe(str(exc))) from exc
     rows = service.call(lambda s: _run(s, name, body.params), lock=False)
     shown = [{k: _jsonable(k, v) for k, v in row.items()} for row in rows[:body.limit]]
     columns = list(shown[0]) if shown else list(library[name].returns)
@@ -88,6 +85,23 @@ def _run(store: Store, name: str, params: dict[str, Any]) -> list[dict[str, Any]
     settings = getattr(store, "settings", None)
     return cypher.run_named(driver, name, params,  # type: ignore[arg-type]
                             database=getattr(settings, "database", None))
+
+
+def _check_params(query: Any, params: dict[str, Any]) -> None:
+    """422 unless ``params`` fit the query's header, before any store is asked (Neo4j
+    answered a limit of -1 with an error the API could only call a 503)."""
+    from attribution import cypher
+
+    try:
+        query.bind(params)
+    except cypher.QueryError as exc:
+        detail = _safe(str(exc))
+        declared = {p.name for p in query.params}
+        loc: list[str | int] = ["body", "params"]
+        if exc.param is not None and exc.param in declared:  # an undeclared name is input
+            loc.append(exc.param)
+        raise ApiProblem(422, detail, errors=[{"loc": loc, "msg": detail,
+                                               "type": "value_error"}]) from None
 
 
 def _safe(message: str) -> str:

@@ -7,18 +7,27 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 
-from attribution.api.deps import AdminKey, ServiceDep, require_read, set_rows
+from attribution.api.deps import AdminKey, AuthFirstRoute, ServiceDep, require_read, set_rows
 from attribution.api.jobs import job_dict
 from attribution.api.models import JobInfo, Page, RunDetail, RunDiff, RunRequest, RunSummary
-from attribution.api.problems import ApiProblem, responses
-from attribution.api.routers.common import Id, Limit, Offset, Order, page
-from attribution.api.service import NoCurrentRun, Service
+from attribution.api.problems import ApiProblem, response, responses
+from attribution.api.routers.common import Limit, Offset, Order, page
+from attribution.api.service import RUN_ID_PATTERN, NoCurrentRun, Service
 from attribution.diff import run_diff
 
-router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 403, 422, 503))
+router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 403, 422, 503),
+                   route_class=AuthFirstRoute)
 read = [Depends(require_read)]
-RunId = Annotated[str | None, Query(min_length=1, max_length=200)]
+RUN_ID_DOC = "a run id (run-<time>-<digest>), never a path"
+RunId = Annotated[str | None, Query(min_length=5, max_length=104, pattern=RUN_ID_PATTERN,
+                                    description=RUN_ID_DOC)]
+OneRun = Annotated[str, PathParam(min_length=5, max_length=104, pattern=RUN_ID_PATTERN,
+                             description=RUN_ID_DOC)]
+# Job ids are 32 hex digits; the looser pattern keeps an old "nope" a 404, not a 422.
+JobId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SNAPSHOT_MISSING = "snapshot is not a directory on the server"
 
 
 def _summary(manifest: dict[str, Any], current: str | None) -> dict[str, Any]:
@@ -100,13 +109,15 @@ def _previous_of(service: Service, manifest: dict[str, Any]) -> str | None:
 
 
 @router.post("", response_model=JobInfo, status_code=202, summary="Start a re-attribution run",
-             responses=responses(400, 409))
+             responses={**responses(400, 409, 413),
+                        422: response(422, "Invalid body, or the snapshot is not a directory "
+                                      "on the server", SNAPSHOT_MISSING)})
 async def start_run(request: Request, response: Response, service: ServiceDep, key: AdminKey,
                     body: RunRequest) -> dict[str, Any]:
     """Admin only. Runs the pipeline over ``snapshot`` in the background; poll the job."""
     snapshot = Path(body.snapshot)
     if not await anyio.to_thread.run_sync(_is_dir, snapshot):
-        raise ApiProblem(422, "snapshot is not a directory on the server")
+        raise ApiProblem(422, SNAPSHOT_MISSING)
     job = service.jobs.start(snapshot, requested_by=key.key_id,
                              keep_fleet_ids=body.keep_fleet_ids,
                              max_rejected_share=body.max_rejected_share)
@@ -124,7 +135,7 @@ def _is_dir(path: Path) -> bool:
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, summary="A run job's status",
             responses=responses(404))
-async def get_job(request: Request, service: ServiceDep, _key: AdminKey, job_id: Id
+async def get_job(request: Request, service: ServiceDep, _key: AdminKey, job_id: JobId
                   ) -> dict[str, Any]:
     """Admin only. Queued, running, succeeded (with its run_id) or failed (with why)."""
     job = service.jobs.get(job_id)
@@ -136,7 +147,7 @@ async def get_job(request: Request, service: ServiceDep, _key: AdminKey, job_id:
 
 @router.get("/{run_id}", response_model=RunDetail, summary="One run's manifest",
             dependencies=read, responses=responses(404))
-def get_run(request: Request, service: ServiceDep, run_id: Id) -> dict[str, Any]:
+def get_run(request: Request, service: ServiceDep, run_id: OneRun) -> dict[str, Any]:
     """The run's manifest: counts, parameters, timings (fleet lineage left out)."""
     current = _current_id(service)
     for manifest in service.list_runs():

@@ -15,7 +15,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from attribution.api.deps import AdminKey, ServiceDep, ViewDep, set_rows
+from attribution.api.deps import AdminKey, AuthFirstRoute, ServiceDep, ViewDep, set_rows
 from attribution.api.models import Verdict, VerdictIn
 from attribution.api.problems import ApiProblem, responses
 from attribution.verdicts import (
@@ -27,11 +27,11 @@ from attribution.verdicts import (
 )
 
 router = APIRouter(prefix="/verdicts", tags=["verdicts"],
-                   responses=responses(401, 403, 404, 422, 503))
+                   responses=responses(401, 403, 404, 422, 503), route_class=AuthFirstRoute)
 
 
 @router.post("", response_model=Verdict, status_code=201, summary="Record an analyst verdict",
-             responses=responses(400))
+             responses=responses(400, 413))
 async def record_verdict(request: Request, service: ServiceDep, view: ViewDep, key: AdminKey,
                          body: VerdictIn) -> dict[str, Any]:
     """Admin only. Appends the verdict, with who/when/why and the current run id, to the
