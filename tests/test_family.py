@@ -447,9 +447,10 @@ def _run(root: Path, rows: list[tuple[str, str | None, float, str | None, float 
     return run
 
 
-def test_metrics_on_a_hand_made_run(tmp_path: Path) -> None:
-    world = _tiny_world(tmp_path)
-    run = _run(tmp_path, [
+def _hand_made(root: Path) -> tuple[Path, Path]:
+    """The tiny world and a run of it whose every figure is worked out by hand below."""
+    world = _tiny_world(root)
+    run = _run(root, [
         # campaign c1: three in fleet F1 named right (0.95, 0.95) or wrong org (0.6), one loner
         ("a0", "F1", 0.9, "org_a", 0.95), ("a1", "F1", 0.9, "org_a", 0.95),
         ("a2", "F1", 0.9, "org_x", 0.6), ("a3", None, 0.2, None, None),
@@ -459,7 +460,11 @@ def test_metrics_on_a_hand_made_run(tmp_path: Path) -> None:
         # a company team in its own fleet, low score
         ("a8", "F3", 0.1, None, None), ("a9", "F3", 0.1, None, None),
     ], {"F1": 0.9, "F2": 0.8, "F3": 0.1})
-    q = evaluate(run, world)
+    return run, world
+
+
+def test_metrics_on_a_hand_made_run(tmp_path: Path) -> None:
+    q = evaluate(*_hand_made(tmp_path))
     assert q.flagged == 6 and q.sybil_precision == round(5 / 6, 4) and q.sybil_recall == round(5 / 6, 4)
     assert q.sybil_f1 == round(5 / 6, 4)
     # accusations: a0, a1 right; a2 wrong org; a4 a no-evidence operator's account
@@ -508,3 +513,21 @@ def test_metric_functions_known_values() -> None:
     # 79 of 100 right is bad, 80 is not
     assert worst_band(s([0.7] * 100), s([True] * 79 + [False] * 21)) is not None
     assert worst_band(s([0.7] * 100), s([True] * 80 + [False] * 20)) is None
+
+
+def test_family_eval_caches_worlds_and_prints_a_row_per_world(tmp_path: Path) -> None:
+    from fixtures import family_eval
+
+    world, took = family_eval.ensure_world(tmp_path / "worlds", SEED, 3000)
+    assert took is not None and (world / "truth" / "world.json").exists()
+    again, took2 = family_eval.ensure_world(tmp_path / "worlds", SEED, 3000)
+    assert again == world and took2 is None  # cached while its parameters match
+    q = evaluate(*_hand_made(tmp_path))
+    r = family_eval.WorldResult(SEED, 3000, 123, None, 1.5, q)
+    row = family_eval.main_row(r)
+    assert row.count("|") == family_eval.MAIN_HEADER.count("|")
+    assert "| 0.833 |" in row and "50.0 % (2)" in row
+    kinds = family_eval.kinds_table([r])
+    assert len(kinds) == 3 and kinds[2].startswith(f"| {SEED} |") and "100.0 %" in kinds[2]
+    tactics = family_eval.tactics_table([r])
+    assert "0.75 / 0.75" in tactics[2] and "1.00 / 1.00" in tactics[2]
