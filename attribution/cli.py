@@ -12,47 +12,31 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from attribution import __version__
-from attribution.store import Store
+from attribution.errors import UsageError
+from attribution.store import default_home, open_store
 
 if TYPE_CHECKING:
     from attribution.results import RunRecord
     from attribution.verdicts import VerdictStore
 
-
-class UsageError(Exception):
-    """Bad usage: exit status 2."""
+__all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
     from attribution.progress import Stages
-    from attribution.settings import RunParams
-    from attribution.store import default_home
 
-    snapshot = Path(args.snapshot)
-    if not snapshot.is_dir():
-        raise UsageError(f"snapshot {snapshot} is not a directory")
-    if args.previous is not None and not (Path(args.previous) / "manifest.json").is_file():
-        raise UsageError(f"--previous {args.previous} is not a run directory (no manifest.json)")
-    from attribution.jobs import JobLock, lock_path, recover
-    from attribution.verdicts import VerdictStore, verdict_path
-
-    params = RunParams(max_rejected_share=args.max_rejected)
     store = open_store(args.store or default_home() / "store")
-    stages = Stages(quiet=args.quiet)
     try:
-        with JobLock(lock_path(store, default_home())):
-            recover(store)
-            verdicts = VerdictStore(verdict_path(store, default_home())).active()
-            outcome = run(snapshot, Path(args.out), store, params=params,
-                          previous=Path(args.previous) if args.previous else None, stages=stages,
-                          verdicts=verdicts)
+        result = run_job(store, home=default_home(), snapshot=Path(args.snapshot),
+                         out=Path(args.out), previous=args.previous,
+                         max_rejected=args.max_rejected, stages=Stages(quiet=args.quiet))
     finally:
         store.close()
-    print(summary(outcome.record.manifest, outcome.record.fleets, Path(args.out)))
+    print(summary(result.record.manifest, result.record.fleets, Path(args.out)))
     return 0
 
 
@@ -84,7 +68,6 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
     """Two stored runs by id: HEAD defaults to the current run, BASE to HEAD's previous."""
-    from attribution.store import default_home
 
     store = open_store(args.store or default_home() / "store")
     try:
@@ -104,15 +87,10 @@ def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
 
 def _reattribute(args: argparse.Namespace) -> int:
     from attribution.jobs import reattribute, summary_line
-    from attribution.store import default_home
 
-    if args.snapshot is not None and not Path(args.snapshot).is_dir():
-        raise UsageError(f"snapshot {args.snapshot} is not a directory")
-    if args.max_rejected is not None and not 0.0 <= args.max_rejected <= 1.0:
-        raise UsageError("--max-rejected must be between 0 and 1")
     store = open_store(args.store or default_home() / "store")
     try:
-        if args.snapshot is None and not _has_graph(store):
+        if args.snapshot is None and not store.graph_digest():
             raise UsageError("the store holds no complete graph (none loaded yet, or the last "
                              "load was interrupted); pass --snapshot DIR")
         result = reattribute(store, home=default_home(), snapshot=args.snapshot,
@@ -123,15 +101,9 @@ def _reattribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_graph(store: Store) -> bool:
-    digest = getattr(store, "graph_digest", None)
-    return bool(digest()) if callable(digest) else True
-
-
 def _verdict_store(args: argparse.Namespace) -> VerdictStore:
     """The verdict log of the store the jobs use (no database connection needed)."""
     from attribution.settings import Neo4jSettings
-    from attribution.store import default_home
     from attribution.verdicts import VerdictStore
 
     if Neo4jSettings.from_env() is not None:
@@ -140,7 +112,6 @@ def _verdict_store(args: argparse.Namespace) -> VerdictStore:
 
 
 def _verdict(args: argparse.Namespace) -> int:
-    from attribution.store import default_home
     from attribution.verdicts import check_subject, make_verdict
 
     log = _verdict_store(args)
@@ -174,12 +145,11 @@ def _verdict(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from attribution.store import default_home
 
     store = open_store(args.store or default_home() / "store")
     try:
         manifests = store.list_runs()
-        current = getattr(store, "current_run_id", lambda: None)()
+        current = store.current_run_id()
     finally:
         store.close()
     for m in manifests:
@@ -194,19 +164,6 @@ def _runs(args: argparse.Namespace) -> int:
               f"{changes} verdicts={applied} input={str((m.get('input') or {}).get('digest'))[:12]} "
               f"engine={m.get('engine_version')} previous={m.get('previous_run_id') or '-'}")
     return 0
-
-
-def open_store(embedded_root: Path) -> Store:
-    """The Neo4j store when ``NEO4J_URI`` is set, else the embedded one."""
-    from attribution.settings import Neo4jSettings
-    from attribution.store.embedded import EmbeddedStore
-
-    settings = Neo4jSettings.from_env()
-    if settings is not None:
-        from attribution.store.neo4j import Neo4jStore
-
-        return Neo4jStore(settings)
-    return EmbeddedStore(Path(embedded_root))
 
 
 def summary(manifest: dict[str, object], fleets: object, out: Path) -> str:
@@ -241,16 +198,18 @@ def summary(manifest: dict[str, object], fleets: object, out: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="attribution",
         description="Find fleets of coordinated accounts and attribute them to organizations.",
     )
     parser.add_argument("--version", action="version", version=f"attribution {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", required=True))
     p = sub.add_parser("run", help="run the attribution over a snapshot directory")
     p.add_argument("snapshot", help="snapshot directory (contract tables as .parquet or .csv)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--previous", help="an earlier run directory: keeps fleet ids stable")
+    p.add_argument("--previous", type=Path,
+                   help="an earlier run directory: keeps fleet ids stable")
     p.add_argument("--store", type=Path, help="embedded store directory "
                    "(default $ATTRIBUTION_HOME/store or ./.attribution/store)")
     p.add_argument("--max-rejected", type=float, default=0.01,
@@ -362,10 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on bad usage already
+    except SystemExit as exc:  # argparse exits 2 on bad usage already (one line, see Parser)
         return int(exc.code or 0)
     from attribution.ingest import BadInput
-    from attribution.jobs import EXIT_LOCKED, JobLocked
+    from attribution.jobs import EXIT_LOCKED
+    from attribution.locks import Locked
     from attribution.verdicts import VerdictError
 
     try:
@@ -373,9 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BadInput, UsageError, VerdictError) as exc:
         print(f"attribution: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except JobLocked as exc:
+    except Locked as exc:
+        # The batch job's scheduler retries on 75 (EX_TEMPFAIL); `run` keeps to the
+        # contract's statuses (0, 1, 2) and names the holder.
         print(f"attribution: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_LOCKED
+        return EXIT_LOCKED if args.command == "reattribute" else 1
     except KeyboardInterrupt:
         print("attribution: interrupted; earlier results left as they were", file=sys.stderr)
         return 1
@@ -384,6 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"attribution: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the contract's exit 2, one clear line)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"attribution: {self.prog.removeprefix('attribution ')}: {message} "
+                     f"(see {self.prog} --help)\n")
 
 
 def _one_line(exc: BaseException) -> str:

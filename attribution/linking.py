@@ -93,7 +93,9 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
         creation,
         _timing_candidates(graph, params),
     ]
-    rows = pl.concat([p.select("a", "b", "family", "s") for p in parts if p.height])
+    # An empty part may carry other dtypes (nothing to infer them from): conform all.
+    rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
+                               pl.col("s").cast(pl.Float64)) for p in parts])
     scored = _combine(rows, params)
     scored = _add_pairwise_families(scored, graph, params)
     edges = _decide(scored, params)

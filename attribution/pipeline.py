@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
 from attribution.linking import FAMILIES, KIND_FAMILY, Links, _window_pairs, infer_links, rarity
 from attribution.progress import Stages
-from attribution.results import RunRecord, read_tables, write_run_dir
+from attribution.results import RunRecord
+from attribution.rundir import OutDir
 from attribution.schema import CAPABILITIES
 from attribution.scoring import sybil_scores
 from attribution.settings import RunParams
@@ -50,33 +51,24 @@ SHARED_KIND = {
 }
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """What a run produced, for the summary line and the callers."""
-
-    record: RunRecord
-    out: Path
-
-
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
 def run(
     snapshot: Path,
-    out: Path | None,
+    out: OutDir | None,
     store: Store,
     *,
     params: RunParams | None = None,
-    previous: Path | None = None,
     stages: Stages | None = None,
     verdicts: list[Verdict] | None = None,
-    previous_record: RunRecord | None = None,
-) -> RunOutcome:
-    """Run the whole attribution over a snapshot and write the run directory.
+    previous: RunRecord | None = None,
+) -> RunRecord:
+    """Run the whole attribution over a snapshot: load it, compute, commit the run.
 
-    ``previous_record`` (a stored run) may stand in for a ``previous`` directory;
-    ``out`` None writes no run directory besides the store's own.
+    Called by ``attribution.jobs.run_job`` (which checks paths and holds the
+    locks); ``out`` None writes no run directory besides the store's own.
     """
     params = params or RunParams()
     stages = stages or Stages(quiet=True)
@@ -92,27 +84,27 @@ def run(
         del built
     with stages.stage("read_graph"):
         graph = store.read_graph().canonical()
-    prev = read_tables(previous) if previous is not None else previous_record
-    record = attribute_graph(graph, params=params, stages=stages, previous=prev,
+    record = attribute_graph(graph, params=params, stages=stages, previous=previous,
                              verdicts=verdicts)
     record.manifest["counts"]["tables"] = {
         name: {"read": c.read, "loaded": c.loaded, "rejected": c.rejected}
         for name, c in snap.counts.items()
     }
     record.rejected = snap.rejected
-    return _finish(record, store, out, params=params, stages=stages, started=started, prev=prev,
+    return _finish(record, store, out, params=params, stages=stages, started=started,
+                   prev=previous,
                    input_={"path": str(Path(snapshot).resolve()), "digest": snap.digest})
 
 
 def run_stored(
     store: Store,
-    out: Path | None,
+    out: OutDir | None,
     *,
     params: RunParams | None = None,
     stages: Stages | None = None,
     verdicts: list[Verdict] | None = None,
-    previous_record: RunRecord | None = None,
-) -> RunOutcome:
+    previous: RunRecord | None = None,
+) -> RunRecord:
     """Re-run over the graph already in the store (no snapshot): the batch job's form.
 
     ``out`` None writes no extra run directory (the store keeps the run).
@@ -122,21 +114,22 @@ def run_stored(
     started = now()
     with stages.stage("read_graph"):
         graph = store.read_graph().canonical()
-    digest_of = getattr(store, "graph_digest", None)
-    digest = str(digest_of() if callable(digest_of) else "") or "unknown"
-    record = attribute_graph(graph, params=params, stages=stages, previous=previous_record,
+    digest = store.graph_digest() or "unknown"
+    record = attribute_graph(graph, params=params, stages=stages, previous=previous,
                              verdicts=verdicts)
-    where = getattr(store, "root", None)
     return _finish(record, store, out, params=params, stages=stages, started=started,
-                   prev=previous_record,
-                   input_={"path": f"store:{Path(where).resolve() if where else store.name}",
-                           "digest": digest})
+                   prev=previous, input_={"path": f"store:{store.location}", "digest": digest})
 
 
-def _finish(record: RunRecord, store: Store, out: Path | None, *, params: RunParams,
+def _finish(record: RunRecord, store: Store, out: OutDir | None, *, params: RunParams,
             stages: Stages, started: dt.datetime, prev: RunRecord | None,
-            input_: dict[str, str]) -> RunOutcome:
-    """Manifest, diff, run directory and store write: the common end of every run."""
+            input_: dict[str, str]) -> RunRecord:
+    """Manifest, diff, then one ordered commit: the store first, then the run directory.
+
+    The run directory is staged before the store writes and switched into place
+    only once the store has committed (``attribution.rundir``); a failure in
+    between undoes the staging, or finishes the switch if the store did commit.
+    """
     finished = now()
     taken = {str(m.get("run_id")) for m in store.list_runs()}
     base = run_id = f"run-{started:%Y%m%dT%H%M%S}-{input_['digest'][:8]}"
@@ -157,16 +150,37 @@ def _finish(record: RunRecord, store: Store, out: Path | None, *, params: RunPar
     if prev is not None:
         record.diff = run_diff(prev, record, threshold=DIFF_THRESHOLD, limit=1_000_000)
         record.manifest["diff_counts"] = record.diff["counts"]
+    record.manifest["timings"] = _timings(stages, started)
     with stages.stage("write"):
         if out is not None:
-            write_run_dir(record, out)
-        store.write_run(record)
-    record.manifest["timings"] = dict(stages.timings)
-    record.manifest["timings"]["total"] = round((now() - started).total_seconds(), 3)
+            out.stage(record)
+        try:
+            store.write_run(record)
+        except BaseException:
+            if out is not None:
+                out.abort(lambda run_id: _committed(store, run_id))
+            raise
+    record.manifest["timings"] = _timings(stages, started)
     if out is not None:
-        # The manifest's timings include the write itself: rewrite it in place.
-        (Path(out) / "manifest.json").write_text(_json(record.manifest))
-    return RunOutcome(record=record, out=Path(out) if out is not None else Path())
+        # The manifest's timings include the store's write: the staged copy says so.
+        out.rewrite_manifest(record)
+        out.commit(record.run_id)
+    return record
+
+
+def _committed(store: Store, run_id: str) -> bool | None:
+    """Whether ``store`` holds ``run_id`` as a committed run (None: it cannot say now)."""
+    try:
+        return run_id in {str(m.get("run_id")) for m in store.list_runs()}
+    except Exception:
+        return None
+
+
+def _timings(stages: Stages, started: dt.datetime) -> dict[str, float]:
+    """Seconds per stage so far, and in all."""
+    timings = dict(stages.timings)
+    timings["total"] = round((now() - started).total_seconds(), 3)
+    return timings
 
 
 def _json(data: object) -> str:
@@ -523,12 +537,11 @@ def _assemble(
     )
     evidence = (
         pl.concat([
-            e.select(
-                "fleet",
+            e.select(  # one schema: an empty part has nothing to infer its dtypes from
+                pl.col("fleet").cast(ids.schema["fleet"]),
                 (pl.col("org_id") if "org_id" in e.columns else pl.lit(None)).cast(pl.String)
                 .alias("org_id"),
-                "kind",
-                "detail",
+                pl.col("kind", "detail").cast(pl.String),
                 pl.col("weight").cast(pl.Float64),
             )
             for e in evidence_parts

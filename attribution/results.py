@@ -1,11 +1,8 @@
-"""A run's results and the run directory of the contract, written atomically."""
+"""A run's results and the files of the contract's run directory."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +86,7 @@ def write_tables(record: RunRecord, directory: Path) -> None:
 
 
 def read_tables(directory: Path) -> RunRecord:
-    """A run written by ``write_tables`` (or ``write_run_dir``)."""
+    """A run written by ``write_tables`` (or ``write_run_files``)."""
     return RunRecord(
         manifest=json.loads((directory / "manifest.json").read_text()),
         assignments=pl.read_parquet(directory / "assignments.parquet"),
@@ -98,32 +95,16 @@ def read_tables(directory: Path) -> RunRecord:
     )
 
 
-def write_run_dir(record: RunRecord, out: Path) -> None:
-    """Write the run directory so that it appears whole or not at all.
+def write_run_files(record: RunRecord, directory: Path) -> None:
+    """Every file of the contract's run directory into an existing, empty ``directory``.
 
-    Everything goes into a sibling temporary directory that is renamed into
-    place at the end; an earlier directory at ``out`` is replaced only then.
+    Nothing here is atomic: ``attribution.rundir.OutDir`` stages the files in a
+    hidden directory and switches it into place once the store has committed.
     """
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write_tables(record, tmp)
-        if record.diff is not None:
-            (tmp / "diff.json").write_text(json.dumps(record.diff, indent=2, default=str))
-        if record.rejected:
-            (tmp / "rejected").mkdir()
-            for name, frame in record.rejected.items():
-                frame.write_csv(tmp / "rejected" / f"{name}.csv")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_tables(record, directory)
+    if record.diff is not None:
+        (directory / "diff.json").write_text(json.dumps(record.diff, indent=2, default=str))
+    if record.rejected:
+        (directory / "rejected").mkdir()
+        for name, frame in record.rejected.items():
+            frame.write_csv(directory / "rejected" / f"{name}.csv")

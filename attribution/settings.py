@@ -10,6 +10,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from attribution.errors import UsageError
+
 
 def _family_table(**values: float) -> dict[str, float]:
     return dict(values)
@@ -92,6 +94,10 @@ class RunParams:
         return asdict(self)
 
 
+# The URI schemes of the neo4j driver (Bolt; +s and +ssc add TLS).
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
 @dataclass(frozen=True)
 class Neo4jSettings:
     """Connection settings, taken only from the environment."""
@@ -103,9 +109,16 @@ class Neo4jSettings:
 
     @classmethod
     def from_env(cls) -> Neo4jSettings | None:
+        """The settings of ``NEO4J_*``, None without ``NEO4J_URI``; a URI the driver
+        cannot speak Bolt to (``http://...``) is a ``UsageError``."""
         uri = os.environ.get("NEO4J_URI")
         if not uri:
             return None
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme not in BOLT_SCHEMES:
+            raise UsageError(f"NEO4J_URI must be a Bolt address such as bolt://host:7687 "
+                             f"({', '.join(BOLT_SCHEMES)}), not "
+                             f"{scheme + '://...' if scheme else repr(uri)}")
         return cls(
             uri=uri,
             user=os.environ.get("NEO4J_USER", "neo4j"),

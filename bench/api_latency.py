@@ -73,12 +73,13 @@ def world_snapshot(accounts: int, work: Path) -> Path:
 
 def run_into(store: Any, snapshot: Path, what: str) -> None:
     """Run the pipeline over ``snapshot`` into ``store`` (which becomes its current run)."""
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
     from attribution.progress import Stages
 
     print(f"running {snapshot} into {what} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    outcome = run(snapshot, None, store, stages=Stages(quiet=False))
+    outcome = run_job(store, home=Path(tempfile.mkdtemp(prefix="api-latency-home-")),
+                      snapshot=snapshot, stages=Stages(quiet=False))
     print(f"run {outcome.record.run_id} made current in {what} in "
           f"{time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
 

@@ -116,19 +116,20 @@ def load_figures(settings: Neo4jSettings, graph: PropertyGraph, digest: str,
 
 
 def run_figures(settings: Neo4jSettings, snapshot: Path, work: Path) -> dict[str, Any]:
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
 
     out: dict[str, Any] = {}
     with Neo4jStore(settings) as store:
         wipe(store)
         for name in ("neo4j_first", "neo4j_again"):
             started = time.perf_counter()
-            record = run(snapshot, work / name, store).record
+            record = run_job(store, home=work, snapshot=snapshot, out=work / name).record
             out[name] = {"total": round(time.perf_counter() - started, 2),
                          **record.manifest["timings"]}
             print(f"{name}: {out[name]['total']:.1f}s {record.manifest['timings']}", flush=True)
     started = time.perf_counter()
-    record = run(snapshot, work / "embedded", EmbeddedStore(work / "estore")).record
+    record = run_job(EmbeddedStore(work / "estore"), home=work, snapshot=snapshot,
+                     out=work / "embedded").record
     out["embedded"] = {"total": round(time.perf_counter() - started, 2),
                        **record.manifest["timings"]}
     print(f"embedded: {out['embedded']['total']:.1f}s {record.manifest['timings']}", flush=True)

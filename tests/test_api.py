@@ -586,6 +586,33 @@ def test_post_runs_runs_the_pipeline(tmp_path: Path) -> None:
             assert busy.status_code == 409 and busy.headers["content-type"] == PROBLEM
 
 
+def test_post_runs_without_kept_ids_still_takes_the_one_job_path(tmp_path: Path) -> None:
+    """keep_fleet_ids=false only starts fleet ids afresh: the store is still recovered and
+    the analysts' verdicts are still applied (a hidden identifier never comes back)."""
+    from attribution.verdicts import VerdictStore, make_verdict, verdict_path
+
+    snapshot = write_snapshot(tmp_path / "snapshot", hand_tables())
+    store, keys, app = _refreshing_app(tmp_path)
+    verdict = make_verdict("hide", "10.9.9.9", by="analyst", why="case 7", kind="ip")
+    VerdictStore(verdict_path(store, tmp_path)).add(verdict)
+    leftover = tmp_path / "store" / "runs" / ".run.killed"  # what a killed job left
+    leftover.mkdir()
+    with TestClient(app) as client:
+        h = {"X-API-Key": keys.admin}
+        r = client.post("/runs", json={"snapshot": str(snapshot), "keep_fleet_ids": False},
+                        headers=h)
+        assert r.status_code == 202, r.text
+        client.app.state.service.jobs.wait(120)  # type: ignore[attr-defined]
+        done = client.get(f"/runs/jobs/{r.json()['job_id']}", headers=h).json()
+        assert done["status"] == "succeeded", done
+    record = EmbeddedStore(tmp_path / "store").read_results()
+    assert record is not None and record.run_id == done["run_id"]
+    seen = record.manifest["verdicts"]
+    assert verdict.verdict_id in seen["applied"] + seen["not_applied"]
+    assert record.manifest["previous_run_id"] is None
+    assert not leftover.exists()
+
+
 # --- over real HTTP ---------------------------------------------------------------
 
 def free_port() -> int:

@@ -222,11 +222,11 @@ def hand_store(root: Path) -> Path:
 
 def generated_store(root: Path, *, accounts: int = 2000, seed: int = 1) -> tuple[Path, Path]:
     """Run the real pipeline over a generated world; returns (store root, snapshot dir)."""
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
     from fixtures.worldgen import generate_world
 
     generate_world(root / "world", accounts=accounts, seed=seed)
     store = EmbeddedStore(root / "store")
-    run(root / "world" / "snapshot", root / "run", store)
+    run_job(store, home=root, snapshot=root / "world" / "snapshot", out=root / "run")
     store.close()
     return root / "store", root / "world" / "snapshot"

@@ -55,7 +55,7 @@ class World:
 def world(neo4j_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A 1,000-account world (4 attributed fleets; ~20 s to load), run twice into Neo4j;
     NEO4J_* set for the kernels."""
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
     from attribution.store.neo4j import Neo4jStore
     from fixtures.worldgen import generate_world
 
@@ -68,8 +68,9 @@ def world(neo4j_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     settings = Neo4jSettings(uri=neo4j_server.uri, user=neo4j_server.user,
                              password=neo4j_server.password, database=neo4j_server.database)
     with Neo4jStore(settings) as store:
-        t1 = run(base / "t1" / "snapshot", base / "r1", store).record
-        t2 = run(base / "t2" / "snapshot", base / "r2", store, previous=base / "r1").record
+        t1 = run_job(store, home=base, snapshot=base / "t1" / "snapshot", out=base / "r1").record
+        t2 = run_job(store, home=base, snapshot=base / "t2" / "snapshot", out=base / "r2",
+                     previous=base / "r1").record
     assert t2.fleets.height and t2.fleets["org_id"].is_not_null().any()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in neo4j_server.env().items():

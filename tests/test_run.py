@@ -113,23 +113,3 @@ def test_failed_run_leaves_earlier_run_directory_intact(sample_run: Path, tmp_pa
     assert "Traceback" not in done.stderr
     assert (out / "manifest.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def test_interrupted_write_leaves_no_half_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                   ) -> None:
-    from attribution import results
-
-    record = results.RunRecord(
-        manifest={"run_id": "r"},
-        assignments=pl.DataFrame(schema=results.ASSIGNMENTS_SCHEMA),
-        fleets=pl.DataFrame(schema=results.FLEETS_SCHEMA),
-        evidence=pl.DataFrame(schema=results.EVIDENCE_SCHEMA),
-    )
-
-    def boom(*_: object, **__: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
-    with pytest.raises(OSError):
-        results.write_run_dir(record, tmp_path / "run")
-    assert list(tmp_path.iterdir()) == []

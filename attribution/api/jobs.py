@@ -125,10 +125,7 @@ class Jobs:
             lock.close()  # releases the run lock
 
     def _run(self, job: Job) -> None:
-        from attribution.jobs import JobLock, lock_path, reattribute
-        from attribution.pipeline import run
-        from attribution.settings import RunParams
-        from attribution.store import default_home
+        from attribution.jobs import run_job
 
         job.status, job.started_at = "running", dt.datetime.now(dt.UTC)
         self._save(job)
@@ -136,19 +133,13 @@ class Jobs:
         store = None
         try:
             store = self.service.store_factory()
-            if job.keep_fleet_ids:
-                # The batch job's path: the store's job lock (no run beside a
-                # nightly job), the current run as previous, analyst verdicts.
-                result = reattribute(store, home=default_home(), snapshot=Path(job.snapshot),
-                                     out=out, max_rejected=job.max_rejected_share)
-                run_id = result.run_id
-            else:
-                with JobLock(lock_path(store, default_home())):
-                    outcome = run(Path(job.snapshot), out, store,
-                                  params=RunParams(max_rejected_share=job.max_rejected_share),
-                                  previous=None)
-                run_id = outcome.record.run_id
-            job.run_id, job.out, job.status = run_id, str(out), "succeeded"
+            # The one job path of every run: the store's job lock (no run beside a
+            # nightly job), recovery, analyst verdicts; with keep_fleet_ids the
+            # store's current run is the previous run.
+            result = run_job(store, home=self.service.home, snapshot=Path(job.snapshot),
+                             out=out, keep_fleet_ids=job.keep_fleet_ids,
+                             max_rejected=job.max_rejected_share)
+            job.run_id, job.out, job.status = result.run_id, str(out), "succeeded"
         except BaseException as exc:  # a failed run must never take the server down
             log.warning("run job %s failed: %s", job.job_id, type(exc).__name__, exc_info=True)
             job.status = "failed"

@@ -18,6 +18,18 @@ class Store(Protocol):
 
     name: str
 
+    @property
+    def location(self) -> str:
+        """Where the store is, as one line (``embedded:/abs/dir``, ``neo4j:uri/db``):
+        names the store in manifests and in a run directory's switch journal."""
+        ...
+
+    @property
+    def path(self) -> Path | None:
+        """The directory the store keeps its files in (None for a server): a run's
+        ``--out`` may be neither it, nor inside it, nor a folder holding it."""
+        ...
+
     def load_snapshot(self, graph: PropertyGraph, *, digest: str) -> dict[str, int]:
         """Replace the stored graph with ``graph``; returns node and relationship counts."""
         ...
@@ -26,12 +38,21 @@ class Store(Protocol):
         """The stored graph, exactly as loaded (the algorithms read only this)."""
         ...
 
+    def graph_digest(self) -> str | None:
+        """The content digest of the snapshot the stored graph came from (None: no
+        complete graph)."""
+        ...
+
     def write_run(self, record: RunRecord) -> None:
         """Store a run's results and make it current, all at once."""
         ...
 
     def read_results(self, run_id: str | None = None) -> RunRecord | None:
         """A stored run (the current one by default), or None."""
+        ...
+
+    def current_run_id(self) -> str | None:
+        """The id of the current run, or None."""
         ...
 
     def list_runs(self) -> list[dict[str, Any]]:
@@ -46,6 +67,22 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and locks."""
         ...
+
+
+def open_store(embedded_root: Path) -> Store:
+    """The Neo4j store when ``NEO4J_URI`` is set, else the embedded one at ``embedded_root``.
+
+    A third backend is one more branch here and an implementation of ``Store``.
+    """
+    from attribution.settings import Neo4jSettings
+    from attribution.store.embedded import EmbeddedStore
+
+    settings = Neo4jSettings.from_env()
+    if settings is not None:
+        from attribution.store.neo4j import Neo4jStore
+
+        return Neo4jStore(settings)
+    return EmbeddedStore(Path(embedded_root))
 
 
 def default_home() -> Path:

@@ -65,6 +65,14 @@ class EmbeddedStore:
         # becomes current.
         self._loaded: str | None = None
 
+    @property
+    def location(self) -> str:
+        return f"embedded:{self.root.resolve()}"
+
+    @property
+    def path(self) -> Path:
+        return self.root
+
     # ----------------------------------------------------------------- graph
 
     def load_snapshot(self, graph: PropertyGraph, *, digest: str) -> dict[str, int]:

@@ -476,6 +476,14 @@ class Neo4jStore:
                 raise StoreError(f"bad Neo4j settings ({settings.uri}): {_line(exc)}") from exc
         self._guarded(lambda: self._driver.verify_connectivity())
 
+    @property
+    def location(self) -> str:
+        return f"neo4j:{self.settings.uri}/{self.settings.database}"
+
+    @property
+    def path(self) -> None:
+        return None
+
     # ----------------------------------------------------------------- plumbing
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
