@@ -318,3 +318,16 @@ def test_committed_sample_is_fresh(tmp_path: Path) -> None:
                            pl.read_parquet(fresh.truth / f"{name}.parquet"))
     assert json.loads((SAMPLE / "truth" / "world.json").read_text()) == json.loads(
         (fresh.truth / "world.json").read_text())
+
+
+def test_default_world_holds_no_family_population(world: tuple[WorldInfo, dict[str, pl.DataFrame]],
+                                                  truth: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    # family worlds draw from streams of their own: a default world is what it always was
+    info, t = world
+    ta, tg = truth
+    assert set(ta["group_kind"]) <= {"individual", "family", "company_team", "lab_employee", "campaign"}
+    assert "network" not in ta.columns
+    assert set(tg["label"].drop_nulls()) & {"mobile_resale", "dc_rotating"} == set()
+    assert "datacenter" not in set(t["proxies"]["kind"])
+    meta = json.loads((info.truth / "world.json").read_text())
+    assert "family" not in meta and "family" not in meta["params"]
