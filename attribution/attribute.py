@@ -22,7 +22,7 @@ from scipy.sparse.csgraph import connected_components
 
 from attribution.fleets import fleet_edges
 from attribution.graph import PropertyGraph
-from attribution.masking import mask_ip
+from attribution.masking import mask  # evidence sentences mask by kind, as the API does
 from attribution.settings import AttributionParams
 
 # Evidence kind -> (log-odds strength, evidence kind name, noun for the sentence).
@@ -86,15 +86,6 @@ def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.Dat
         pl.when(pl.col("reached").fill_null(False) | ~pl.col("evidenced").fill_null(False))
         .then(1.0).otherwise(CLOCK_ONLY_REACH).alias("reach"),
     )
-
-
-def mask(kind: str, key: str) -> str:
-    """Show only the tail of an identifier: evidence must not leak personal data."""
-    if kind in ("asn", "email_domain", "prompt"):
-        return key
-    if kind in ("ip", "signup_ip"):
-        return mask_ip(key, hidden="...")
-    return "..." + key[-4:] if len(key) > 4 else "..."
 
 
 def attribute(

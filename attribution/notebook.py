@@ -46,8 +46,8 @@ from neo4j.exceptions import DriverError, Neo4jError
 from neo4j.graph import Node, Relationship
 from neo4j.graph import Path as GraphPath
 
-from attribution.attribute import mask
 from attribution.cypher import NamedQuery, QueryError, get_query, load_queries, parse_query
+from attribution.masking import LABELS, label_kind, mask, mask_labelled, mask_node
 from attribution.settings import Neo4jSettings
 
 if TYPE_CHECKING:
@@ -60,9 +60,6 @@ QUERY_TIMEOUT = 300.0  # seconds: an analyst's runaway query must not hold the s
 RENDER_TIMEOUT = 600   # seconds per cell when rendering headless
 UNSET = ("NEO4J_URI is not set: start a dev server with `eval \"$(attribution neo4j-dev start)\"` "
          "or export NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD and NEO4J_DATABASE")
-# Entity labels whose identifiers are personal enough to mask in displayed tables.
-MASK_KIND = {"PaymentMethod": "payment", "Device": "device", "IP": "ip"}
-HIDDEN_PROPERTIES = ("_snapshot", "_row")
 
 
 class NotebookError(RuntimeError):
@@ -496,15 +493,16 @@ def to_frame(keys: list[str], rows: list[list[Any]]) -> pl.DataFrame:
 
 
 def _plain(value: Any) -> Any:
-    """Driver values as plain Python: temporal types native, nodes as property dicts,
-    relationships as their type, paths as readable text."""
+    """Driver values as plain Python: temporal types native, nodes as the small masked dicts
+    the API shows (``attribution.masking.mask_node``), relationships as their type, paths as
+    readable text with masked keys."""
     if isinstance(value, neo4j_time.DateTime | neo4j_time.Date | neo4j_time.Time):
         return value.to_native()
     if isinstance(value, neo4j_time.Duration):
         months, days, seconds, nanos = value
         return dt.timedelta(days=days + 30 * months, seconds=seconds, microseconds=nanos // 1000)
     if isinstance(value, Node):
-        return {k: _plain(v) for k, v in value.items() if k not in HIDDEN_PROPERTIES}
+        return mask_node(value)
     if isinstance(value, Relationship):
         return value.type
     if isinstance(value, GraphPath):
@@ -521,17 +519,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_NODE_KEYS = {"Account": "account_id", "PaymentMethod": "fingerprint", "Device": "device_id",
-              "IP": "ip", "Proxy": "proxy_id", "ASN": "asn", "EmailDomain": "domain",
-              "PromptTemplate": "prompt_hash", "Organization": "org_id", "Fleet": "fleet_id",
-              "Run": "run_id"}
-
-
 def _node_text(node: Node | None) -> str:
     if node is None:
         return "()"
-    label = next((lb for lb in _NODE_KEYS if lb in node.labels), next(iter(node.labels), ""))
-    key = node.get(_NODE_KEYS.get(label, ""))
+    label = next((lb for lb in LABELS if lb in node.labels), next(iter(node.labels), ""))
+    key = node.get(LABELS[label][1]) if label in LABELS else None
     shown = mask_entity(label, str(key)) if key is not None else ""
     return f"(:{label} {shown})".replace(" )", ")")
 
@@ -559,10 +551,11 @@ def _param(value: Any) -> Any:
 
 
 def mask_entity(label: str, value: str | None) -> str | None:
-    """An entity id as shown to people: cards and devices to the last 4, IPs to /24."""
-    if value is None or label not in MASK_KIND:
-        return value
-    return mask(MASK_KIND[label], value)
+    """An entity id as shown to people, by its node label's kind (``attribution.masking``:
+    cards, devices and prompt hashes to the last 4, IPs to /24, accounts and ASNs in full)."""
+    if value is None:
+        return None
+    return mask(label_kind(label) or "unknown", value)
 
 
 def masked(frame: pl.DataFrame, id_column: str = "entity_id",
@@ -577,11 +570,7 @@ def masked(frame: pl.DataFrame, id_column: str = "entity_id",
 
 def masked_labels(items: Iterable[str]) -> list[str]:
     """``"Label id"`` strings (as ``org_fleets`` returns them) with the ids masked."""
-    out = []
-    for item in items:
-        label, _, key = item.partition(" ")
-        out.append(f"{label} {mask_entity(label, key)}")
-    return out
+    return [mask_labelled(item) for item in items]
 
 
 # --------------------------------------------------------------------------- shortcuts

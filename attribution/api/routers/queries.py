@@ -16,10 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 
 from attribution.api.deps import AuthFirstRoute, ServiceDep, require_read, set_rows
-from attribution.api.masking import mask_param, scrub_text
 from attribution.api.models import NamedQuery, QueryResult, QueryRun
 from attribution.api.problems import ApiProblem, responses
-from attribution.store import Store
+from attribution.masking import mask_row, merge_duplicates, scrub_text
 
 router = APIRouter(prefix="/queries", tags=["queries"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)
@@ -49,7 +48,7 @@ def _describe(query: Any, runnable: bool) -> dict[str, Any]:
 @router.get("", response_model=list[NamedQuery], summary="The named query library")
 def list_queries(request: Request, service: ServiceDep) -> list[dict[str, Any]]:
     """Every library query with its parameters; ``runnable`` is false on the embedded store."""
-    runnable = service.is_neo4j()
+    runnable = service.runs_named_queries()
     items = [_describe(q, runnable) for _, q in sorted(_library().items())]
     set_rows(request, len(items))
     return items
@@ -64,27 +63,25 @@ def run_query(request: Request, service: ServiceDep, name: QueryName, body: Quer
     if name not in library:
         raise ApiProblem(404, "no such named query")
     _check_params(library[name], body.params)
-    if not service.is_neo4j():
+    if not service.runs_named_queries():
         service.call(lambda s: None)  # a store that is down is a 503, not a 501
-        if not service.is_neo4j():
+        if not service.runs_named_queries():
             raise ApiProblem(501, NEEDS_NEO4J, title="Needs Neo4j")
-    rows = service.call(lambda s: _run(s, name, body.params), lock=False)
-    shown = [{k: _jsonable(k, v) for k, v in row.items()} for row in rows[:body.limit]]
-    columns = list(shown[0]) if shown else list(library[name].returns)
+    rows = service.call(lambda s: s.run_query(name, body.params), lock=False)
+    columns, shown, truncated = _shown(rows, library[name].returns, body.limit)
     set_rows(request, len(shown))
-    return {"name": name, "columns": columns, "rows": shown, "truncated": len(rows) > body.limit}
+    return {"name": name, "columns": columns, "rows": shown, "truncated": truncated}
 
 
-def _run(store: Store, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    own = getattr(store, "run_named", None)
-    if callable(own):
-        return list(own(name, params))
-    from attribution import cypher
-
-    driver = getattr(store, "driver", None) or getattr(store, "_driver", None)
-    settings = getattr(store, "settings", None)
-    return cypher.run_named(driver, name, params,  # type: ignore[arg-type]
-                            database=getattr(settings, "database", None))
+def _shown(rows: list[dict[str, Any]], returns: tuple[str, ...], limit: int
+           ) -> tuple[list[str], list[dict[str, Any]], bool]:
+    """(columns, rows, truncated) as served: every value masked by its kind (nodes and paths
+    by their labels, as small dicts), rows that masking made identical merged into one with
+    a ``merged_rows`` count, then cut at ``limit``."""
+    masked, _ = merge_duplicates(mask_row(row) for row in rows)
+    shown = [{k: _jsonable(v) for k, v in row.items()} for row in masked[:limit]]
+    columns = list(shown[0]) if shown else list(returns)
+    return columns, shown, len(masked) > limit
 
 
 def _check_params(query: Any, params: dict[str, Any]) -> None:
@@ -109,18 +106,17 @@ def _safe(message: str) -> str:
     return scrub_text(re.split(r", got ", message, maxsplit=1)[0])
 
 
-def _jsonable(key: str, value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
+    """A masked value as JSON: times as ISO-8601, NaN as null."""
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     to_native = getattr(value, "to_native", None)
     if callable(to_native):
         return to_native().isoformat()
     if isinstance(value, dict):
-        return {str(k): _jsonable(str(k), v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(key, v) for v in value]
-    if isinstance(value, str):
-        return mask_param("entity_" + key if "entity" in key.lower() else key, value)
+        return [_jsonable(v) for v in value]
     if isinstance(value, float) and value != value:
         return None
     return value
