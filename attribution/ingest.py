@@ -50,8 +50,14 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
   most 2**32 - 1); ``last_seen >= first_seen``; ``known_links.confidence`` is in [0, 1], null is
   stored as 1.0; ``known_links.entity_id`` is normalised by ``entity_type`` (asn: bare digits
   from ``64500``/``AS64500``; email_domain: lower-case, no ``@``; ip: canonical form).
+* **Identifiers** (text columns naming an entity: ``account_id``, ``email``, ``fingerprint``,
+  ``device_id``, ``prompt_hash``, ``org_id``, ``known_links.entity_id``, ...; see
+  :attr:`attribution.schema.Column.identifier`) are at most
+  :data:`~attribution.schema.MAX_ID_LENGTH` characters (after normalisation); a longer one
+  is a rejected row (``longer than 256 characters (account_id)``), so both stores accept the
+  same input (Neo4j cannot index a property value of about 8 kB or more).
 * **Order of checks.** A row gets one reason, the first that applies: per column in schema
-  order (invalid UTF-8, unparsable, missing, not a choice, out of range), then the first/last
+  order (invalid UTF-8, unparsable, missing, too long, not a choice, out of range), then the first/last
   seen order, then references, then duplicate keys. Duplicates are found among rows that pass
   everything else, so the first *loadable* occurrence is kept and later ones rejected.
 * **References** are checked against the loaded rows of the referenced table, by one
@@ -64,7 +70,10 @@ Decisions on what the contract leaves open (tests in ``tests/test_ingest.py`` pi
   (``account_devices`` without ``devices``) is BadInput when the referencing table has rows.
 * **Limit.** ``rejected / read > max_rejected_share`` for any table is BadInput naming the
   table, the most frequent (column, problem) and the first row with it, checked right after the
-  table is read so a bad ``accounts`` stops the run before ``exchanges`` is touched.
+  table is read so a bad ``accounts`` stops the run before ``exchanges`` is touched. The row's
+  values are masked by the kind of entity each column holds (:mod:`attribution.masking`: an
+  e-mail never shows, an IP as its /24, a card or device as its last 4 characters, free text
+  with e-mails and IPs masked), and so is the first line of a reader's error.
 * **Extra columns** are kept after the contract columns, with their Parquet type (text from
   CSV). **Rejected frames** hold the columns of the file (not added nullable ones) as text
   (timestamps ISO-8601, nested values JSON, bytes hex), then ``reason`` = ``problem (column)``
@@ -92,7 +101,8 @@ from typing import Literal
 
 import polars as pl
 
-from attribution.schema import LOAD_ORDER, TABLES, Column, ColumnKind, Table
+from attribution.masking import kind_of, mask, scrub_text
+from attribution.schema import LOAD_ORDER, MAX_ID_LENGTH, TABLES, Column, ColumnKind, Table
 
 __all__ = ["DTYPES", "BadInput", "Snapshot", "TableCount", "contract_schema", "read_snapshot"]
 
@@ -319,9 +329,10 @@ def _digest(paths: Iterable[Path], stop: threading.Event | None = None) -> str:
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """First non-empty line of an exception message, shortened."""
+    """First non-empty line of an exception message, shortened; a reader's message may quote
+    a row, so e-mails and IPs in it are masked."""
     lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
-    text = lines[0] if lines else type(exc).__name__
+    text = scrub_text(lines[0], tokens=False) if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -738,6 +749,9 @@ def _problems(spec: Table, source: _Source, data: pl.DataFrame, reasons: _Reason
             checks.append((name, _parse_problem(col, fam), present & value.is_null()))
         if not col.nullable:
             checks.append((name, "missing value", value.is_null()))
+        if col.identifier:
+            too_long = value.str.len_chars() > MAX_ID_LENGTH
+            checks.append((name, f"longer than {MAX_ID_LENGTH} characters", too_long))
         if col.choices:
             allowed = pl.Series(col.choices, dtype=pl.String).implode()
             checks.append((name, f"not one of {', '.join(col.choices)}", ~value.is_in(allowed)))
@@ -914,7 +928,7 @@ def _check_limit(name: str, bad: pl.DataFrame, read: int, limit: float, reasons:
     counts = bad.group_by(_CODE, maintain_order=True).len(name=f"{_PREFIX}n")
     top = counts.sort(f"{_PREFIX}n", descending=True, maintain_order=True).get_column(_CODE)[0]
     column, problem = reasons.pairs[top]
-    sample = bad.filter(pl.col(_CODE) == top).row(0, named=True)
+    sample = _masked_row(TABLES[name], bad.filter(pl.col(_CODE) == top).row(0, named=True))
     shown = ", ".join(f"{k}={_short(v)}" for k, v in sample.items() if k != _CODE)
     hint = "; is the file UTF-8?" if problem == "invalid UTF-8" else ""
     raise BadInput(
@@ -922,6 +936,28 @@ def _check_limit(name: str, bad: pl.DataFrame, read: int, limit: float, reasons:
         f"({bad.height} of {read}; limit {_percent(limit, share)}%); "
         f"column {column}: {problem}{hint}; sample row: {_short(shown, 300)}"
     )
+
+
+def _masked_row(spec: Table, row: dict[str, object]) -> dict[str, object]:
+    """A rejected row as a message may show it: each value masked by the entity its column
+    holds (``known_links.entity_id`` by the row's ``entity_type``), other text scrubbed of
+    e-mails and IPs (extra columns too: nothing says what they hold)."""
+    kinds = {c.name: c.entity for c in spec.columns}
+    for c in spec.columns:
+        if c.entity_from is not None:
+            named = row.get(c.entity_from)
+            kinds[c.name] = kind_of(str(named).strip().lower()) if named is not None else None
+            kinds[c.name] = kinds[c.name] or "unknown"  # an unknown type hides the value
+    out: dict[str, object] = {}
+    for key, value in row.items():
+        kind = kinds.get(key)
+        if not isinstance(value, str) or key == _CODE:
+            out[key] = value
+        elif kind is not None:
+            out[key] = mask(kind, value)
+        else:
+            out[key] = scrub_text(value, tokens=False)
+    return out
 
 
 def _percent(x: float, other: float) -> str:

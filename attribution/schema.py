@@ -3,7 +3,10 @@
 Ingest validates against these definitions and the fixture generator writes
 them, so the contract lives in exactly one place (``shared/CONTRACT.md`` is the
 prose form). Column kinds are logical: ``str`` (ids and text), ``int``,
-``float``, ``bool``, ``ts`` (UTC timestamp), ``ip`` (v4 or v6 text).
+``float``, ``bool``, ``ts`` (UTC timestamp), ``ip`` (v4 or v6 text). A column
+holding entities says which (``entity``, a kind of :mod:`attribution.masking`):
+that decides how its values are shown in messages, and makes a text column an
+identifier, at most ``MAX_ID_LENGTH`` characters long.
 """
 
 from __future__ import annotations
@@ -13,15 +16,36 @@ from typing import Literal
 
 ColumnKind = Literal["str", "int", "float", "bool", "ts", "ip"]
 
+# The longest identifier (in characters) a key or id column may hold; longer ones are
+# rejected rows. Both stores must accept the same input: Neo4j refuses to index a property
+# value over its index key limit (8,167 bytes in 5.x; a 10 kB account_id ended a run on
+# Neo4j with "Property value is too large to index" while the embedded store took it).
+# 256 characters are at most 1 kB of UTF-8, far under that limit even for a composite key,
+# and hold every real identifier: a UUID is 36, a SHA-256 hex digest 64, an e-mail address
+# at most 254 (RFC 5321), an IPv6 text 45.
+MAX_ID_LENGTH = 256
+
 
 @dataclass(frozen=True)
 class Column:
-    """One contract column; ``nullable`` is the contract's ``?``."""
+    """One contract column; ``nullable`` is the contract's ``?``.
+
+    ``entity``: the kind of entity its values are (``account``, ``email``, ``ip``, ...), or
+    ``entity_from``: the column of the same row that names it (``known_links.entity_id``).
+    """
 
     name: str
     kind: ColumnKind
     nullable: bool = False
     choices: tuple[str, ...] = ()
+    entity: str | None = None
+    entity_from: str | None = None
+
+    @property
+    def identifier(self) -> bool:
+        """Text naming an entity: its length is limited to ``MAX_ID_LENGTH``."""
+        return (self.entity is not None or self.entity_from is not None) and self.kind in (
+            "str", "ip")
 
 
 @dataclass(frozen=True)
@@ -70,13 +94,13 @@ TABLES: dict[str, Table] = {
         Table(
             "accounts",
             (
-                Column("account_id", "str"),
+                Column("account_id", "str", entity="account"),
                 Column("created_at", "ts"),
-                Column("email", "str"),
+                Column("email", "str", entity="email"),
                 Column("country", "str", nullable=True),
                 Column("plan", "str", nullable=True, choices=("free", "pro", "team", "api")),
                 Column("org_claim", "str", nullable=True),
-                Column("signup_ip", "ip", nullable=True),
+                Column("signup_ip", "ip", nullable=True, entity="ip"),
             ),
             key=("account_id",),
             required=True,
@@ -84,8 +108,8 @@ TABLES: dict[str, Table] = {
         Table(
             "payment_methods",
             (
-                Column("payment_method_id", "str"),
-                Column("fingerprint", "str"),
+                Column("payment_method_id", "str", entity="payment_method"),
+                Column("fingerprint", "str", entity="payment"),
                 Column("kind", "str", choices=("card", "wallet", "bank")),
                 Column("bin", "str", nullable=True),
                 Column("issuer_country", "str", nullable=True),
@@ -95,8 +119,8 @@ TABLES: dict[str, Table] = {
         Table(
             "account_payments",
             (
-                Column("account_id", "str"),
-                Column("payment_method_id", "str"),
+                Column("account_id", "str", entity="account"),
+                Column("payment_method_id", "str", entity="payment_method"),
                 Column("first_seen", "ts"),
                 Column("last_seen", "ts"),
             ),
@@ -109,7 +133,7 @@ TABLES: dict[str, Table] = {
         Table(
             "devices",
             (
-                Column("device_id", "str"),
+                Column("device_id", "str", entity="device"),
                 Column("user_agent", "str", nullable=True),
                 Column("platform", "str", nullable=True),
                 Column("timezone", "str", nullable=True),
@@ -120,8 +144,8 @@ TABLES: dict[str, Table] = {
         Table(
             "account_devices",
             (
-                Column("account_id", "str"),
-                Column("device_id", "str"),
+                Column("account_id", "str", entity="account"),
+                Column("device_id", "str", entity="device"),
                 Column("first_seen", "ts"),
                 Column("last_seen", "ts"),
                 Column("sessions", "int"),
@@ -135,7 +159,7 @@ TABLES: dict[str, Table] = {
         Table(
             "proxies",
             (
-                Column("proxy_id", "str"),
+                Column("proxy_id", "str", entity="proxy"),
                 Column("provider", "str"),
                 Column(
                     "kind", "str", choices=("residential", "datacenter", "vpn", "mobile", "tor")
@@ -146,12 +170,12 @@ TABLES: dict[str, Table] = {
         Table(
             "ips",
             (
-                Column("ip", "ip"),
-                Column("asn", "int", nullable=True),
+                Column("ip", "ip", entity="ip"),
+                Column("asn", "int", nullable=True, entity="asn"),
                 Column("as_org", "str", nullable=True),
                 Column("country", "str", nullable=True),
                 Column("hosting", "bool", nullable=True),
-                Column("proxy_id", "str", nullable=True),
+                Column("proxy_id", "str", nullable=True, entity="proxy"),
             ),
             key=("ip",),
             references=(Reference("proxy_id", "proxies", "proxy_id"),),
@@ -159,8 +183,8 @@ TABLES: dict[str, Table] = {
         Table(
             "account_ips",
             (
-                Column("account_id", "str"),
-                Column("ip", "ip"),
+                Column("account_id", "str", entity="account"),
+                Column("ip", "ip", entity="ip"),
                 Column("first_seen", "ts"),
                 Column("last_seen", "ts"),
                 Column("requests", "int"),
@@ -171,22 +195,22 @@ TABLES: dict[str, Table] = {
         Table(
             "exchanges",
             (
-                Column("account_id", "str"),
+                Column("account_id", "str", entity="account"),
                 Column("ts", "ts"),
-                Column("ip", "ip", nullable=True),
-                Column("device_id", "str", nullable=True),
+                Column("ip", "ip", nullable=True, entity="ip"),
+                Column("device_id", "str", nullable=True, entity="device"),
                 Column("model", "str", nullable=True),
                 Column("input_tokens", "int"),
                 Column("output_tokens", "int"),
                 Column("capability", "str", nullable=True),
-                Column("prompt_hash", "str", nullable=True),
+                Column("prompt_hash", "str", nullable=True, entity="prompt"),
             ),
             references=(Reference("account_id", "accounts", "account_id"),),
         ),
         Table(
             "organizations",
             (
-                Column("org_id", "str"),
+                Column("org_id", "str", entity="organization"),
                 Column("name", "str"),
                 Column("country", "str", nullable=True),
                 Column("kind", "str", nullable=True),
@@ -197,8 +221,8 @@ TABLES: dict[str, Table] = {
             "known_links",
             (
                 Column("entity_type", "str", choices=ENTITY_TYPES),
-                Column("entity_id", "str"),
-                Column("org_id", "str"),
+                Column("entity_id", "str", entity_from="entity_type"),
+                Column("org_id", "str", entity="organization"),
                 Column("source", "str"),
                 Column("confidence", "float", nullable=True),
                 Column("observed_at", "ts", nullable=True),

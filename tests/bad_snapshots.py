@@ -20,6 +20,7 @@ from typing import Literal
 import polars as pl
 
 from attribution.ingest import Snapshot
+from attribution.schema import MAX_ID_LENGTH, TABLES
 
 Fmt = Literal["csv", "parquet"]
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -396,7 +397,7 @@ def absent_referenced_table(root: Path) -> None:
     Refused(
         r"^table exchanges: 3\.2% of rows rejected \(32 of 1000; limit 1\.0%\); "
         r"column ts: unparsable timestamp; sample row: account_id=a1, ts=2026-13-01T00:00:00Z, "
-        r"ip=203\.0\.113\.5, "
+        r"ip=203\.0\.113\.0/24, device_id=…, "
     ),
     max_rejected_share=0.01,
 )
@@ -431,6 +432,39 @@ def rejection_cascades(root: Path) -> None:
     created = frame["created_at"].to_list()
     created[0] = created[1] = "yesterday"
     write_table(root, "accounts", frame.with_columns(pl.Series("created_at", created)), "csv")
+
+
+@case(
+    Refused(
+        r"^table accounts: 100\.0% of rows rejected \(6 of 6; limit 1\.0%\); column created_at: "
+        r"unparsable timestamp; sample row: account_id=a1, created_at=yesterday, email=<email>, "
+        r"country=US, plan=free, org_claim=null, signup_ip=203\.0\.113\.0/24$"
+    ),
+    max_rejected_share=0.01,
+)
+def sample_row_masked(root: Path) -> None:
+    """Every account rejected: the sample row shows no e-mail and only the sign-up IP's /24."""
+    build_valid(root)
+    frame = as_text(valid_tables()["accounts"]).with_columns(pl.lit("yesterday").alias("created_at"))
+    write_table(root, "accounts", frame, "csv")
+
+
+@case(
+    Refused(
+        r"^table known_links: 40\.0% of rows rejected .* column confidence: out of range 0\.\.1; "
+        r"sample row: entity_type=fingerprint, entity_id=…9f2c, org_id=o1, "
+        r"source=corporate_card_registry, confidence=1\.5, observed_at=null$"
+    ),
+    max_rejected_share=0.01,
+)
+def sample_row_masked_by_entity_type(root: Path) -> None:
+    """A known card's fingerprint in a sample row is masked as a card: its entity_type says so."""
+    build_valid(root)
+    links = valid_tables()["known_links"].with_columns(
+        pl.Series("entity_id", ["64500", "fp_corp_card_9f2c", "y.org", "2001:db8::1", "a3"]),
+        pl.Series("confidence", [0.9, 1.5, 0.7, 1.5, 0.6]),
+    )
+    write_table(root, "known_links", links, "csv")
 
 
 # --- row problems: rejected rows ------------------------------------------------------------
@@ -692,6 +726,63 @@ def row_rules(root: Path) -> None:
         pl.lit("AS-NOPE").alias("entity_id"), pl.lit(0.5).alias("confidence")
     )
     write_table(root, "known_links", pl.concat([links, nope]), "csv")
+
+
+LONG_ACCOUNT = "a" + "x" * 10_000  # a 10 kB id: the embedded store took it, Neo4j could not index it
+
+
+def _check_long_ids(snap: Snapshot) -> None:
+    assert "d" * MAX_ID_LENGTH in snap.tables["devices"]["device_id"].to_list()  # at the limit
+    for name, frame in snap.tables.items():
+        for column in TABLES[name].columns:
+            if column.identifier and frame.height:
+                lengths = frame[column.name].drop_nulls().str.len_chars()
+                assert (lengths <= MAX_ID_LENGTH).all(), (name, column.name)
+
+
+_TOO_LONG = rf"^longer than {MAX_ID_LENGTH} characters \(\w+\)$"
+
+
+@case(Loads({"accounts": (2, _TOO_LONG), "payment_methods": (1, _TOO_LONG),
+             "devices": (1, _TOO_LONG), "account_devices": (1, _TOO_LONG),
+             "exchanges": (2, _TOO_LONG), "organizations": (1, _TOO_LONG),
+             "known_links": (2, _TOO_LONG)},
+            _check_long_ids))  # fmt: skip
+def long_identifiers(root: Path) -> None:
+    """Ids longer than MAX_ID_LENGTH in every kind of key column are rejected rows, so both
+    stores take the same input; an id of exactly the limit loads."""
+    build_valid(root)
+    t = valid_tables()
+    at_limit, over = "d" * MAX_ID_LENGTH, "d" * (MAX_ID_LENGTH + 1)
+    acc = t["accounts"]
+    extra = acc.head(2).with_columns(
+        pl.Series("account_id", [LONG_ACCOUNT, "a8"]),
+        pl.Series("email", ["long@x.ai", "u" * 300 + "@x.ai"]),
+    )
+    write_table(root, "accounts", pl.concat([acc, extra]), "parquet")
+    pm = t["payment_methods"]
+    write_table(root, "payment_methods", pl.concat(
+        [pm, pm.head(1).with_columns(pl.lit("pm9").alias("payment_method_id"),
+                                     pl.lit("F" * 5000).alias("fingerprint"))]), "parquet")
+    dev = t["devices"]
+    write_table(root, "devices", pl.concat(
+        [dev, dev.head(2).with_columns(pl.Series("device_id", [at_limit, over]))]), "parquet")
+    ad = t["account_devices"]
+    write_table(root, "account_devices", pl.concat(
+        [ad, ad.head(2).with_columns(pl.Series("account_id", ["a6", "a6"]),
+                                     pl.Series("device_id", [at_limit, over]))]), "parquet")
+    ex = t["exchanges"]
+    write_table(root, "exchanges", pl.concat(
+        [ex, ex.head(2).with_columns(pl.Series("account_id", [LONG_ACCOUNT, "a1"]),
+                                     pl.Series("prompt_hash", ["h1", "h" * 1000]))]), "parquet")
+    org = t["organizations"]
+    write_table(root, "organizations", pl.concat(
+        [org, org.head(1).with_columns(pl.lit("o" * 300).alias("org_id"))]), "parquet")
+    kl = t["known_links"]
+    write_table(root, "known_links", pl.concat(
+        [kl, kl.head(2).with_columns(pl.Series("entity_type", ["account", "prompt_hash"]),
+                                     pl.Series("entity_id", [LONG_ACCOUNT, "h2"]),
+                                     pl.Series("org_id", ["o1", "o" * 300]))]), "parquet")
 
 
 def _check_blank_lines(snap: Snapshot) -> None:
