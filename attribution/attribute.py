@@ -24,6 +24,7 @@ from attribution.fleets import fleet_edges
 from attribution.graph import PropertyGraph
 from attribution.masking import mask  # evidence sentences mask by kind, as the API does
 from attribution.settings import AttributionParams
+from attribution.vocabulary import IDENTITY_FAMILIES
 
 # Evidence kind -> (log-odds strength, evidence kind name, noun for the sentence).
 STRENGTH: dict[str, tuple[float, str, str]] = {
@@ -35,11 +36,6 @@ STRENGTH: dict[str, tuple[float, str, str]] = {
     "ip": (2.5, "org_ip", "IP"),
     "asn": (2.5, "org_asn", "network AS"),
 }
-# Families that tie an account to what it holds (a card, a device, a domain, a
-# template), as opposed to when it acts (timing, sign-up, profile). Networks
-# are left out: an operation's shared IPs are mostly rented exits, which
-# several operators use at once.
-IDENTITY_FAMILIES = ("payment", "device", "email", "prompt")
 # A member tied to its fleet only by the clock (activity in the same minutes,
 # sign-ups in the same burst) may belong to another operation working the same
 # hours: an organization reaches it at this share of the fleet's confidence,

@@ -20,7 +20,6 @@ from attribution.store import default_home, open_store
 
 if TYPE_CHECKING:
     from attribution.results import RunRecord
-    from attribution.verdicts import VerdictStore
 
 __all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 
@@ -101,40 +100,32 @@ def _reattribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verdict_store(args: argparse.Namespace) -> VerdictStore:
-    """The verdict log of the store the jobs use (no database connection needed)."""
-    from attribution.settings import Neo4jSettings
-    from attribution.verdicts import VerdictStore
-
-    if Neo4jSettings.from_env() is not None:
-        return VerdictStore(default_home() / "verdicts.jsonl")
-    return VerdictStore(Path(args.store or default_home() / "store") / "verdicts.jsonl")
-
-
 def _verdict(args: argparse.Namespace) -> int:
-    from attribution.verdicts import check_subject, make_verdict
+    from attribution.verdicts import VerdictStore, check_subject, make_verdict
 
-    log = _verdict_store(args)
-    if args.action == "list":
-        for v, revoked in log.all():
-            if revoked is not None and not args.all:
-                continue
-            target = f"{v.kind} {v.subject}" if v.kind else v.subject
-            org = f" org={v.org_id}" if v.org_id else ""
-            state = f" REVOKED by {revoked.get('by')} on {str(revoked.get('at'))[:10]}" \
-                if revoked else ""
-            print(f"{v.verdict_id}  {v.at}  {v.action:<7} {target}{org}  by={v.by}  "
-                  f"why={v.why}{state}")
-        return 0
-    if args.action == "revoke":
-        log.revoke(args.verdict_id, by=args.by or os.environ.get("USER", "unknown"),
-                   why=args.why or "")
-        print(f"revoked {args.verdict_id} (applies from the next run)")
-        return 0
-    verdict = make_verdict(args.action, args.subject, by=args.by, why=args.why,
-                           kind=getattr(args, "kind", None), org_id=getattr(args, "org", None))
     store = open_store(args.store or default_home() / "store")
     try:
+        log = VerdictStore(store.verdict_log_path(default_home()))
+        if args.action == "list":
+            for v, revoked in log.all():
+                if revoked is not None and not args.all:
+                    continue
+                target = f"{v.kind} {v.subject}" if v.kind else v.subject
+                org = f" org={v.org_id}" if v.org_id else ""
+                label = f" {v.label}" if v.label else ""
+                state = f" REVOKED by {revoked.get('by')} on {str(revoked.get('at'))[:10]}" \
+                    if revoked else ""
+                print(f"{v.verdict_id}  {v.at}  {v.action:<7} {target}{label}{org}  by={v.by}  "
+                      f"why={v.why}{state}")
+            return 0
+        if args.action == "revoke":
+            log.revoke(args.verdict_id, by=args.by or os.environ.get("USER", "unknown"),
+                       why=args.why or "")
+            print(f"revoked {args.verdict_id} (applies from the next run)")
+            return 0
+        verdict = make_verdict(args.action, args.subject, by=args.by, why=args.why,
+                               kind=getattr(args, "kind", None),
+                               org_id=getattr(args, "org", None))
         check_subject(verdict, store.read_results() if verdict.kind is None else None)
     finally:
         store.close()

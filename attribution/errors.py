@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """Bad usage or configuration: exit status 2, one line on stderr, before any work."""
+
+
+class Unsupported(RuntimeError):
+    """The store cannot do this (e.g. run Cypher without a graph database)."""

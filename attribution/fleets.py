@@ -18,8 +18,8 @@ from community import community_louvain
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from attribution.linking import FAMILIES
 from attribution.settings import FleetParams, LinkParams
+from attribution.vocabulary import STRENGTH_COLUMNS, families_agreeing, total_weight
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -240,7 +240,7 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     if not near.height or not membership.height:
         return membership
     fleet_of = membership.select("idx", "fleet")
-    s_cols = [f"s_{f}" for f in FAMILIES]
+    s_cols = STRENGTH_COLUMNS
     sides = pl.concat([
         near.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), *s_cols),
         near.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), *s_cols),
@@ -250,11 +250,10 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
         return membership
     per_fleet = (
         sides.group_by("loner", "fleet")
-        .agg(*[pl.col(c).max() for c in s_cols], pl.sum_horizontal(s_cols).sum().alias("mass"))
+        .agg(*[pl.col(c).max() for c in s_cols], total_weight().sum().alias("mass"))
         .with_columns(
-            pl.sum_horizontal([(pl.col(f"s_{f}") >= params.family_threshold).cast(pl.Int32)
-                               for f in FAMILIES if f != "profile"]).alias("families"),
-            pl.sum_horizontal(s_cols).alias("attachment"),
+            families_agreeing(params.family_threshold).alias("families"),
+            total_weight().alias("attachment"),
         )
         .sort(["loner", "mass", "fleet"], descending=[False, True, False])
         .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))

@@ -15,14 +15,14 @@ modules see only it, never a store.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
 
 import polars as pl
 
 from attribution import behaviour
+from attribution.vocabulary import LINK_KIND, USE_KINDS, UseKind
 
-UseKind = Literal["payment", "device", "ip", "signup_ip", "email_domain", "prompt"]
-USE_KINDS: tuple[UseKind, ...] = ("payment", "device", "ip", "signup_ip", "email_domain", "prompt")
+__all__ = ["LINK_KIND", "USE_KINDS", "PropertyGraph", "UseKind", "build_graph"]
+
 TS = pl.Datetime("us", "UTC")
 
 USES_SCHEMA = {
@@ -32,17 +32,6 @@ USES_SCHEMA = {
     "first_seen": TS,
     "last_seen": TS,
     "count": pl.Int64,
-}
-# known_links.entity_type -> the kind of graph key it resolves to.
-LINK_KIND = {
-    "account": "account",
-    "payment_method": "payment",
-    "fingerprint": "payment",
-    "device": "device",
-    "ip": "ip",
-    "asn": "asn",
-    "email_domain": "email_domain",
-    "prompt_hash": "prompt",
 }
 
 

@@ -38,7 +38,7 @@ from attribution.store import Store
 if TYPE_CHECKING:
     from attribution.results import RunRecord
 
-__all__ = ["EXIT_LOCKED", "JobLock", "JobLocked", "JobResult", "lock_path", "reattribute",
+__all__ = ["EXIT_LOCKED", "JobLock", "JobLocked", "JobResult", "reattribute",
            "recover", "run_job", "summary_line"]
 
 EXIT_OK = 0
@@ -52,14 +52,6 @@ class JobLock(FileLock):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, busy=f"another job holds {path}", error=JobLocked)
-
-
-def lock_path(store: Store, home: Path) -> Path:
-    """The job lock of a store: beside an embedded store, in ``home`` for Neo4j."""
-    root = getattr(store, "root", None)
-    if store.name == "embedded" and root is not None:
-        return Path(root) / ".lock"
-    return Path(home) / "neo4j-job.lock"
 
 
 def recover(store: Store, out: OutDir | None = None) -> list[str]:
@@ -143,7 +135,7 @@ def run_job(
     """
     from attribution.pipeline import run, run_stored
     from attribution.settings import RunParams
-    from attribution.verdicts import VerdictStore, verdict_path
+    from attribution.verdicts import VerdictStore
 
     started = time.perf_counter()
     stages = stages or JobStages(quiet=True)
@@ -155,7 +147,7 @@ def run_job(
     target = check_out(out, protected={"the snapshot": snapshot, "the store": store.path}) \
         if out is not None else None
     with ExitStack() as held:
-        held.enter_context(JobLock(lock_path(store, home)))
+        held.enter_context(JobLock(store.job_lock_path(home)))
         outdir = held.enter_context(OutDir(target, store_location=store.location)) \
             if target is not None else None
         for note in recover(store, outdir):
@@ -163,7 +155,7 @@ def run_job(
         checkpoint("locked")
         if earlier is None and keep_fleet_ids:
             earlier = store.read_results()
-        verdicts = VerdictStore(verdict_path(store, home)).active()
+        verdicts = VerdictStore(store.verdict_log_path(home)).applicable()
         params = RunParams(max_rejected_share=max_rejected)
         if snapshot is not None:
             record = run(snapshot, outdir, store, params=params, stages=stages,

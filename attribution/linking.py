@@ -30,21 +30,15 @@ from attribution.behaviour import MINHASH_K
 from attribution.graph import PropertyGraph
 from attribution.matrix import list_matrix
 from attribution.settings import LinkParams
-
-FAMILIES = ("payment", "device", "network", "email", "prompt", "timing", "creation", "profile")
-STRONG_FAMILIES = ("payment", "device")
-# Families whose big entities may still link when their users are anomalous together
-# (not networks: rented proxy exits are shared by several operators at once).
-COHERENCE_FAMILIES = ("prompt", "email")
-# uses.kind -> evidence family
-KIND_FAMILY = {
-    "payment": "payment",
-    "device": "device",
-    "ip": "network",
-    "signup_ip": "network",
-    "email_domain": "email",
-    "prompt": "prompt",
-}
+from attribution.vocabulary import (
+    COHERENCE_FAMILIES,
+    FAMILIES,
+    KIND_FAMILY,
+    STRENGTH_COLUMNS,
+    STRONG_FAMILIES,
+    families_agreeing,
+    total_weight,
+)
 
 
 @dataclass
@@ -104,7 +98,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
         edges = pl.concat([edges, batch]).sort("a", "b")
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
-        "a", "b", *[f"s_{f}" for f in FAMILIES])
+        "a", "b", *STRENGTH_COLUMNS)
     return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
                  bursts=_strong_bursts(bursts, graph, params), near=near)
 
@@ -155,7 +149,7 @@ def _dormant(graph: PropertyGraph, p: LinkParams) -> pl.Series:
     ).cast(pl.Int32).implode()
 
 
-def _window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
+def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
     """Pairs inside each block: all of them for small blocks, a band for big ones.
 
     ``members``: block (u64), idx (i32), s, first_seen, last_seen. The result has
@@ -236,7 +230,7 @@ def _entity_evidence(
     )
     out = []
     for family, group in members.partition_by("family", as_dict=True).items():
-        pairs = _window_pairs(group.drop("family"), p.window)
+        pairs = window_pairs(group.drop("family"), p.window)
         if not pairs.height:
             continue
         overlap = pl.max_horizontal("f1", "f2") <= pl.min_horizontal("l1", "l2")
@@ -332,7 +326,7 @@ def _creation_evidence(bursts: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
         return _empty_rows()
     members = bursts.select("block", "idx", "s", pl.lit(0).alias("first_seen"),
                             pl.lit(0).alias("last_seen"))
-    pairs = _window_pairs(members, p.window)
+    pairs = window_pairs(members, p.window)
     return pairs.select("a", "b", _family("creation"), "s")
 
 
@@ -379,7 +373,7 @@ def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: p
     grouped = members.join(blocks.select("block", "net", "s"), on=["block", "net"]).select(
         pl.struct("block", "net").hash(seed=9).alias("block"), "idx", "s",
         pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen"))
-    pairs = _window_pairs(grouped, p.window)
+    pairs = window_pairs(grouped, p.window)
     # Only between accounts that have done (almost) nothing yet: active
     # accounts have their own traffic to link them.
     dormant = _dormant(graph, p)
@@ -414,7 +408,7 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
         members = members.join(
             sizes.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block)), on="block"
         ).drop("n")
-        pairs = _window_pairs(members, p.window)
+        pairs = window_pairs(members, p.window)
         if pairs.height:
             out.append(pairs.select("a", "b", _family("timing"), "s"))
     return pl.concat(out) if out else _empty_rows()
@@ -579,17 +573,9 @@ def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
 
 def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     """Keep pairs with a strong identifier, or several families agreeing."""
-    s_cols = [f"s_{f}" for f in FAMILIES]
-    # Profile (time zone, hours, capability mix) moves with timing and with
-    # geography, so it adds weight but never counts as an agreeing family.
-    agrees = [
-        (pl.col(f"s_{f}") >= p.family_threshold).cast(pl.Int32)
-        for f in FAMILIES
-        if f != "profile"
-    ]
     strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
     out = scored.with_columns(
-        pl.sum_horizontal(agrees).alias("families"), pl.sum_horizontal(s_cols).alias("weight")
+        families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight")
     )
     return out.filter(
         strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight))

@@ -55,7 +55,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from nbformat import NotebookNode
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# Shipped as package data (``attribution/notebooks``, mapped from the repo's
+# ``notebooks/`` at build time) or, in a checkout, at the repo root: one source.
+NOTEBOOKS_DIR = next(
+    (d for d in (Path(__file__).resolve().parent / "notebooks",
+                 Path(__file__).resolve().parent.parent / "notebooks")
+     if any(d.glob("*.ipynb"))),
+    Path(__file__).resolve().parent.parent / "notebooks")
+EXTRA_HINT = "pip install 'attribution[notebooks]'"
 QUERY_TIMEOUT = 300.0  # seconds: an analyst's runaway query must not hold the server forever
 RENDER_TIMEOUT = 600   # seconds per cell when rendering headless
 UNSET = ("NEO4J_URI is not set: start a dev server with `eval \"$(attribution neo4j-dev start)\"` "
@@ -981,11 +988,15 @@ def _cli_value(text: str, default: Any) -> Any:
 
 def _render_command(args: argparse.Namespace) -> int:
     """``notebook render``: 0 written, 2 bad usage or no Neo4j settings, 1 a cell failed."""
-    import nbformat
-
     try:
+        for module in ("nbformat", "nbclient", "nbconvert", "ipykernel"):
+            try:
+                __import__(module)
+            except ImportError:
+                raise NotebookError(f"rendering needs the notebook extra ({module} is not "
+                                    f"installed): {EXTRA_HINT}") from None
         path = resolve_notebook(args.notebook)
-        defaults = notebook_parameters(nbformat.read(path, as_version=4))
+        defaults = notebook_parameters(_read_plain(path))
         params: dict[str, Any] = {}
         for name, text in args.parameter or []:
             if name not in defaults:
@@ -1023,17 +1034,41 @@ def _title(nb: NotebookNode) -> str:
     return ""
 
 
-def _list_command(args: argparse.Namespace) -> int:
-    """``notebook list``: each notebook with its title and parameters."""
-    import nbformat
+class _Plain(dict[str, Any]):
+    """A notebook's JSON with attribute access, as nbformat gives it: reading a
+    notebook's title and parameters needs no notebook extra."""
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _read_plain(path: Path) -> Any:
+    """An ``.ipynb`` (format 4) read as plain JSON, sources joined like nbformat's."""
+    def node(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return _Plain({k: node(v, k) for k, v in value.items()})
+        if isinstance(value, list):
+            return "".join(value) if key == "source" else [node(v) for v in value]
+        return value
+
+    try:
+        return node(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise NotebookError(f"cannot read {path}: {exc}") from None
+
+
+def _list_command(args: argparse.Namespace) -> int:
+    """``notebook list``: each notebook with its title and parameters (no extra needed)."""
     folder = Path(args.dir) if args.dir else NOTEBOOKS_DIR
     paths = sorted(folder.glob("*.ipynb"))
     if not paths:
         print(f"notebook list: no notebooks in {folder}", file=sys.stderr)
         return 2
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
+        nb = _read_plain(path)
         params = ", ".join(f"{k}={v!r}" for k, v in notebook_parameters(nb).items())
         print(f"{path.stem:<22} {_title(nb)}")
         print(f"{'':<22} parameters: {params or 'none'}")

@@ -22,7 +22,7 @@ from attribution.fleets import attach_by_evidence, attach_loners, find_fleets
 from attribution.graph import PropertyGraph, build_graph
 from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
-from attribution.linking import FAMILIES, KIND_FAMILY, Links, _window_pairs, infer_links, rarity
+from attribution.linking import Links, infer_links, rarity, window_pairs
 from attribution.progress import Stages
 from attribution.results import RunRecord
 from attribution.rundir import OutDir
@@ -39,16 +39,19 @@ from attribution.verdicts import (
     hidden_uses,
     pinned_members,
 )
+from attribution.vocabulary import (
+    ENTITY_KINDS,
+    FAMILIES,
+    KIND_FAMILY,
+    STRENGTH_COLUMNS,
+    families_agreeing,
+    total_weight,
+)
 
 FLOAT_DECIMALS = 12
 DIFF_THRESHOLD = 0.1  # confidence moves reported in diff.json
-SHARED_KIND = {
-    "payment": ("shared_payment", "card fingerprint"),
-    "device": ("shared_device", "device"),
-    "ip": ("shared_ip", "IP"),
-    "email_domain": ("shared_email_domain", "email domain"),
-    "prompt": ("prompt_template", "prompt template"),
-}
+# uses.kind -> (evidence kind, noun) of the "N accounts share ..." rows.
+SHARED_KIND = {k.kind: (k.shared_evidence, k.noun) for k in ENTITY_KINDS if k.shared_evidence}
 
 
 def now() -> dt.datetime:
@@ -271,7 +274,7 @@ def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
         block = group.select(pl.lit(_stable_block(str(verdict_id)), pl.UInt64).alias("block"),
                              pl.col("idx").cast(pl.Int32), pl.lit(0.0).alias("s"),
                              "first_seen", "last_seen")
-        pairs = _window_pairs(block, params.link.window)
+        pairs = window_pairs(block, params.link.window)
         if pairs.height:
             parts.append(pairs.select(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32),
                                       pl.lit(KIND_FAMILY[str(kind)]).alias("family")))
@@ -279,9 +282,8 @@ def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
         return links
     pinned = pl.concat(parts).group_by("a", "b").agg(
         [(pl.col("family") == f).any().alias(f"p_{f}") for f in FAMILIES])
-    s_cols = [f"s_{f}" for f in FAMILIES]
-    edges = links.edges.select("a", "b", *s_cols).join(pinned, on=["a", "b"], how="full",
-                                                        coalesce=True)
+    edges = links.edges.select("a", "b", *STRENGTH_COLUMNS).join(pinned, on=["a", "b"],
+                                                                  how="full", coalesce=True)
     p = params.link
     edges = edges.with_columns([
         pl.when(pl.col(f"p_{f}").fill_null(False))
@@ -290,10 +292,8 @@ def _pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
         .otherwise(pl.col(f"s_{f}").fill_null(0.0)).alias(f"s_{f}")
         for f in FAMILIES
     ]).with_columns(
-        pl.sum_horizontal([(pl.col(f"s_{f}") >= p.family_threshold).cast(pl.Int32)
-                           for f in FAMILIES if f != "profile"]).alias("families"),
-        pl.sum_horizontal(s_cols).alias("weight"),
-    ).select("a", "b", *s_cols, "families", "weight").sort("a", "b")
+        families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight"),
+    ).select("a", "b", *STRENGTH_COLUMNS, "families", "weight").sort("a", "b")
     return Links(accounts=links.accounts, edges=edges, candidates=links.candidates,
                  bursts=links.bursts, near=links.near)
 

@@ -5,11 +5,12 @@ account is a real person, a fleet is the case they closed last week). A
 verdict records that with who, when and why, and every later run applies it
 inside the pipeline, so a re-run never silently undoes an analyst's decision.
 
-Storage is an append-only JSON-lines file (``<store>/verdicts.jsonl`` for the
-embedded store, ``$ATTRIBUTION_HOME/verdicts.jsonl`` for Neo4j): a line is
-never rewritten or removed; a revocation is a line of its own. Appends take
-an exclusive ``flock`` and are fsynced, so the CLI and the API can write the
-same file at once.
+Storage is one append-only JSON-lines log per store (``Store.verdict_log_path``:
+``<store>/verdicts.jsonl`` for the embedded store, ``$ATTRIBUTION_HOME/verdicts.jsonl``
+for Neo4j), written by ``attribution verdict`` and ``POST /verdicts`` alike in
+one record format (``Verdict``): a line is never rewritten or removed; a
+revocation is a line of its own. Appends take an exclusive ``flock`` and are
+fsynced, so the CLI and the API can write the same file at once.
 
 Actions and their effect on a run:
 
@@ -18,7 +19,9 @@ Actions and their effect on a run:
 - ``pin KIND ENTITY``: every pair of its accounts gets a strong link (common control);
 - ``legit ACCOUNT``: the account's sybil score is capped at 0.05; never accused;
 - ``confirm FLEET --org ORG``: the fleet is attributed to ORG with confidence >= 0.99;
-- ``reject FLEET --org ORG``: ORG is removed from the fleet's candidates.
+- ``reject FLEET --org ORG``: ORG is removed from the fleet's candidates;
+- ``note``: an API verdict no run acts on (``sybil`` on a fleet or an account,
+  ``not_sybil`` on a fleet), kept for the record with its ``label``.
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ from typing import Any, Literal
 
 import polars as pl
 
-Action = Literal["confirm", "reject", "legit", "pin", "hide"]
-ACTIONS: tuple[str, ...] = ("confirm", "reject", "legit", "pin", "hide")
+from attribution.vocabulary import VERDICT_KINDS
+
+Action = Literal["confirm", "reject", "legit", "pin", "hide", "note"]
+ACTIONS: tuple[str, ...] = ("confirm", "reject", "legit", "pin", "hide", "note")
+# What a note may be about (the API's subjects).
+NOTE_SUBJECTS: tuple[str, ...] = ("fleet", "account")
 # ``uses.kind`` values an entity verdict may name (signup IPs are IPs).
-ENTITY_KINDS: tuple[str, ...] = ("payment", "device", "ip", "email_domain", "prompt")
+ENTITY_KINDS: tuple[str, ...] = VERDICT_KINDS
 CONFIRMED_CONFIDENCE = 0.99
 LEGIT_CAP = 0.05
 VERDICT_EVIDENCE = "analyst_verdict"
@@ -60,21 +67,26 @@ class Verdict:
     verdict_id: str
     action: str
     subject: str
-    kind: str | None   # entity kind for pin/hide, else None
-    org_id: str | None  # for confirm/reject
+    kind: str | None   # entity kind for pin/hide, fleet/account for a note, else None
+    org_id: str | None  # for confirm/reject (and a note that names one)
     by: str
     at: str             # ISO-8601 UTC
     why: str
+    run_id: str | None = None  # the current run when it was recorded (the API's)
+    key_id: str | None = None  # the API key that recorded it; None from the command line
+    label: str | None = None   # the API's verdict word (sybil, not_sybil, ...)
 
     def describe(self) -> str:
         """The evidence sentence: who decided what, when, and why."""
         verb = {"confirm": "confirmed", "reject": "rejected", "legit": "marked legitimate",
-                "pin": "pinned", "hide": "hidden"}[self.action]
+                "pin": "pinned", "hide": "hidden", "note": f"noted {self.label}"}[self.action]
         return f"{verb} by {self.by} on {self.at[:10]}: {self.why}"
 
 
 def make_verdict(action: str, subject: str, *, by: str, why: str, kind: str | None = None,
-                 org_id: str | None = None, at: dt.datetime | None = None) -> Verdict:
+                 org_id: str | None = None, at: dt.datetime | None = None,
+                 run_id: str | None = None, key_id: str | None = None,
+                 label: str | None = None) -> Verdict:
     """A validated new verdict with a fresh id and the current UTC time."""
     if action not in ACTIONS:
         raise VerdictError(f"unknown verdict action {action!r} (one of {', '.join(ACTIONS)})")
@@ -88,17 +100,21 @@ def make_verdict(action: str, subject: str, *, by: str, why: str, kind: str | No
         if kind not in ENTITY_KINDS:
             raise VerdictError(f"{action}: kind must be one of {', '.join(ENTITY_KINDS)}, "
                                f"not {kind!r}")
+    elif action == "note":
+        if kind not in NOTE_SUBJECTS or not label:
+            raise VerdictError("a note is about a fleet or an account and has a label")
     else:
         kind = None
     if action in ("confirm", "reject"):
         if not org_id:
             raise VerdictError(f"{action} needs --org ORG_ID")
-    else:
+    elif action != "note":
         org_id = None
     when = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     return Verdict(verdict_id="V" + uuid.uuid4().hex[:12], action=action, subject=subject.strip(),
                    kind=kind, org_id=org_id, by=by.strip(), at=when.isoformat(),
-                   why=" ".join(why.split()))
+                   why=" ".join(why.split()), run_id=run_id, key_id=key_id,
+                   label=label if action == "note" else None)
 
 
 class VerdictStore:
@@ -148,11 +164,6 @@ class VerdictStore:
             self._append(fh, {"record": "verdict", **asdict(verdict)})
         return verdict
 
-    def append_raw(self, record: dict[str, Any]) -> None:
-        """Append a record as it is (the API adds its own audit fields)."""
-        with self._locked() as fh:
-            self._append(fh, record)
-
     def revoke(self, verdict_id: str, *, by: str, why: str = "") -> None:
         """Append a revocation; the verdict stops applying from the next run."""
         active = {v.verdict_id for v in self.active()}
@@ -172,15 +183,19 @@ class VerdictStore:
                 revoked.setdefault(str(rec.get("verdict_id")), rec)
             elif rec.get("record") == "verdict":
                 verdicts.append(_from_record(rec))
-            else:
-                legacy = _from_api_record(rec)
-                if legacy is not None:
-                    verdicts.append(legacy)
+            else:  # a log the API wrote before the one format
+                older = _from_api_record(rec)
+                if older is not None:
+                    verdicts.append(older)
         return [(v, revoked.get(v.verdict_id)) for v in verdicts]
 
     def active(self) -> list[Verdict]:
-        """Verdicts in force, oldest first."""
+        """Verdicts in force, oldest first (notes included)."""
         return [v for v, r in self.all() if r is None]
+
+    def applicable(self) -> list[Verdict]:
+        """The active verdicts a run acts on (every action but ``note``)."""
+        return [v for v in self.active() if v.action != "note"]
 
 
 def _from_record(rec: dict[str, Any]) -> Verdict:
@@ -188,7 +203,8 @@ def _from_record(rec: dict[str, Any]) -> Verdict:
 
 
 def _from_api_record(rec: dict[str, Any]) -> Verdict | None:
-    """Verdicts the API recorded before this module (subject/verdict/reason lines)."""
+    """Verdicts an earlier API version recorded in its own format (subject/verdict/reason
+    lines): read, never written any more."""
     action = API_ACTIONS.get((str(rec.get("subject")), str(rec.get("verdict"))))
     if action is None or "verdict_id" not in rec:
         return None
@@ -199,14 +215,6 @@ def _from_api_record(rec: dict[str, Any]) -> Verdict | None:
                    org_id=rec.get("org_id") if action != "legit" else None,
                    by=str(rec.get("recorded_by_name") or rec.get("recorded_by") or "api"),
                    at=str(rec.get("recorded_at", "")), why=str(rec.get("reason", "")))
-
-
-def verdict_path(store: object, home: Path) -> Path:
-    """Where a store's verdicts live: beside an embedded store, in ``home`` for Neo4j."""
-    root = getattr(store, "root", None)
-    if getattr(store, "name", None) == "embedded" and root is not None:
-        return Path(root) / "verdicts.jsonl"
-    return Path(home) / "verdicts.jsonl"
 
 
 # --- applying verdicts inside a run ------------------------------------------------------

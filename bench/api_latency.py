@@ -115,7 +115,7 @@ def neo4j_ready(snapshot: Path | None, accounts: int, work: Path) -> None:
 
 
 def store_factory(kind: str, store: Path) -> StoreFactory:
-    """How the server opens its store: ``attribution.cli.open_store`` with or without Neo4j."""
+    """How the server opens its store: ``attribution.store.open_store`` with or without Neo4j."""
     if kind == "neo4j":
         from attribution.settings import Neo4jSettings
         from attribution.store.neo4j import Neo4jStore

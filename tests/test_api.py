@@ -439,7 +439,21 @@ def test_verdicts_are_appended_with_who_and_when(world: World) -> None:
                            world.home / "verdicts.jsonl") if p.is_file())
     lines = log.read_text().splitlines()
     last = json.loads(lines[-1])
-    assert last["verdict_id"] == body["verdict_id"] and last["reason"].startswith("same")
+    # One record format for the API and the command line: what every run reads.
+    from attribution.verdicts import VerdictStore
+
+    assert last["record"] == "verdict" and last["action"] == "confirm"
+    assert last["verdict_id"] == body["verdict_id"] and last["why"].startswith("same")
+    assert last["run_id"] == HEAD_RUN and last["key_id"] == world.keys.admin_id
+    applied = VerdictStore(log).applicable()[-1]
+    assert (applied.action, applied.subject, applied.org_id) == ("confirm", "F-alpha", "org-1")
+    note = world.post("/verdicts", {"subject": "fleet", "subject_id": "F-alpha",
+                                    "verdict": "sybil", "reason": "seen it before"})
+    assert note.status_code == 201
+    kept = VerdictStore(log).active()[-1]
+    assert (kept.action, kept.kind, kept.label) == ("note", "fleet", "sybil")
+    assert kept.verdict_id not in {v.verdict_id for v in VerdictStore(log).applicable()}
+    lines = log.read_text().splitlines()
     assert world.post("/verdicts", {"subject": "account", "subject_id": "nobody",
                                     "verdict": "sybil", "reason": "x"}).status_code == 404
     assert world.post("/verdicts", {"subject": "account", "subject_id": "a001",
@@ -589,12 +603,12 @@ def test_post_runs_runs_the_pipeline(tmp_path: Path) -> None:
 def test_post_runs_without_kept_ids_still_takes_the_one_job_path(tmp_path: Path) -> None:
     """keep_fleet_ids=false only starts fleet ids afresh: the store is still recovered and
     the analysts' verdicts are still applied (a hidden identifier never comes back)."""
-    from attribution.verdicts import VerdictStore, make_verdict, verdict_path
+    from attribution.verdicts import VerdictStore, make_verdict
 
     snapshot = write_snapshot(tmp_path / "snapshot", hand_tables())
     store, keys, app = _refreshing_app(tmp_path)
     verdict = make_verdict("hide", "10.9.9.9", by="analyst", why="case 7", kind="ip")
-    VerdictStore(verdict_path(store, tmp_path)).add(verdict)
+    VerdictStore(store.verdict_log_path(tmp_path)).add(verdict)
     leftover = tmp_path / "store" / "runs" / ".run.killed"  # what a killed job left
     leftover.mkdir()
     with TestClient(app) as client:

@@ -123,7 +123,7 @@ def test_named_query_parameters_are_checked_before_the_store(world: World) -> No
     r = world.post("/queries/accounts_on_entity",
                    {"params": {"kind": "ip", "entity_id": "x" * 5000}}, key="read")
     _assert_problem(r, 422, "long string")
-    neo4j = world.client.app.state.service.is_neo4j()  # type: ignore[attr-defined]
+    neo4j = world.client.app.state.service.runs_named_queries()  # type: ignore[attr-defined]
     r = world.post("/queries/fleet_overview", {"params": {"limit": 1}}, key="read")
     if neo4j:
         assert r.status_code == 200 and len(r.json()["rows"]) == 1, r.text

@@ -26,13 +26,13 @@ import pytest
 
 from attribution.attribute import mask
 from attribution.cli import main
-from attribution.jobs import EXIT_LOCKED, JobLock, JobLocked, lock_path, recover
+from attribution.jobs import EXIT_LOCKED, JobLock, JobLocked, recover
 from attribution.progress import KILL_AT
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
-from attribution.verdicts import VerdictStore, make_verdict, verdict_path
+from attribution.verdicts import VerdictStore, make_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fixtures" / "sample" / "snapshot"
@@ -119,19 +119,13 @@ class JobStore:
 
     @property
     def lock(self) -> Path:
-        return lock_path(_Named(self.kind, self.root), self.home)  # type: ignore[arg-type]
+        with self.open() as s:
+            return s.job_lock_path(self.home)
 
     @property
     def verdicts(self) -> Path:
-        return verdict_path(_Named(self.kind, self.root), self.home)
-
-
-@dataclass
-class _Named:
-    """What ``lock_path``/``verdict_path`` look at, without opening the store."""
-
-    name: str
-    root: Path | None
+        with self.open() as s:
+            return s.verdict_log_path(self.home)
 
 
 @pytest.fixture(scope="module")
@@ -274,14 +268,16 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
 
 
 def test_neo4j_lock_and_verdicts_live_in_home(tmp_path: Path) -> None:
-    class FakeNeo4j:
-        name = "neo4j"
+    from attribution.store.neo4j import Neo4jStore
+    from tests.fake_neo4j import FakeDriver
 
-    assert lock_path(FakeNeo4j(), tmp_path) == tmp_path / "neo4j-job.lock"  # type: ignore[arg-type]
-    assert verdict_path(FakeNeo4j(), tmp_path) == tmp_path / "verdicts.jsonl"
+    settings = Neo4jSettings(uri="bolt://127.0.0.1:1", user="u", password="p", database="d")
+    neo4j = Neo4jStore(settings, driver=FakeDriver())
+    assert neo4j.job_lock_path(tmp_path) == tmp_path / "neo4j-job.lock"
+    assert neo4j.verdict_log_path(tmp_path) == tmp_path / "verdicts.jsonl"
     emb = EmbeddedStore(tmp_path / "s")
-    assert lock_path(emb, tmp_path) == tmp_path / "s" / ".lock"
-    assert verdict_path(emb, tmp_path) == tmp_path / "s" / "verdicts.jsonl"
+    assert emb.job_lock_path(tmp_path) == tmp_path / "s" / ".lock"
+    assert emb.verdict_log_path(tmp_path) == tmp_path / "s" / "verdicts.jsonl"
 
 
 # --- verdicts -----------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_masking_of_displayed_identifiers() -> None:
                           "entity_id": ["fp-1234abcd", "dev-99887766", "203.0.113.77",
                                         "2001:db8:1:2::5", "64500"]})
     assert notebook.masked(frame)["entity_id"].to_list() == [
-        "...abcd", "...7766", "203.0.113.0/24", "2001:db8:1::/48", "64500"]
+        "…abcd", "…7766", "203.0.113.0/24", "2001:db8:1::/48", "64500"]
     assert notebook.masked_labels(["IP 198.51.100.9", "EmailDomain x.test"]) == [
         "IP 198.51.100.0/24", "EmailDomain x.test"]
 

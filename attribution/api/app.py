@@ -56,8 +56,10 @@ appear. Errors are RFC 7807 problem documents that never repeat the input.
 Responses are not to be cached (`Cache-Control: no-store`); request bodies are
 limited to 1 MiB.
 
-**Verdicts** are, for now, appended to `$ATTRIBUTION_HOME/verdicts.jsonl`
-(who, when, why); their own storage comes in a later issue.
+**Verdicts** (`POST /verdicts`) go into the store's one append-only verdict
+log, the one `attribution verdict` writes, with who, when, why and the current
+run id; every later run applies them (attribution confirmed or rejected, an
+account not sybil; other verdicts are kept as notes).
 """
 
 
@@ -136,7 +138,7 @@ def app_from_env() -> FastAPI:
     """
     import os
 
-    from attribution.cli import open_store
+    from attribution.store import open_store
 
     root = Path(os.environ.get("ATTRIBUTION_API_STORE") or default_home() / "store")
     keys = Path(os.environ.get("ATTRIBUTION_API_KEYS") or default_home() / "api_keys.json")

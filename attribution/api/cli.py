@@ -81,7 +81,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    from attribution.cli import UsageError
+    from attribution.errors import UsageError
 
     if not _key_store(args).revoke(args.key_id):
         raise UsageError(f"no active key {args.key_id}")
@@ -104,8 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from attribution.api.app import create_app
     from attribution.api.server import uvicorn_options
-    from attribution.cli import open_store
-    from attribution.store import default_home
+    from attribution.store import default_home, open_store
 
     config = log_config(args.log_level)
     logging.config.dictConfig(config)

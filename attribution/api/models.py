@@ -18,7 +18,7 @@ FLEET_EXAMPLE: dict[str, Any] = {
     "affiliated_org_id": None, "affiliation_confidence": None,
 }
 EVIDENCE_EXAMPLE: dict[str, Any] = {"kind": "shared_payment", "org_id": None,
-                    "detail": "37 accounts share card fingerprint ...9f2c", "weight": 0.31}
+                    "detail": "37 accounts share card fingerprint …9f2c", "weight": 0.31}
 
 
 class Page(BaseModel, Generic[T]):

@@ -57,10 +57,8 @@ class Service:
         self._records: OrderedDict[str, RunRecord] = OrderedDict()
         self._runs_cache: tuple[float, list[dict[str, Any]]] | None = None
         from attribution.api.jobs import Jobs
-        from attribution.api.verdicts import VerdictLog
 
         self.jobs = Jobs(self)
-        self.verdicts = VerdictLog(self.home / "verdicts.jsonl")
 
     # --- store -----------------------------------------------------------
     def open(self) -> None:
@@ -202,9 +200,9 @@ class Service:
         self._runs_cache = (time.monotonic(), runs)
         return runs
 
-    def is_neo4j(self) -> bool:
+    def runs_named_queries(self) -> bool:
         store = self.store
-        return store is not None and getattr(store, "name", "") == "neo4j"
+        return store is not None and store.named_queries
 
 
 def _guarded(fn: Callable[[Store], Any], store: Store) -> Any:
@@ -218,12 +216,6 @@ def _guarded(fn: Callable[[Store], Any], store: Store) -> Any:
 
 
 def _current_run_id(store: Store) -> str | None:
-    """The store's current run id, as cheaply as the store allows."""
-    pointer = getattr(store, "current_run_id", None)
-    if callable(pointer):
-        value = pointer()
-        return None if value is None else str(value)
-    # Stores without a pointer: the newest run is the current one (runs are
-    # made current as they are written).
-    runs = store.list_runs()
-    return str(runs[-1]["run_id"]) if runs else None
+    """The store's current run id (one cheap read on either store)."""
+    value = store.current_run_id()
+    return None if value is None else str(value)

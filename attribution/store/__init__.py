@@ -38,6 +38,15 @@ class Store(Protocol):
         """The stored graph, exactly as loaded (the algorithms read only this)."""
         ...
 
+    def job_lock_path(self, home: Path) -> Path:
+        """The file a job locks so that two jobs never write this store at once
+        (``home`` is ``$ATTRIBUTION_HOME``, for stores that keep no files)."""
+        ...
+
+    def verdict_log_path(self, home: Path) -> Path:
+        """The one append-only log of this store's analyst verdicts."""
+        ...
+
     def graph_digest(self) -> str | None:
         """The content digest of the snapshot the stored graph came from (None: no
         complete graph)."""
@@ -62,6 +71,15 @@ class Store(Protocol):
     def recover(self) -> list[str]:
         """Tidy up what a killed writer left (runs never made current and the like);
         called by the next job under its lock. One note per thing done."""
+        ...
+
+    named_queries: bool
+    """Whether ``run_query`` can run the Cypher library (a graph database behind it)."""
+
+    def run_query(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A named query of the library, read-only, its rows with the database's own
+        values (nodes and paths keep their labels: masking reads them); ``QueryError`` for
+        bad parameters, ``Unsupported`` where ``named_queries`` is false."""
         ...
 
     def close(self) -> None:

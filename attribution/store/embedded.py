@@ -39,6 +39,7 @@ from typing import Any
 
 import polars as pl
 
+from attribution.errors import Unsupported
 from attribution.graph import PropertyGraph
 from attribution.progress import checkpoint
 from attribution.results import RunRecord, read_tables, write_tables
@@ -57,6 +58,7 @@ class EmbeddedStore:
     """File-backed implementation of ``attribution.store.Store``."""
 
     name = "embedded"
+    named_queries = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -72,6 +74,12 @@ class EmbeddedStore:
     @property
     def path(self) -> Path:
         return self.root
+
+    def job_lock_path(self, home: Path) -> Path:
+        return self.root / ".lock"
+
+    def verdict_log_path(self, home: Path) -> Path:
+        return self.root / "verdicts.jsonl"
 
     # ----------------------------------------------------------------- graph
 
@@ -236,6 +244,9 @@ class EmbeddedStore:
                 shutil.rmtree(marker.parent, ignore_errors=True)
                 done.append(f"removed run {run_id} (never made current)")
         return done + self._collect()
+
+    def run_query(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        raise Unsupported("named queries are Cypher: they need the Neo4j store (NEO4J_URI)")
 
     def close(self) -> None:
         return None

@@ -61,6 +61,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal, LiteralString, TypeVar
 
 import polars as pl
@@ -82,6 +83,7 @@ from attribution.graph import PropertyGraph
 from attribution.progress import checkpoint
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
+from attribution.vocabulary import ENTITY_KINDS, LINK_KIND
 
 log = logging.getLogger(__name__)
 
@@ -131,24 +133,11 @@ FRAME_LABEL: dict[str, LiteralString] = {
 }
 # uses.kind -> (relationship type, entity label).
 USE_REL: dict[str, tuple[LiteralString, LiteralString]] = {
-    "payment": ("USES_PAYMENT", "PaymentMethod"),
-    "device": ("USES_DEVICE", "Device"),
-    "ip": ("USES_IP", "IP"),
-    "signup_ip": ("SIGNED_UP_FROM", "IP"),
-    "email_domain": ("HAS_EMAIL_DOMAIN", "EmailDomain"),
-    "prompt": ("USES_PROMPT", "PromptTemplate"),
-}
+    k.kind: (k.relationship, k.label) for k in ENTITY_KINDS if k.relationship is not None}
 REL_KIND = {rel: kind for kind, (rel, _) in USE_REL.items()}
 # known_links.kind -> label of the entity node.
 LINK_LABEL: dict[str, LiteralString] = {
-    "account": "Account",
-    "payment": "PaymentMethod",
-    "device": "Device",
-    "ip": "IP",
-    "asn": "ASN",
-    "email_domain": "EmailDomain",
-    "prompt": "PromptTemplate",
-}
+    k.kind: k.label for k in ENTITY_KINDS if k.kind in set(LINK_KIND.values())}
 
 
 def _expand(template: LiteralString, **parts: LiteralString) -> LiteralString:
@@ -436,6 +425,7 @@ class Neo4jStore:
     """
 
     name = "neo4j"
+    named_queries = True
 
     def __init__(
         self,
@@ -483,6 +473,13 @@ class Neo4jStore:
     @property
     def path(self) -> None:
         return None
+
+    def job_lock_path(self, home: Path) -> Path:
+        # In $ATTRIBUTION_HOME: two hosts against one Neo4j are not refused (README).
+        return Path(home) / "neo4j-job.lock"
+
+    def verdict_log_path(self, home: Path) -> Path:
+        return Path(home) / "verdicts.jsonl"
 
     # ----------------------------------------------------------------- plumbing
 
@@ -819,6 +816,19 @@ class Neo4jStore:
     def list_runs(self) -> list[dict[str, Any]]:
         manifests = [json.loads(r["manifest"]) for r in self._read(LIST_RUNS)]
         return sorted(manifests, key=lambda m: (str(m["started_at"]), str(m["run_id"])))
+
+    def run_query(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        from attribution import cypher
+
+        query = cypher.get_query(name)
+        bound = query.bind(params)
+
+        def read(tx: ManagedTransaction) -> list[dict[str, Any]]:
+            # ``Record.data()`` would turn nodes into bare property maps and drop labels.
+            return [dict(record.items()) for record in tx.run(query.text, bound)]
+
+        with self._session() as session:
+            return session.execute_read(read)
 
     def close(self) -> None:
         self._driver.close()

@@ -23,4 +23,4 @@ def ready(service: ServiceDep) -> Readiness:
     """200 when the store answers and has a current run; 503 otherwise."""
     run_id = service.ready()
     store = service.store
-    return Readiness(store=getattr(store, "name", "unknown"), run_id=run_id)
+    return Readiness(store=store.name if store is not None else "unknown", run_id=run_id)

@@ -14,13 +14,11 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from neo4j import ManagedTransaction
 
 from attribution.api.deps import AuthFirstRoute, ServiceDep, require_read, set_rows
 from attribution.api.models import NamedQuery, QueryResult, QueryRun
 from attribution.api.problems import ApiProblem, responses
 from attribution.masking import mask_row, merge_duplicates, scrub_text
-from attribution.store import Store
 
 router = APIRouter(prefix="/queries", tags=["queries"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)
@@ -50,7 +48,7 @@ def _describe(query: Any, runnable: bool) -> dict[str, Any]:
 @router.get("", response_model=list[NamedQuery], summary="The named query library")
 def list_queries(request: Request, service: ServiceDep) -> list[dict[str, Any]]:
     """Every library query with its parameters; ``runnable`` is false on the embedded store."""
-    runnable = service.is_neo4j()
+    runnable = service.runs_named_queries()
     items = [_describe(q, runnable) for _, q in sorted(_library().items())]
     set_rows(request, len(items))
     return items
@@ -65,34 +63,14 @@ def run_query(request: Request, service: ServiceDep, name: QueryName, body: Quer
     if name not in library:
         raise ApiProblem(404, "no such named query")
     _check_params(library[name], body.params)
-    if not service.is_neo4j():
+    if not service.runs_named_queries():
         service.call(lambda s: None)  # a store that is down is a 503, not a 501
-        if not service.is_neo4j():
+        if not service.runs_named_queries():
             raise ApiProblem(501, NEEDS_NEO4J, title="Needs Neo4j")
-    rows = service.call(lambda s: _run(s, name, body.params), lock=False)
+    rows = service.call(lambda s: s.run_query(name, body.params), lock=False)
     columns, shown, truncated = _shown(rows, library[name].returns, body.limit)
     set_rows(request, len(shown))
     return {"name": name, "columns": columns, "rows": shown, "truncated": truncated}
-
-
-def _run(store: Store, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The query's rows with the driver's own values (nodes, relationships, paths): their
-    labels are what masks them, and ``Record.data()`` would drop the labels."""
-    own = getattr(store, "run_named", None)
-    if callable(own):
-        return list(own(name, params))
-    from attribution import cypher
-
-    query = cypher.get_query(name)
-    bound = query.bind(params)
-    driver = getattr(store, "driver", None) or getattr(store, "_driver", None)
-    settings = getattr(store, "settings", None)
-
-    def read(tx: ManagedTransaction) -> list[dict[str, Any]]:
-        return [dict(record.items()) for record in tx.run(query.text, bound)]
-
-    with driver.session(database=getattr(settings, "database", None)) as session:  # type: ignore[union-attr]
-        return session.execute_read(read)
 
 
 def _shown(rows: list[dict[str, Any]], returns: tuple[str, ...], limit: int
