@@ -285,12 +285,13 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_pipeline_parity_with_the_embedded_store(server: Any, worlds: dict[int, Path],
                                                  tmp_path: Path, seed: int) -> None:
-    from attribution.pipeline import run
+    from attribution.jobs import run_job
 
     snapshot = worlds[seed]
-    embedded = run(snapshot, tmp_path / "e", EmbeddedStore(tmp_path / "store")).record
+    embedded = run_job(EmbeddedStore(tmp_path / "store"), home=tmp_path, snapshot=snapshot,
+                       out=tmp_path / "e").record
     with make_store(server) as store:
-        record = run(snapshot, tmp_path / "n", store).record
+        record = run_job(store, home=tmp_path, snapshot=snapshot, out=tmp_path / "n").record
         graph = store.read_graph()
         stored = store.read_results()
     assert_graph_equal(graph, EmbeddedStore(tmp_path / "store").read_graph())

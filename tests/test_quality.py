@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from attribution.pipeline import run
+from attribution.jobs import run_job
 from attribution.store.embedded import EmbeddedStore
 from fixtures.evaluate import Quality, evaluate
 from fixtures.worldgen import generate_world
@@ -27,7 +27,7 @@ def world_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     world = tmp_path_factory.mktemp(f"world{request.param}")
     generate_world(world, accounts=5000, seed=request.param)
     out = world / "run"
-    run(world / "snapshot", out, EmbeddedStore(world / "store"))
+    run_job(EmbeddedStore(world / "store"), home=world, snapshot=world / "snapshot", out=out)
     return world, out
 
 
