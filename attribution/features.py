@@ -26,21 +26,53 @@ def excess(share: pl.Expr, baseline: float) -> pl.Expr:
     return ((share - baseline) / max(1.0 - baseline, 1e-9)).clip(0.0, 1.0)
 
 
+# A client that declares itself a program (an SDK, an HTTP library, a headless
+# browser, a server platform) runs where programs run: on hosting ranges.
+SERVER_PLATFORMS = ("server",)
+SERVER_AGENT = r"(?i)headless|sdk[-/]|httpx|python-requests|curl/|go-http-client|aiohttp|axios"
+
+
+def server_share(graph: PropertyGraph) -> pl.DataFrame:
+    """Per account, the share of its device sessions on a declared program client."""
+    dev = graph.devices.select(
+        pl.col("device_id").alias("entity_id"),
+        (pl.col("platform").fill_null("").str.to_lowercase().is_in(list(SERVER_PLATFORMS))
+         | pl.col("user_agent").fill_null("").str.contains(SERVER_AGENT)).alias("server"),
+    )
+    return graph.uses.filter(pl.col("kind") == "device").join(dev, on="entity_id").group_by(
+        "account_id").agg(
+        ((pl.col("count").clip(1) * pl.col("server")).sum() / pl.col("count").clip(1).sum())
+        .alias("server_share"))
+
+
 def account_features(graph: PropertyGraph) -> pl.DataFrame:
-    """Per-account inputs of the fleet features (one row per account)."""
+    """Per-account inputs of the fleet features (one row per account).
+
+    ``rented_req`` counts the requests that hide where the account is: through
+    a known proxy or VPN exit, or from hosting ranges by a client that is not
+    a program. A company's own servers (an SDK or headless client on its cloud
+    boxes) are where such a client is expected to run, and hide nothing; a
+    browser or phone app whose traffic comes out of a datacenter does.
+    """
     acc = graph.accounts
     ips = graph.ips.select(
         pl.col("ip").alias("entity_id"),
-        (pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False)).alias("rented"),
+        pl.col("proxy_id").is_not_null().alias("proxy"),
+        pl.col("hosting").fill_null(False).alias("hosting"),
         pl.col("country").alias("ip_country"),
     )
     # An account with no traffic yet is judged by the network it signed up from.
     traffic = graph.uses.filter(pl.col("kind") == "ip")
     signup = graph.uses.filter(pl.col("kind") == "signup_ip").join(
         traffic.select("account_id").unique(), on="account_id", how="anti")
-    ip_use = pl.concat([traffic, signup]).join(ips, on="entity_id", how="left")
+    program = server_share(graph)
+    ip_use = pl.concat([traffic, signup]).join(ips, on="entity_id", how="left").join(
+        program, on="account_id", how="left").with_columns(
+        (pl.col("proxy").fill_null(False).cast(pl.Float64)
+         + (~pl.col("proxy").fill_null(False) & pl.col("hosting").fill_null(False)).cast(
+            pl.Float64) * (1.0 - pl.col("server_share").fill_null(0.0))).alias("rented"))
     infra = ip_use.group_by("account_id").agg(
-        (pl.col("count") * pl.col("rented").fill_null(False)).sum().alias("rented_req"),
+        (pl.col("count") * pl.col("rented").fill_null(0.0)).sum().alias("rented_req"),
         pl.col("count").sum().alias("ip_req"),
         pl.col("ip_country").drop_nulls().mode().sort().first().alias("ip_country"),
     )

@@ -58,6 +58,16 @@ SHRINK = 2.0
 # hosting or proxies hides where it works, so the claim counts for as much as
 # the traffic that is not hidden.
 DECLARED = ("claimed", "team_plan")
+# Common control is not inauthenticity: a company's CI bots and an API
+# customer's accounts are synchronized, scripted and unclaimed by a person,
+# openly. What marks an operation is coordination *with* concealment (rented
+# exits, browsers coming out of datacenters, device time zones foreign to the
+# network). Coordination (the size of the group and every feature below) counts
+# in proportion to how much the fleet conceals, from OPEN_FLOOR with nothing
+# hidden to in full when everything is.
+CONCEALMENT = ("infra", "tz_leak")
+COORDINATION = ("sync", "burst", "uniform", "harvest", "unclaimed")
+OPEN_FLOOR = 0.3
 
 
 def _sigmoid(x: pl.Expr) -> pl.Expr:
@@ -136,11 +146,18 @@ def sybil_scores(
         .with_columns([(pl.col(f) * (1.0 - pl.col("infra"))).alias(f) for f in DECLARED])
     )
     weight = pl.col("size").cast(pl.Float64) / (pl.col("size") + SHRINK)
-    contrib = [(pl.col(f) * w * weight).alias(f"w_{f}") for f, (w, _, _) in FEATURES.items()]
-    fleets = fleets.with_columns(contrib).with_columns(
+    gate = pl.col("conceal_gate")
+    contrib = [
+        (pl.col(f) * w * weight * (gate if f in COORDINATION else 1.0)).alias(f"w_{f}")
+        for f, (w, _, _) in FEATURES.items()
+    ]
+    fleets = fleets.with_columns(
+        (OPEN_FLOOR + (1.0 - OPEN_FLOOR) * pl.max_horizontal(*CONCEALMENT).clip(0.0, 1.0))
+        .alias("conceal_gate")
+    ).with_columns(contrib).with_columns(
         (
             BIAS
-            + SIZE_WEIGHT * pl.col("size").cast(pl.Float64).log10()
+            + SIZE_WEIGHT * gate * pl.col("size").cast(pl.Float64).log10()
             + pl.sum_horizontal([f"w_{f}" for f in FEATURES])
         ).alias("logit")
     ).with_columns(_sigmoid(pl.col("logit")).alias("sybil_score")).sort("fleet")
