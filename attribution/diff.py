@@ -6,8 +6,6 @@ Used by the run directory (``diff.json`` when a run has ``--previous``), the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -134,9 +132,3 @@ def _merges_and_splits(base: RunRecord, head: RunRecord) -> tuple[pl.DataFrame, 
         .rename({"before": "previous_fleet_id"}).sort("previous_fleet_id")
     )
     return merged, split
-
-
-def write_diff(base: RunRecord, head: RunRecord, path: Path, *, threshold: float = 0.1) -> None:
-    """The full diff (no row limit) as JSON, for the run directory."""
-    data = run_diff(base, head, threshold=threshold, limit=1_000_000)
-    path.write_text(json.dumps(data, indent=2, default=str))

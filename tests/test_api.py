@@ -493,7 +493,7 @@ def test_named_queries(world: World, test_query: str) -> None:
                                       "description": "account ids starting with this",
                                       "required": True}
     assert world.post("/queries/no_such_query", {"params": {}}, key="read").status_code == 404
-    neo4j = world.client.app.state.service.is_neo4j()  # type: ignore[attr-defined]
+    neo4j = world.client.app.state.service.runs_named_queries()  # type: ignore[attr-defined]
     assert listed[0]["runnable"] is neo4j
     r = world.post(f"/queries/{test_query}", {"params": {"prefix": "a00"}, "limit": 3},
                    key="read")
@@ -517,7 +517,7 @@ def test_the_library_is_listed(world: World) -> None:
     names = [q["name"] for q in world.get("/queries").json()]
     assert names == sorted(_library())
     service = world.client.app.state.service  # type: ignore[attr-defined]
-    if "fleet_overview" not in names or not service.is_neo4j():
+    if "fleet_overview" not in names or not service.runs_named_queries():
         return
     r = world.post("/queries/fleet_overview", {"params": {"limit": 10}}, key="read")
     assert r.status_code == 200, r.text
