@@ -35,11 +35,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from attribution.vocabulary import VERDICT_KINDS
+
+if TYPE_CHECKING:
+    from attribution.results import RunRecord
 
 Action = Literal["confirm", "reject", "legit", "pin", "hide", "note"]
 ACTIONS: tuple[str, ...] = ("confirm", "reject", "legit", "pin", "hide", "note")
@@ -253,18 +256,14 @@ def pinned_members(uses: pl.DataFrame, index: pl.DataFrame, verdicts: list[Verdi
         ).select("verdict_id", "kind", "idx", "first_seen", "last_seen").sort("verdict_id", "idx")
 
 
-def check_subject(verdict: Verdict, record: object | None) -> None:
+def check_subject(verdict: Verdict, record: RunRecord | None) -> None:
     """A fleet or account verdict must name one of the current run (as the API checks)."""
     if verdict.action in ("pin", "hide"):
         return
-    import polars as _pl
-
-    fleets = getattr(record, "fleets", None)
-    assignments = getattr(record, "assignments", None)
-    if not isinstance(fleets, _pl.DataFrame) or not isinstance(assignments, _pl.DataFrame):
+    if record is None:
         raise VerdictError("no current run to check the subject against; run the job first")
     if verdict.action == "legit":
-        if assignments.filter(_pl.col("account_id") == verdict.subject).height == 0:
+        if record.assignments.filter(pl.col("account_id") == verdict.subject).height == 0:
             raise VerdictError(f"no account {verdict.subject} in the current run")
-    elif fleets.filter(_pl.col("fleet_id") == verdict.subject).height == 0:
+    elif record.fleets.filter(pl.col("fleet_id") == verdict.subject).height == 0:
         raise VerdictError(f"no fleet {verdict.subject} in the current run")
