@@ -8,26 +8,33 @@ line on stderr), 1 any other failure (one line on stderr, no traceback unless
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import NoReturn, cast
 
-from attribution import __version__
+import polars as pl
+
+from attribution import __version__, neo4j_dev
+from attribution import notebook as notebook_cmd
+from attribution.api import cli as api_cli
+from attribution.diff import run_diff
 from attribution.errors import UsageError
+from attribution.ingest import BadInput
+from attribution.jobs import EXIT_LOCKED, reattribute, run_job, summary_line
+from attribution.locks import Locked
+from attribution.progress import Stages
+from attribution.results import RunRecord, read_tables
+from attribution.settings import Neo4jSettings
 from attribution.store import default_home, open_store
-
-if TYPE_CHECKING:
-    from attribution.results import RunRecord
+from attribution.verdicts import ENTITY_KINDS, VerdictError, VerdictStore, check_subject, make_verdict
 
 __all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from attribution.jobs import run_job
-    from attribution.progress import Stages
-
     store = open_store(args.store or default_home() / "store")
     try:
         result = run_job(store, home=default_home(), snapshot=Path(args.snapshot),
@@ -40,12 +47,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    import json
-
-    from attribution.diff import run_diff
-    from attribution.results import read_tables
-    from attribution.settings import Neo4jSettings
-
     runs = []
     on_neo4j = Neo4jSettings.from_env() is not None
     if args.store is not None or (on_neo4j and args.base is None and args.head is None):
@@ -67,7 +68,6 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
     """Two stored runs by id: HEAD defaults to the current run, BASE to HEAD's previous."""
-
     store = open_store(args.store or default_home() / "store")
     try:
         head = store.read_results(args.head) if args.head else store.read_results()
@@ -85,8 +85,6 @@ def _stored_pair(args: argparse.Namespace) -> list[RunRecord]:
 
 
 def _reattribute(args: argparse.Namespace) -> int:
-    from attribution.jobs import reattribute, summary_line
-
     store = open_store(args.store or default_home() / "store")
     try:
         if args.snapshot is None and not store.graph_digest():
@@ -101,8 +99,6 @@ def _reattribute(args: argparse.Namespace) -> int:
 
 
 def _verdict(args: argparse.Namespace) -> int:
-    from attribution.verdicts import VerdictStore, check_subject, make_verdict
-
     store = open_store(args.store or default_home() / "store")
     try:
         log = VerdictStore(store.verdict_log_path(default_home()))
@@ -136,7 +132,6 @@ def _verdict(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-
     store = open_store(args.store or default_home() / "store")
     try:
         manifests = store.list_runs()
@@ -157,11 +152,8 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(manifest: dict[str, object], fleets: object, out: Path) -> str:
+def summary(manifest: dict[str, object], fleets: pl.DataFrame, out: Path) -> str:
     """The short report printed at the end of a run."""
-    import polars as pl
-
-    assert isinstance(fleets, pl.DataFrame)
     counts = manifest["counts"]
     assert isinstance(counts, dict)
     lines = [
@@ -223,9 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the counts, as one line of key=value (for a job's log)")
     d.set_defaults(handler=_diff)
     _register_batch(sub)
-    from attribution import neo4j_dev
-    from attribution import notebook as notebook_cmd
-    from attribution.api import cli as api_cli
 
     neo4j_dev.register(sub)
     api_cli.register(sub)
@@ -272,7 +261,6 @@ def _register_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        description="Verdicts are kept append-only beside the store and applied "
                        "in every later run.")
     vs = v.add_subparsers(dest="action", required=True)
-    from attribution.verdicts import ENTITY_KINDS
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--by", required=True, help="who decided")
@@ -314,10 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage already (one line, see Parser)
         return int(exc.code or 0)
-    from attribution.ingest import BadInput
-    from attribution.jobs import EXIT_LOCKED
-    from attribution.locks import Locked
-    from attribution.verdicts import VerdictError
 
     try:
         return int(args.handler(args))
@@ -341,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (the contract's exit 2, one clear line)."""
-
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"attribution: {self.prog.removeprefix('attribution ')}: {message} "
                      f"(see {self.prog} --help)\n")
