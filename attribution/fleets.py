@@ -18,6 +18,7 @@ from community import community_louvain
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from attribution.linking import anchored
 from attribution.settings import FleetParams, LinkParams
 from attribution.vocabulary import STRENGTH_COLUMNS, families_agreeing, total_weight
 
@@ -231,7 +232,8 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     proxy exit with another, a sign-up burst with a third. Taken towards the
     fleet as a whole (per family, its strongest tie to any member), that is
     the same evidence an edge asks for, and it is held to the same bar: two
-    families agreeing and the same total weight. The fleet must also hold
+    families agreeing, one of them identity or synchrony (``linking.anchored``),
+    and the same total weight. The fleet must also hold
     ``ATTACH_DOMINANCE`` times the candidate evidence of any other fleet, so
     an account with ties in every direction (a busy shared network) is left
     alone. Such a member has no identity edge, so attribution does not reach
@@ -260,6 +262,7 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
         .group_by("loner", maintain_order=True).first()
         .filter((pl.col("families") >= params.min_families)
                 & (pl.col("attachment") >= params.min_weight)
+                & anchored(params.family_threshold)
                 & (pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up")))
     )
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",

@@ -40,6 +40,9 @@ from attribution.vocabulary import (
     total_weight,
 )
 
+# Families that show a group acting together (the same minutes, one sign-up burst).
+SYNCHRONY_FAMILIES = ("timing", "creation")
+
 
 @dataclass
 class Links:
@@ -81,17 +84,15 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     )
     bursts = _creation_blocks(graph, accounts, params)
     creation = _creation_evidence(bursts, params)
-    parts = [
-        _entity_evidence(graph, accounts, params,
-                         feats if feats is not None else features.account_features(graph)),
-        creation,
-        _timing_candidates(graph, params),
-    ]
+    entity, open_network = _entity_evidence(
+        graph, accounts, params, feats if feats is not None else features.account_features(graph))
+    parts = [entity, creation, _timing_candidates(graph, params)]
     # An empty part may carry other dtypes (nothing to infer them from): conform all.
     rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
                                pl.col("s").cast(pl.Float64)) for p in parts])
     scored = _combine(rows, params)
     scored = _add_pairwise_families(scored, graph, params)
+    scored = _rented_networks(scored, open_network, params)
     edges = _decide(scored, params)
     batch, batch_candidates = _batch_edges(graph, accounts, bursts, creation, edges, params)
     if batch.height:
@@ -181,11 +182,15 @@ def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
 
 def _entity_evidence(
     graph: PropertyGraph, index: pl.DataFrame, p: LinkParams, feats: pl.DataFrame
-) -> pl.DataFrame:
-    """(a, b, family, s) from shared cards, devices, IPs, email domains and templates."""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(a, b, family, s) from shared cards, devices, IPs, email domains and templates,
+    and (a, b, s) of the network evidence through networks that are not rented
+    (neither a known proxy exit nor a hosting range): see ``_rented_networks``."""
     uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
         pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
     )
+    rented = graph.ips.filter(
+        pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False))["ip"].implode()
     # Who uses an entity tells a campaign's template or domain from a popular
     # one: a large entity whose users are, together, far more anomalous than
     # the population (rented networks, foreign time zones, harvesting) is a
@@ -227,10 +232,12 @@ def _entity_evidence(
         "s",
         "first_seen",
         "last_seen",
+        ((pl.col("family") == "network") & ~pl.col("entity_id").is_in(rented)).alias("open"),
     )
     out = []
+    open_net = []
     for family, group in members.partition_by("family", as_dict=True).items():
-        pairs = window_pairs(group.drop("family"), p.window)
+        pairs = window_pairs(group.drop("family", "open"), p.window)
         if not pairs.height:
             continue
         overlap = pl.max_horizontal("f1", "f2") <= pl.min_horizontal("l1", "l2")
@@ -240,7 +247,38 @@ def _entity_evidence(
             else pl.lit(1.0)
         )
         out.append(pairs.select("a", "b", _family(str(family[0])), pl.col("s") * factor))
-    return pl.concat(out) if out else _empty_rows()
+        if family[0] == "network":
+            mine = window_pairs(group.filter(pl.col("open")).drop("family", "open"), p.window)
+            if mine.height:
+                open_net.append(mine.select("a", "b", (pl.col("s") * factor).alias("s")))
+    opened = (pl.concat(open_net).group_by("a", "b").agg(pl.col("s").max()) if open_net
+              else pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64}))
+    return (pl.concat(out) if out else _empty_rows()), opened
+
+
+def _rented_networks(scored: pl.DataFrame, open_network: pl.DataFrame, p: LinkParams
+                     ) -> pl.DataFrame:
+    """Rented exits alone say nothing about who controls an account.
+
+    Residential proxy and VPN exits, and datacenter ranges, are shared by
+    strangers who rent the same service (developers from regions the service
+    does not reach, several operators at once), and such a crowd is anomalous
+    together (foreign time zones, the same popular tools). Sharing them is
+    evidence of one operator only beside identity-level evidence (a card or a
+    device) or group-level synchrony (the same minutes, one sign-up burst);
+    otherwise a pair's network strength is only what its open networks (an
+    office, a home line) give.
+    """
+    if not scored.height:
+        return scored
+    opened = open_network.select(pl.col("a", "b").cast(pl.Int32),
+                                 pl.col("s").cast(pl.Float64).alias("_open"))
+    backed = anchored(p.family_threshold)
+    return scored.join(opened, on=["a", "b"], how="left").with_columns(
+        pl.when(backed).then(pl.col("s_network"))
+        .otherwise(pl.min_horizontal("s_network", pl.col("_open").fill_null(0.0)))
+        .alias("s_network")
+    ).drop("_open")
 
 
 def email_shape(local: pl.Expr) -> pl.Expr:
@@ -571,12 +609,28 @@ def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), 1.0 - rar
 
 
+def anchored(threshold: float) -> pl.Expr:
+    """Whether a pair's evidence holds identity-level (card, device) or group-level
+    (minutes, sign-up burst) evidence at ``threshold``.
+
+    A crowd (developers behind the same proxy resellers, users of one popular
+    tool, one throwaway mail service) shares networks, templates and domains
+    and is anomalous together, with no one controlling it: those families may
+    agree with each other on any pair of its members. Weak evidence makes a
+    link only with one of these families among those agreeing.
+    """
+    return pl.any_horizontal([pl.col(f"s_{f}") >= threshold
+                              for f in (*STRONG_FAMILIES, *SYNCHRONY_FAMILIES)])
+
+
 def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """Keep pairs with a strong identifier, or several families agreeing."""
+    """Keep pairs with a strong identifier, or several families agreeing, one of them
+    identity or synchrony (see ``anchored``)."""
     strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
     out = scored.with_columns(
         families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight")
     )
     return out.filter(
-        strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight))
+        strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight)
+                  & anchored(p.family_threshold))
     )

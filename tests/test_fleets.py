@@ -107,3 +107,11 @@ def test_attribution_reaches_members_only_through_identity_ties() -> None:
     verdict = member_reach(edges, membership, accounts, bearers.clear(), named,
                            AttributionParams().identity_tie)
     assert verdict["reach"].to_list() == [1.0] * 4
+
+
+def test_a_crowd_pair_attaches_nobody_without_identity_or_synchrony() -> None:
+    fleets = _membership({0: [0, 1, 2], 1: [5, 6]})
+    # 9 shares a proxy exit with 0 and a popular template with 1: crowd evidence only.
+    crowd = _near([(0, 9, {"network": 1.5}), (1, 9, {"prompt": 1.6})])
+    assert attach_by_evidence(fleets, crowd, LinkParams()).filter(
+        pl.col("idx") == 9).height == 0
