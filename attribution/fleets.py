@@ -20,7 +20,13 @@ from scipy.sparse.csgraph import connected_components
 
 from attribution.linking import anchored
 from attribution.settings import FleetParams, LinkParams
-from attribution.vocabulary import STRENGTH_COLUMNS, families_agreeing, total_weight
+from attribution.vocabulary import (
+    IDENTITY_FAMILIES,
+    KIND_FAMILY,
+    STRENGTH_COLUMNS,
+    families_agreeing,
+    total_weight,
+)
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -268,3 +274,70 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
     return pl.concat([membership.select("idx", "fleet", "attachment"), added]).sort("idx")
+
+
+def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
+                    params: FleetParams) -> pl.DataFrame:
+    """Merge fleets that are fragments of one operation by the operator evidence they share.
+
+    Louvain and the components cut a large, sparsely linked operation into
+    pieces (each account links to a few others only), yet the pieces hold the
+    same card, device, e-mail domain or prompt template: the operator's own
+    tools. Two fleets merge when they share such an entity that is *specific*
+    to fleets (at least ``fragment_specific`` of its users are in fleets, so a
+    popular tool's template or a public mail domain, used mostly by ordinary
+    loners, merges nothing) and that each of the two uses substantially (at
+    least ``fragment_touch`` of its members, so one employee who touched an
+    operation's box does not pull in the team). Networks never merge: two
+    operators renting one proxy provider share its exits and nothing of their own.
+    Merged fleets take the smallest fleet number of their group; membership
+    rows keep their other columns.
+
+    >>> m = pl.DataFrame({"idx": [0, 1, 2, 3], "fleet": [0, 0, 1, 1],
+    ...                   "attachment": [1.0] * 4})
+    >>> acc = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "idx": [0, 1, 2, 3]})
+    >>> u = pl.DataFrame({"account_id": ["a", "c"], "kind": ["payment"] * 2,
+    ...                   "entity_id": ["card1"] * 2})
+    >>> merge_fragments(m, acc, u, FleetParams())["fleet"].to_list()
+    [0, 0, 0, 0]
+    """
+    if not membership.height:
+        return membership
+    kinds = [k for k, f in KIND_FAMILY.items() if f in IDENTITY_FAMILIES]
+    used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
+        .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
+        .join(membership.select(pl.col("idx").cast(pl.Int32), "fleet"), on="idx", how="left")
+    users = used.group_by("kind", "entity_id").agg(
+        pl.col("idx").n_unique().alias("users"),
+        pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
+    specific = users.filter((pl.col("users") >= 2)
+                            & (pl.col("in_fleets") >= params.fragment_specific * pl.col("users")))
+    sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
+    touch = (
+        used.filter(pl.col("fleet").is_not_null())
+        .join(specific.select("kind", "entity_id"), on=["kind", "entity_id"])
+        .group_by("kind", "entity_id", "fleet").agg(pl.col("idx").n_unique().alias("n"))
+        .join(sizes, on="fleet")
+        .filter(pl.col("n") >= params.fragment_touch * pl.col("size"))
+        .select("kind", "entity_id", "fleet")
+    )
+    pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
+        pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
+    if not pairs.height:
+        return membership
+    # Union-find over fleet numbers; each group takes its smallest number.
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for x, y in sorted(pairs.iter_rows()):
+        rx, ry = root(int(x)), root(int(y))
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+    mapping = pl.DataFrame({"fleet": list(parent), "merged": [root(x) for x in parent]},
+                           schema={"fleet": pl.Int64, "merged": pl.Int64})
+    return membership.join(mapping, on="fleet", how="left").with_columns(
+        pl.coalesce("merged", "fleet").alias("fleet")).drop("merged").sort("idx")

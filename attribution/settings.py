@@ -67,6 +67,10 @@ class FleetParams:
     attach_links: int = 3             # a burst's members in one fleet that attach its loners
     attach_share: float = 0.7         # ... and their share of the burst's members in fleets
     attach_belief: float = 0.5        # a loner attaches when it is this likely the fleet's
+    # Fragments of one operation: two fleets merge when an identity entity (card, device,
+    # email domain, template) is used mostly inside fleets, and by this share of each.
+    fragment_specific: float = 0.8    # share of the entity's users that are in fleets
+    fragment_touch: float = 0.25      # share of each of the two fleets that uses it
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from attribution.attribute import CLOCK_ONLY_REACH, member_reach
-from attribution.fleets import attach_by_evidence, attach_loners
+from attribution.fleets import attach_by_evidence, attach_loners, merge_fragments
 from attribution.linking import FAMILIES
 from attribution.settings import AttributionParams, FleetParams, LinkParams
 
@@ -115,3 +115,39 @@ def test_a_crowd_pair_attaches_nobody_without_identity_or_synchrony() -> None:
     crowd = _near([(0, 9, {"network": 1.5}), (1, 9, {"prompt": 1.6})])
     assert attach_by_evidence(fleets, crowd, LinkParams()).filter(
         pl.col("idx") == 9).height == 0
+
+
+def _fragments(uses: list[tuple[int, str, str]], fleets: dict[int, list[int]], n: int = 40
+               ) -> list[set[int]]:
+    membership = _membership(fleets)
+    accounts = pl.DataFrame({"account_id": [f"a{i}" for i in range(n)],
+                             "idx": list(range(n))}, schema={"account_id": pl.String,
+                                                             "idx": pl.Int32})
+    frame = pl.DataFrame({"account_id": [f"a{i}" for i, _, _ in uses],
+                          "kind": [k for _, k, _ in uses], "entity_id": [e for _, _, e in uses]})
+    out = merge_fragments(membership, accounts, frame, FleetParams())
+    return sorted(({int(x) for x in g} for g in out.group_by("fleet").agg("idx")["idx"]),
+                  key=min)
+
+
+def test_two_fragments_sharing_a_card_merge() -> None:
+    # Fleets 0 and 1 hold the operator's card on two members each; fleet 2 is elsewhere.
+    got = _fragments([(0, "payment", "fp1"), (1, "payment", "fp1"), (4, "payment", "fp1"),
+                      (5, "payment", "fp1")], {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [10, 11]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6}, {10, 11}]
+
+
+def test_two_operators_sharing_a_proxy_provider_or_a_public_template_stay_apart() -> None:
+    # Every member of both fleets uses the same proxy exit and a template that thirty
+    # ordinary loners use too: rented or public, nobody's own.
+    uses = [(i, "ip", "198.18.0.7") for i in range(7)]
+    uses += [(i, "prompt", "popular") for i in [*range(7), *range(10, 40)]]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
+    assert got == [{0, 1, 2, 3}, {4, 5, 6}]
+
+
+def test_one_member_touching_an_operation_does_not_pull_its_team_in() -> None:
+    # A team of 8 (fleet 1) one of whose members used the operation's device.
+    uses = [(i, "device", "box") for i in (0, 1, 2, 10)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: list(range(10, 18))})
+    assert got == [{0, 1, 2, 3}, set(range(10, 18))]
