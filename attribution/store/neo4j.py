@@ -53,11 +53,7 @@ parameters.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -65,9 +61,7 @@ from pathlib import Path
 from typing import Any, Literal, LiteralString, TypeVar
 
 import polars as pl
-import pyarrow as pa
 from neo4j import Driver, GraphDatabase, ManagedTransaction, Session
-from neo4j import time as neo4j_time
 from neo4j.exceptions import (
     AuthError,
     ClientError,
@@ -83,7 +77,59 @@ from attribution.graph import PropertyGraph
 from attribution.progress import checkpoint
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
-from attribution.vocabulary import ENTITY_KINDS, LINK_KIND
+from attribution.store.neo4j_codec import (
+    Columns,
+    endpoint_keys,
+    payload,
+    schema_blob,
+    schema_from_blob,
+    with_seq,
+)
+from attribution.store.neo4j_cypher import (
+    AWAIT_INDEXES,
+    BEGIN_LOAD,
+    BEGIN_RUN,
+    COUNT_NODES,
+    COUNT_RELS,
+    COUNT_RUN,
+    CURRENT_RUN,
+    DROP_RUN_STEPS,
+    FINISH_LOAD,
+    FRAME_LABEL,
+    GRAPH_STATE,
+    LINK_LABEL,
+    LIST_RUNS,
+    MAKE_CURRENT,
+    READ_ACCOUNTS,
+    READ_ASSIGNMENTS,
+    READ_EVIDENCE,
+    READ_FLEETS,
+    READ_ORGANIZATIONS,
+    READ_ROWS,
+    READ_RUN,
+    REL_KIND,
+    RUN_STATE,
+    RUNS_TO_DROP,
+    SCHEMA,
+    STRIP_NODES,
+    SWEEP_NODES,
+    SWEEP_ORPHANS,
+    SWEEP_RELS,
+    TOUCH_NODES,
+    UPSERT_EXIT_OF,
+    UPSERT_IN_ASN,
+    UPSERT_KNOWN,
+    UPSERT_ROWS,
+    UPSERT_USES,
+    USE_REL,
+    WRITE_ASSIGNMENTS,
+    WRITE_ATTRIBUTED,
+    WRITE_EVIDENCE,
+    WRITE_FLEETS,
+)
+
+__all__ = ["FINISH_LOAD", "LINK_LABEL", "SCHEMA", "UPSERT_ROWS", "UPSERT_USES", "USE_REL",
+           "Neo4jStore", "StoreError", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -107,312 +153,6 @@ class StoreError(RuntimeError):
 class StoreUnavailable(StoreError):
     """The Neo4j server cannot be reached, or went away during the work."""
 
-
-# --------------------------------------------------------------------------- queries
-
-# label -> key property: the fixed vocabulary every per-label query is made from.
-NODE_KEYS: dict[LiteralString, LiteralString] = {
-    "Account": "account_id",
-    "PaymentMethod": "fingerprint",
-    "Device": "device_id",
-    "IP": "ip",
-    "Proxy": "proxy_id",
-    "ASN": "asn",
-    "EmailDomain": "domain",
-    "PromptTemplate": "prompt_hash",
-    "Organization": "org_id",
-}
-# PropertyGraph node frames -> label.
-FRAME_LABEL: dict[str, LiteralString] = {
-    "accounts": "Account",
-    "payments": "PaymentMethod",
-    "devices": "Device",
-    "ips": "IP",
-    "proxies": "Proxy",
-    "organizations": "Organization",
-}
-# uses.kind -> (relationship type, entity label).
-USE_REL: dict[str, tuple[LiteralString, LiteralString]] = {
-    k.kind: (k.relationship, k.label) for k in ENTITY_KINDS if k.relationship is not None}
-REL_KIND = {rel: kind for kind, (rel, _) in USE_REL.items()}
-# known_links.kind -> label of the entity node.
-LINK_LABEL: dict[str, LiteralString] = {
-    k.kind: k.label for k in ENTITY_KINDS if k.kind in set(LINK_KIND.values())}
-
-
-def _expand(template: LiteralString, **parts: LiteralString) -> LiteralString:
-    """Fill ``<NAME>`` slots of a query template with fixed vocabulary (never data)."""
-    for name, value in parts.items():
-        template = template.replace(f"<{name}>", value)
-    return template
-
-
-def _per_label(template: LiteralString) -> dict[str, LiteralString]:
-    return {label: _expand(template, L=label, K=key) for label, key in NODE_KEYS.items()}
-
-
-def _key_constraint(label: LiteralString, key: LiteralString) -> LiteralString:
-    return _expand(
-        "CREATE CONSTRAINT <l>_key IF NOT EXISTS FOR (n:<L>) REQUIRE n.<K> IS UNIQUE",
-        l=label.lower(), L=label, K=key,
-    )
-
-
-SCHEMA: tuple[LiteralString, ...] = (
-    *(_key_constraint(label, key) for label, key in NODE_KEYS.items()),
-    "CREATE CONSTRAINT graphstate_key IF NOT EXISTS FOR (n:GraphState) REQUIRE n.id IS UNIQUE",
-    "CREATE CONSTRAINT run_key IF NOT EXISTS FOR (n:Run) REQUIRE n.run_id IS UNIQUE",
-    "CREATE CONSTRAINT fleet_key IF NOT EXISTS "
-    "FOR (n:Fleet) REQUIRE (n.fleet_id, n.run_id) IS UNIQUE",
-    "CREATE CONSTRAINT evidence_key IF NOT EXISTS "
-    "FOR (n:Evidence) REQUIRE (n.run_id, n.seq) IS UNIQUE",
-    "CREATE INDEX fleet_run IF NOT EXISTS FOR (n:Fleet) ON (n.run_id, n.seq)",
-    "CREATE INDEX scored_run IF NOT EXISTS FOR ()-[r:SCORED]-() ON (r.run_id, r.seq)",
-    "CREATE INDEX member_run IF NOT EXISTS FOR ()-[r:MEMBER_OF]-() ON (r.run_id)",
-)
-AWAIT_INDEXES: LiteralString = "CALL db.awaitIndexes(300)"
-
-# Timestamps travel as [epoch seconds, nanoseconds] pairs (the driver's own temporal
-# types cost 20x an integer each way) and are stored as Neo4j DATETIME values.
-SET_TIMES: LiteralString = (
-    " WITH * CALL (<V>, row) {"
-    " UNWIND [k IN keys(row.ts) WHERE row.ts[k] IS NOT NULL] AS k"
-    " SET <V>[k] = datetime({epochSeconds: row.ts[k][0], nanosecond: row.ts[k][1]}) }"
-)
-# Reads come in pages of columns: one record per page holding, for the columns
-# named in $cols / $times (from the stored dtypes), a list of values each, so no
-# property name travels per row and the client has nothing to transpose.
-# DATETIME values come as floor epoch seconds and nanoseconds (epochSeconds
-# truncates towards zero before 1970). A page is the rows with key >= $after;
-# with $skip the first is dropped when it is $after (the last of the page before).
-PAGE: LiteralString = (
-    "WITH collect(<V>) AS got "
-    "WITH got, CASE WHEN $skip AND size(got) > 0 AND got[0].<K> = $after"
-    " THEN got[1..] ELSE got END AS page "
-)
-COLUMNS: LiteralString = (
-    "[k IN $<P>cols | [x IN <R> | x[k]]] AS <P>values, "
-    "[k IN $<P>times | [x IN <R> | x[k].epochSeconds - CASE WHEN x[k].nanosecond > 0"
-    " AND x[k] < datetime({epochSeconds: 0}) THEN 1 ELSE 0 END]] AS <P>seconds, "
-    "[k IN $<P>times | [x IN <R> | x[k].nanosecond]] AS <P>nanos"
-)
-
-
-def _page(var: LiteralString, key: LiteralString) -> LiteralString:
-    return _expand(PAGE, V=var, K=key)
-
-
-def _columns(rows: LiteralString, prefix: LiteralString = "") -> LiteralString:
-    """Columns of the nodes or relationships in list ``rows`` (see COLUMNS)."""
-    return _expand(COLUMNS, R=rows, P=prefix)
-
-
-def _times(var: LiteralString) -> LiteralString:
-    return _expand(SET_TIMES, V=var)
-
-
-UPSERT_ROWS = _per_label(
-    "UNWIND $rows AS row MERGE (n:<L> {<K>: row.props.<K>}) "
-    "SET n = row.props, n._snapshot = $stamp, n._row = $stamp" + _times("n")
-)
-TOUCH_NODES = _per_label(
-    "UNWIND $keys AS key MERGE (n:<L> {<K>: key}) SET n._snapshot = $stamp"
-)
-UPSERT_USES = {
-    kind: _expand(
-        "UNWIND $rows AS row "
-        "MATCH (a:Account {account_id: row.a}) MATCH (e:<L> {<K>: row.e}) "
-        "MERGE (a)-[r:<T>]->(e) SET r = coalesce(row.props, {}), r._snapshot = $stamp"
-        + _times("r"),
-        L=label, K=NODE_KEYS[label], T=rel,
-    )
-    for kind, (rel, label) in USE_REL.items()
-}
-UPSERT_KNOWN = {
-    kind: _expand(
-        "UNWIND $rows AS row "
-        "MATCH (e:<L> {<K>: row.key}) MATCH (o:Organization {org_id: row.org_id}) "
-        "MERGE (e)-[r:KNOWN_AS {entity_type: row.props.entity_type, "
-        "entity_id: row.props.entity_id}]->(o) "
-        "SET r = row.props, r._snapshot = $stamp" + _times("r"),
-        L=label, K=NODE_KEYS[label],
-    )
-    for kind, label in LINK_LABEL.items()
-}
-UPSERT_IN_ASN: LiteralString = (
-    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (a:ASN {asn: row.asn}) "
-    "MERGE (i)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
-)
-UPSERT_EXIT_OF: LiteralString = (
-    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (p:Proxy {proxy_id: row.proxy_id}) "
-    "MERGE (i)-[r:EXIT_OF]->(p) SET r._snapshot = $stamp"
-)
-# The sweep: three passes over the whole store, each in batches of its own
-# transactions (an implicit transaction; every pass can simply be run again).
-SWEEP_RELS: LiteralString = (
-    "MATCH ()-[r]->() WHERE r._snapshot <> $stamp "
-    "CALL (r) { DELETE r } IN TRANSACTIONS OF 10000 ROWS"
-)
-# Nodes of an older graph: gone, unless run results point at them.
-SWEEP_NODES: LiteralString = (
-    "MATCH (n) WHERE n._snapshot <> $stamp AND NOT EXISTS { (n)--() } "
-    "CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
-)
-# What remains of an older graph is stripped to its key (outside the graph now);
-# a row of an older graph that is only a relationship end now loses its columns.
-STRIP_NODES: LiteralString = (
-    "MATCH (n) WHERE n._snapshot <> $stamp OR n._row <> $stamp "
-    "CALL (n) { "
-    "WITH n, CASE WHEN n:Account THEN {account_id: n.account_id}"
-    " WHEN n:PaymentMethod THEN {fingerprint: n.fingerprint}"
-    " WHEN n:Device THEN {device_id: n.device_id} WHEN n:IP THEN {ip: n.ip}"
-    " WHEN n:Proxy THEN {proxy_id: n.proxy_id} WHEN n:ASN THEN {asn: n.asn}"
-    " WHEN n:EmailDomain THEN {domain: n.domain}"
-    " WHEN n:PromptTemplate THEN {prompt_hash: n.prompt_hash}"
-    " WHEN n:Organization THEN {org_id: n.org_id} END AS key "
-    "SET n = CASE WHEN n._snapshot = $stamp THEN key{.*, _snapshot: $stamp} ELSE key END "
-    "} IN TRANSACTIONS OF 10000 ROWS"
-)
-# Nodes created only for run results, once no run points at them any more.
-SWEEP_ORPHANS: LiteralString = (
-    "MATCH (n) WHERE (n:Account OR n:Organization) AND n._snapshot IS NULL "
-    "AND NOT EXISTS { (n)--() } CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
-)
-BEGIN_LOAD: LiteralString = (
-    "MERGE (g:GraphState {id: 'graph'}) "
-    "SET g.digest = $digest, g.stamp = $stamp, g.complete = false, g.schema = $schema, "
-    "g.load_started_at = datetime()"
-)
-FINISH_LOAD: LiteralString = (
-    "MATCH (g:GraphState {id: 'graph'}) WHERE g.stamp = $stamp "
-    "SET g.complete = true, g.counts = $counts, g.loaded_at = datetime() RETURN g.stamp AS s"
-)
-GRAPH_STATE: LiteralString = (
-    "MATCH (g:GraphState {id: 'graph'}) "
-    "RETURN g.digest AS digest, g.stamp AS stamp, g.complete AS complete, g.schema AS schema, "
-    "g.counts AS counts"
-)
-
-READ_ROWS = _per_label(
-    "MATCH (n:<L>) WHERE n.<K> >= $after AND n._row = $stamp "
-    "WITH n ORDER BY n.<K> LIMIT $limit " + _page("n", "<K>")
-    + "RETURN size(got) AS fetched, page[-1].<K> AS key, " + _columns("page")
-)
-USES_OF_PAGE: LiteralString = (
-    "CALL (page) { UNWIND page AS a "
-    "MATCH (a)-[r:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]"
-    "->(e) RETURN collect(a.account_id) AS u_account, collect(type(r)) AS u_type, "
-    "collect(CASE type(r) WHEN 'USES_PAYMENT' THEN e.fingerprint"
-    " WHEN 'USES_DEVICE' THEN e.device_id WHEN 'HAS_EMAIL_DOMAIN' THEN e.domain"
-    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END) AS u_entity, "
-    "collect(r) AS rels } "
-)
-READ_ACCOUNTS: LiteralString = (
-    "MATCH (a:Account) WHERE a.account_id >= $after AND a._snapshot = $stamp "
-    "WITH a ORDER BY a.account_id LIMIT $limit " + _page("a", "account_id")
-    + USES_OF_PAGE
-    + "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, u_account, u_type, "
-    "u_entity, rels "
-    "RETURN size(got) AS fetched, page[-1].account_id AS key, " + _columns("rows") + ", "
-    "u_account, u_type, u_entity, " + _columns("rels", "u")
-)
-READ_ORGANIZATIONS: LiteralString = (
-    "MATCH (o:Organization) WHERE o.org_id >= $after AND o._snapshot = $stamp "
-    "WITH o ORDER BY o.org_id LIMIT $limit " + _page("o", "org_id")
-    + "CALL (page) { UNWIND page AS o MATCH (e)-[l:KNOWN_AS]->(o) WHERE l._snapshot = $stamp "
-    "RETURN collect(o.org_id) AS l_org, collect(l) AS links } "
-    "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, l_org, links "
-    "RETURN size(got) AS fetched, page[-1].org_id AS key, " + _columns("rows") + ", "
-    "l_org, " + _columns("links", "l")
-)
-COUNT_NODES: LiteralString = "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n"
-COUNT_RELS: LiteralString = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS n"
-
-RUN_STATE: LiteralString = (
-    "MATCH (r:Run {run_id: $run_id}) RETURN r.complete AS complete, r:Current AS current"
-)
-BEGIN_RUN: LiteralString = (
-    "MERGE (r:Run {run_id: $run_id}) "
-    "SET r.complete = false, r.manifest = $manifest, r.schema = $schema, "
-    "r.started_at = $started_at, r.finished_at = $finished_at, r.digest = $digest, "
-    "r.previous_run_id = $previous_run_id, r.n_assignments = $n_assignments, "
-    "r.n_fleets = $n_fleets, r.n_evidence = $n_evidence, r.write_started_at = datetime()"
-)
-WRITE_FLEETS: LiteralString = (
-    "UNWIND $rows AS row MERGE (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
-    "SET f = row.props, f.run_id = $run_id" + _times("f")
-)
-WRITE_ATTRIBUTED: LiteralString = (
-    "UNWIND $rows AS row MATCH (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
-    "MERGE (o:Organization {org_id: row.org_id}) "
-    "MERGE (f)-[x:ATTRIBUTED_TO]->(o) SET x.run_id = $run_id, x.confidence = row.confidence"
-)
-WRITE_EVIDENCE: LiteralString = (
-    "UNWIND $rows AS row MERGE (e:Evidence {run_id: $run_id, seq: row.props.seq}) "
-    "SET e = row.props, e.run_id = $run_id" + _times("e") + " "
-    "WITH e, row MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
-    "MERGE (e)-[:SUPPORTS]->(f)"
-)
-WRITE_ASSIGNMENTS: LiteralString = (
-    "MATCH (r:Run {run_id: $run_id}) UNWIND $rows AS row "
-    "MERGE (a:Account {account_id: row.props.account_id}) "
-    "MERGE (a)-[s:SCORED]->(r) SET s = row.props, s.run_id = $run_id" + _times("s") + " "
-    "WITH a, row WHERE row.props.fleet_id IS NOT NULL "
-    "MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
-    "MERGE (a)-[m:MEMBER_OF]->(f) "
-    "SET m.run_id = $run_id, m.sybil_score = row.props.sybil_score"
-)
-COUNT_RUN: LiteralString = (
-    "MATCH (r:Run {run_id: $run_id}) "
-    "RETURN COUNT { (r)<-[:SCORED]-() } AS assignments, "
-    "COUNT { MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL } AS fleets, "
-    "COUNT { MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL } AS evidence, "
-    "r.n_assignments AS n_assignments, r.n_fleets AS n_fleets, r.n_evidence AS n_evidence, "
-    "r.complete AS complete"
-)
-MAKE_CURRENT: LiteralString = (
-    "MATCH (r:Run {run_id: $run_id}) "
-    "OPTIONAL MATCH (old:Run:Current) WHERE old <> r "
-    "REMOVE old:Current "
-    "SET r:Current, r.complete = true, r.current_since = datetime() "
-    "RETURN DISTINCT r.run_id AS run_id"
-)
-CURRENT_RUN: LiteralString = "MATCH (r:Run:Current) RETURN r.run_id AS run_id"
-READ_RUN: LiteralString = (
-    "MATCH (r:Run {run_id: $run_id}) WHERE r.complete "
-    "RETURN r.manifest AS manifest, r.schema AS schema"
-)
-LIST_RUNS: LiteralString = "MATCH (r:Run) WHERE r.complete RETURN r.manifest AS manifest"
-RUNS_TO_DROP: LiteralString = (
-    "MATCH (r:Run) WHERE NOT r:Current AND (r.complete = false OR $old_complete) "
-    "AND r.run_id <> $keep RETURN r.run_id AS run_id"
-)
-READ_FLEETS: LiteralString = (
-    "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq >= $after "
-    "WITH f ORDER BY f.run_id, f.seq LIMIT $limit " + _page("f", "seq")
-    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
-)
-READ_EVIDENCE: LiteralString = (
-    "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq >= $after "
-    "WITH e ORDER BY e.run_id, e.seq LIMIT $limit " + _page("e", "seq")
-    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
-)
-READ_ASSIGNMENTS: LiteralString = (
-    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq >= $after "
-    "WITH s ORDER BY s.run_id, s.seq LIMIT $limit " + _page("s", "seq")
-    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
-)
-DROP_RUN_STEPS: tuple[LiteralString, ...] = (
-    "MATCH ()-[m:MEMBER_OF]->() WHERE m.run_id = $run_id "
-    "CALL (m) { DELETE m } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq IS NOT NULL "
-    "CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL "
-    "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF 10000 ROWS",
-    "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL "
-    "CALL (f) { DETACH DELETE f } IN TRANSACTIONS OF 1000 ROWS",
-    "MATCH (r:Run {run_id: $run_id}) WHERE NOT r:Current DETACH DELETE r",
-)
 
 # --------------------------------------------------------------------------- the store
 
@@ -596,12 +336,12 @@ class Neo4jStore:
         loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])
         if loaded and not force:
             return counts
-        schema = json.dumps({name: _schema_blob(frame) for name, frame in frames.items()})
+        schema = json.dumps({name: schema_blob(frame) for name, frame in frames.items()})
         self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
 
         for name, label in FRAME_LABEL.items():
-            self._write_batches(UPSERT_ROWS[label], _payload(frames[name]), stamp=stamp)
-        for label, keys in _endpoint_keys(graph).items():
+            self._write_batches(UPSERT_ROWS[label], payload(frames[name]), stamp=stamp)
+        for label, keys in endpoint_keys(graph).items():
             self._write_keys(TOUCH_NODES[label], keys, stamp=stamp)
 
         uses = graph.uses
@@ -609,7 +349,7 @@ class Neo4jStore:
         if unknown:
             raise StoreError(f"uses has unknown kind(s): {', '.join(sorted(map(str, unknown)))}")
         for kind in USE_REL:
-            part = _payload(uses.filter(pl.col("kind") == kind),
+            part = payload(uses.filter(pl.col("kind") == kind),
                             a="account_id", e="entity_id", drop=("kind",))
             self._write_batches(UPSERT_USES[kind], part, stamp=stamp)
 
@@ -626,7 +366,7 @@ class Neo4jStore:
             raise StoreError("known_links has unresolvable kind(s): "
                              + ", ".join(sorted(map(str, unknown))))
         for kind in LINK_LABEL:
-            part = _payload(links.filter(pl.col("kind") == kind), org_id="org_id",
+            part = payload(links.filter(pl.col("kind") == kind), org_id="org_id",
                             key="key", keep=("key",))
             self._write_batches(UPSERT_KNOWN[kind], part, stamp=stamp)
 
@@ -662,18 +402,18 @@ class Neo4jStore:
         if not state["complete"]:
             raise StoreError(f"the load of snapshot {str(state['digest'])[:12]} did not finish; "
                              "run it again to complete it")
-        schemas = {name: _schema_from_blob(blob)
+        schemas = {name: schema_from_blob(blob)
                    for name, blob in json.loads(state["schema"]).items()}
 
-        accounts = _Columns(schemas["accounts"])
-        uses = _Columns(schemas["uses"], fixed=("account_id", "kind", "entity_id"))
+        accounts = Columns(schemas["accounts"])
+        uses = Columns(schemas["uses"], fixed=("account_id", "kind", "entity_id"))
         for page in self._pages(READ_ACCOUNTS, "", stamp=stamp, **accounts.params(),
                                 **uses.params("u")):
             accounts.extend(page)
             kinds = [REL_KIND[t] for t in page["u_type"]]
             uses.extend(page, "u", (page["u_account"], kinds, page["u_entity"]))
-        organizations = _Columns(schemas["organizations"])
-        links = _Columns(schemas["known_links"], fixed=("org_id",))
+        organizations = Columns(schemas["organizations"])
+        links = Columns(schemas["known_links"], fixed=("org_id",))
         for page in self._pages(READ_ORGANIZATIONS, "", stamp=stamp,
                                 **organizations.params(), **links.params("l")):
             organizations.extend(page)
@@ -681,7 +421,7 @@ class Neo4jStore:
         frames = {"accounts": accounts.frame(), "uses": uses.frame(),
                   "organizations": organizations.frame(), "known_links": links.frame()}
         for name in ("payments", "devices", "ips", "proxies"):
-            columns = _Columns(schemas[name])
+            columns = Columns(schemas[name])
             for page in self._pages(READ_ROWS[FRAME_LABEL[name]], "", stamp=stamp,
                                     **columns.params()):
                 columns.extend(page)
@@ -708,18 +448,18 @@ class Neo4jStore:
         for row in self._read(RUNS_TO_DROP, keep="", old_complete=False):
             self._drop_run(row["run_id"])
 
-        assignments = _with_seq(record.assignments)
-        fleets = _with_seq(record.fleets)
-        evidence = _with_seq(record.evidence)
+        assignments = with_seq(record.assignments)
+        fleets = with_seq(record.fleets)
+        evidence = with_seq(record.evidence)
         manifest = record.manifest
         self._write(
             BEGIN_RUN,
             run_id=run_id,
             manifest=json.dumps(manifest, indent=2, default=str),
             schema=json.dumps({
-                "assignments": _schema_blob(record.assignments),
-                "fleets": _schema_blob(record.fleets),
-                "evidence": _schema_blob(record.evidence),
+                "assignments": schema_blob(record.assignments),
+                "fleets": schema_blob(record.fleets),
+                "evidence": schema_blob(record.evidence),
             }),
             started_at=_text(manifest.get("started_at")),
             finished_at=_text(manifest.get("finished_at")),
@@ -729,7 +469,7 @@ class Neo4jStore:
             n_fleets=fleets.height,
             n_evidence=evidence.height,
         )
-        self._write_batches(WRITE_FLEETS, _payload(fleets), run_id=run_id)
+        self._write_batches(WRITE_FLEETS, payload(fleets), run_id=run_id)
         checkpoint("write:fleets")
         if "org_id" in fleets.columns:
             attributed = fleets.filter(pl.col("org_id").is_not_null()).select(
@@ -737,9 +477,9 @@ class Neo4jStore:
                 pl.col("confidence") if "confidence" in fleets.columns
                 else pl.lit(None).alias("confidence"))
             self._write_batches(WRITE_ATTRIBUTED, attributed, run_id=run_id)
-        self._write_batches(WRITE_EVIDENCE, _payload(evidence), run_id=run_id)
+        self._write_batches(WRITE_EVIDENCE, payload(evidence), run_id=run_id)
         checkpoint("write:evidence")
-        self._write_batches(WRITE_ASSIGNMENTS, _payload(assignments), run_id=run_id)
+        self._write_batches(WRITE_ASSIGNMENTS, payload(assignments), run_id=run_id)
         checkpoint("write:rows")  # every row stored, the run not current yet
         self._guarded(lambda: self._make_current(run_id))
         checkpoint("write:current")  # current; older runs and orphans not dropped yet
@@ -793,12 +533,12 @@ class Neo4jStore:
                 if run_id is not None:
                     return None
                 continue  # the current run was replaced between the two reads
-            schemas = {name: _schema_from_blob(blob)
+            schemas = {name: schema_from_blob(blob)
                        for name, blob in json.loads(head[0]["schema"]).items()}
             tables = {}
             for name, query in (("assignments", READ_ASSIGNMENTS), ("fleets", READ_FLEETS),
                                 ("evidence", READ_EVIDENCE)):
-                columns = _Columns(schemas[name])
+                columns = Columns(schemas[name])
                 for page in self._pages(query, 0, run_id=wanted, **columns.params()):
                     columns.extend(page)
                 tables[name] = columns.frame()
@@ -866,163 +606,8 @@ def _stamp(graph: PropertyGraph, digest: str) -> str:
     h = hashlib.sha256(digest.encode())
     for name, frame in graph.frames().items():
         h.update(name.encode())
-        h.update(_schema_blob(frame).encode())
+        h.update(schema_blob(frame).encode())
         h.update(frame.hash_rows(seed=1).to_numpy().tobytes())
     return h.hexdigest()[:20]
 
 
-def _schema_blob(frame: pl.DataFrame) -> str:
-    """The frame's exact column names and dtypes, as an empty Arrow IPC file (base64)."""
-    buf = io.BytesIO()
-    frame.clear().write_ipc(buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _schema_from_blob(blob: str) -> pl.Schema:
-    return pl.read_ipc(io.BytesIO(base64.b64decode(blob))).schema
-
-
-def _payload(frame: pl.DataFrame, *, drop: tuple[str, ...] = (), keep: tuple[str, ...] = (),
-             **top: str) -> pl.DataFrame:
-    """Rows as ``{<top>..., props: {...}, ts: {col: [seconds, nanos]}}`` for the write queries.
-
-    ``top`` names columns lifted out of ``props`` (renamed); ``keep`` of those
-    also stay in ``props``; ``drop`` are left out. Decimals go as text.
-    """
-    lifted = set(top.values()) - set(keep)
-    columns = [c for c in frame.columns if c not in lifted and c not in drop]
-    times = [c for c in columns if isinstance(frame.schema[c], pl.Datetime)]
-    plain = [c for c in columns if c not in times]
-    exprs = [pl.col(source).alias(name) for name, source in top.items()]
-    exprs.append(pl.struct([_plain(c, frame.schema[c]) for c in plain]).alias("props")
-                 if plain else pl.lit(None).alias("props"))
-    exprs.append(pl.struct([_epoch_pair(c, frame.schema[c]) for c in times]).alias("ts")
-                 if times else pl.lit(None).alias("ts"))
-    return frame.select(exprs)
-
-
-def _plain(column: str, dtype: pl.DataType) -> pl.Expr:
-    return pl.col(column).cast(pl.String) if isinstance(dtype, pl.Decimal) else pl.col(column)
-
-
-_PER_SECOND = {"ns": 10**9, "us": 10**6, "ms": 10**3}
-
-
-def _epoch_pair(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A timestamp as [floor epoch seconds, nanoseconds] (naive ones read as UTC)."""
-    assert isinstance(dtype, pl.Datetime)
-    per = _PER_SECOND[dtype.time_unit or "us"]
-    epoch = pl.col(column).dt.epoch(dtype.time_unit or "us")
-    seconds = epoch // per
-    nanos = (epoch - seconds * per) * (10**9 // per)
-    return pl.when(epoch.is_null()).then(None).otherwise(
-        pl.concat_list([seconds, nanos])).alias(column)
-
-
-def _with_seq(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
-
-
-def _endpoint_keys(graph: PropertyGraph) -> dict[LiteralString, list[Any]]:
-    """Keys of nodes that end a relationship but are not a row of their frame."""
-    wanted: dict[LiteralString, list[pl.Series]] = {label: [] for label in NODE_KEYS}
-    uses = graph.uses
-    for kind, (_, label) in USE_REL.items():
-        wanted[label].append(uses.filter(pl.col("kind") == kind)["entity_id"])
-    wanted["Account"].append(uses["account_id"])
-    links = graph.known_links
-    for kind, label in LINK_LABEL.items():
-        wanted[label].append(links.filter(pl.col("kind") == kind)["key"])
-    wanted["Organization"].append(links["org_id"])
-    wanted["ASN"].append(graph.ips["asn"].drop_nulls().cast(pl.String))
-    wanted["Proxy"].append(graph.ips["proxy_id"])
-    rows = {label: graph.frames()[name][NODE_KEYS[label]]
-            for name, label in FRAME_LABEL.items()}
-    out: dict[LiteralString, list[Any]] = {}
-    for label, parts in wanted.items():
-        if not parts:
-            continue
-        keys = pl.concat([p.cast(pl.String).rename("k") for p in parts]).drop_nulls().unique()
-        if label in rows:
-            keys = keys.filter(~keys.is_in(rows[label].cast(pl.String).implode()))
-        if keys.len():
-            out[label] = keys.sort().to_list()
-    return out
-
-
-def _native(value: Any) -> Any:
-    """Driver temporal values as Python ones (polars builds columns from these)."""
-    if isinstance(value, neo4j_time.DateTime | neo4j_time.Date | neo4j_time.Time):
-        return value.to_native()
-    if isinstance(value, neo4j_time.Duration):
-        months, days, seconds, nanos = value
-        return dt.timedelta(days=days + 30 * months, seconds=seconds, microseconds=nanos // 1000)
-    return value
-
-
-class _Columns:
-    """Pages of columns (see ``COLUMNS``) gathered into a frame of exact dtypes.
-
-    ``fixed`` columns are not properties: the caller passes their values with
-    each page (the account and kind of a relationship, say).
-    """
-
-    def __init__(self, schema: pl.Schema, fixed: tuple[str, ...] = ()) -> None:
-        self.schema = schema
-        self.fixed = fixed
-        self.cols = [c for c, t in schema.items()
-                     if c not in fixed and not isinstance(t, pl.Datetime)]
-        self.times = [c for c, t in schema.items()
-                      if c not in fixed and isinstance(t, pl.Datetime)]
-        self.data: dict[str, list[Any]] = {c: [] for c in schema}
-        self.seconds: dict[str, list[Any]] = {c: [] for c in self.times}
-        self.nanos: dict[str, list[Any]] = {c: [] for c in self.times}
-
-    def params(self, prefix: str = "") -> dict[str, list[str]]:
-        return {f"{prefix}cols": self.cols, f"{prefix}times": self.times}
-
-    def extend(self, page: dict[str, Any], prefix: str = "",
-               fixed: tuple[list[Any], ...] = ()) -> None:
-        for name, values in zip(self.cols, page[f"{prefix}values"], strict=True):
-            self.data[name].extend(values)
-        for name, values in zip(self.times, page[f"{prefix}seconds"], strict=True):
-            self.seconds[name].extend(values)
-        for name, values in zip(self.times, page[f"{prefix}nanos"], strict=True):
-            self.nanos[name].extend(values)
-        for name, values in zip(self.fixed, fixed, strict=True):
-            self.data[name].extend(values)
-
-    def frame(self) -> pl.DataFrame:
-        columns = [
-            _datetimes(name, self.seconds[name], self.nanos[name], dtype)
-            if isinstance(dtype, pl.Datetime) else _series(name, self.data[name], dtype)
-            for name, dtype in self.schema.items()
-        ]
-        return pl.DataFrame(columns)
-
-
-def _series(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series:
-    if dtype.is_nested() and not isinstance(dtype, pl.Struct):
-        # pyarrow builds list columns from Python lists far faster than polars does
-        arrow_type = pl.Series(name, [], dtype=dtype).to_arrow().type
-        series = pl.from_arrow(pa.array(values, type=arrow_type))
-        assert isinstance(series, pl.Series)
-        return series.cast(dtype).rename(name)
-    if dtype.is_temporal():
-        values = [_native(v) for v in values]
-    elif isinstance(dtype, pl.Decimal):
-        values = [None if v is None else decimal.Decimal(v) for v in values]
-    return pl.Series(name, values, dtype=dtype)
-
-
-def _datetimes(name: str, seconds: list[Any], nanos: list[Any], dtype: pl.Datetime
-               ) -> pl.Series:
-    """Floor epoch seconds and nanoseconds as a Datetime column of ``dtype``, vectorized."""
-    unit = dtype.time_unit or "us"
-    per = _PER_SECOND[unit]
-    epoch = (pl.Series(seconds, dtype=pl.Int64) * per
-             + pl.Series(nanos, dtype=pl.Int64) // (10**9 // per))
-    out = pl.from_epoch(epoch, time_unit=unit)
-    if dtype.time_zone is not None:
-        out = out.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)
-    return out.cast(dtype).rename(name)

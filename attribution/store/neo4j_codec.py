@@ -1,0 +1,179 @@
+"""The Neo4j store's codec: polars frames to Bolt rows and back, exactly.
+
+Frames are written as parameter lists (temporal columns as epoch pairs, so no
+precision is lost), read back page by page into columns of their recorded
+dtypes (``schema_blob``: an empty Arrow IPC file kept with the data), so the
+graph and a run read back from Neo4j equal what was written, bit for bit.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import io
+from typing import Any, LiteralString
+
+import polars as pl
+import pyarrow as pa
+from neo4j import time as neo4j_time
+
+from attribution.graph import PropertyGraph
+from attribution.store.neo4j_cypher import FRAME_LABEL, LINK_LABEL, NODE_KEYS, USE_REL
+
+
+def schema_blob(frame: pl.DataFrame) -> str:
+    """The frame's exact column names and dtypes, as an empty Arrow IPC file (base64)."""
+    buf = io.BytesIO()
+    frame.clear().write_ipc(buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def schema_from_blob(blob: str) -> pl.Schema:
+    return pl.read_ipc(io.BytesIO(base64.b64decode(blob))).schema
+
+
+def payload(frame: pl.DataFrame, *, drop: tuple[str, ...] = (), keep: tuple[str, ...] = (),
+             **top: str) -> pl.DataFrame:
+    """Rows as ``{<top>..., props: {...}, ts: {col: [seconds, nanos]}}`` for the write queries.
+
+    ``top`` names columns lifted out of ``props`` (renamed); ``keep`` of those
+    also stay in ``props``; ``drop`` are left out. Decimals go as text.
+    """
+    lifted = set(top.values()) - set(keep)
+    columns = [c for c in frame.columns if c not in lifted and c not in drop]
+    times = [c for c in columns if isinstance(frame.schema[c], pl.Datetime)]
+    plain = [c for c in columns if c not in times]
+    exprs = [pl.col(source).alias(name) for name, source in top.items()]
+    exprs.append(pl.struct([_plain(c, frame.schema[c]) for c in plain]).alias("props")
+                 if plain else pl.lit(None).alias("props"))
+    exprs.append(pl.struct([_epoch_pair(c, frame.schema[c]) for c in times]).alias("ts")
+                 if times else pl.lit(None).alias("ts"))
+    return frame.select(exprs)
+
+
+def _plain(column: str, dtype: pl.DataType) -> pl.Expr:
+    return pl.col(column).cast(pl.String) if isinstance(dtype, pl.Decimal) else pl.col(column)
+
+
+_PER_SECOND = {"ns": 10**9, "us": 10**6, "ms": 10**3}
+
+
+def _epoch_pair(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A timestamp as [floor epoch seconds, nanoseconds] (naive ones read as UTC)."""
+    assert isinstance(dtype, pl.Datetime)
+    per = _PER_SECOND[dtype.time_unit or "us"]
+    epoch = pl.col(column).dt.epoch(dtype.time_unit or "us")
+    seconds = epoch // per
+    nanos = (epoch - seconds * per) * (10**9 // per)
+    return pl.when(epoch.is_null()).then(None).otherwise(
+        pl.concat_list([seconds, nanos])).alias(column)
+
+
+def with_seq(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
+
+
+def endpoint_keys(graph: PropertyGraph) -> dict[LiteralString, list[Any]]:
+    """Keys of nodes that end a relationship but are not a row of their frame."""
+    wanted: dict[LiteralString, list[pl.Series]] = {label: [] for label in NODE_KEYS}
+    uses = graph.uses
+    for kind, (_, label) in USE_REL.items():
+        wanted[label].append(uses.filter(pl.col("kind") == kind)["entity_id"])
+    wanted["Account"].append(uses["account_id"])
+    links = graph.known_links
+    for kind, label in LINK_LABEL.items():
+        wanted[label].append(links.filter(pl.col("kind") == kind)["key"])
+    wanted["Organization"].append(links["org_id"])
+    wanted["ASN"].append(graph.ips["asn"].drop_nulls().cast(pl.String))
+    wanted["Proxy"].append(graph.ips["proxy_id"])
+    rows = {label: graph.frames()[name][NODE_KEYS[label]]
+            for name, label in FRAME_LABEL.items()}
+    out: dict[LiteralString, list[Any]] = {}
+    for label, parts in wanted.items():
+        if not parts:
+            continue
+        keys = pl.concat([p.cast(pl.String).rename("k") for p in parts]).drop_nulls().unique()
+        if label in rows:
+            keys = keys.filter(~keys.is_in(rows[label].cast(pl.String).implode()))
+        if keys.len():
+            out[label] = keys.sort().to_list()
+    return out
+
+
+def _native(value: Any) -> Any:
+    """Driver temporal values as Python ones (polars builds columns from these)."""
+    if isinstance(value, neo4j_time.DateTime | neo4j_time.Date | neo4j_time.Time):
+        return value.to_native()
+    if isinstance(value, neo4j_time.Duration):
+        months, days, seconds, nanos = value
+        return dt.timedelta(days=days + 30 * months, seconds=seconds, microseconds=nanos // 1000)
+    return value
+
+
+class Columns:
+    """Pages of columns (see ``COLUMNS``) gathered into a frame of exact dtypes.
+
+    ``fixed`` columns are not properties: the caller passes their values with
+    each page (the account and kind of a relationship, say).
+    """
+
+    def __init__(self, schema: pl.Schema, fixed: tuple[str, ...] = ()) -> None:
+        self.schema = schema
+        self.fixed = fixed
+        self.cols = [c for c, t in schema.items()
+                     if c not in fixed and not isinstance(t, pl.Datetime)]
+        self.times = [c for c, t in schema.items()
+                      if c not in fixed and isinstance(t, pl.Datetime)]
+        self.data: dict[str, list[Any]] = {c: [] for c in schema}
+        self.seconds: dict[str, list[Any]] = {c: [] for c in self.times}
+        self.nanos: dict[str, list[Any]] = {c: [] for c in self.times}
+
+    def params(self, prefix: str = "") -> dict[str, list[str]]:
+        return {f"{prefix}cols": self.cols, f"{prefix}times": self.times}
+
+    def extend(self, page: dict[str, Any], prefix: str = "",
+               fixed: tuple[list[Any], ...] = ()) -> None:
+        for name, values in zip(self.cols, page[f"{prefix}values"], strict=True):
+            self.data[name].extend(values)
+        for name, values in zip(self.times, page[f"{prefix}seconds"], strict=True):
+            self.seconds[name].extend(values)
+        for name, values in zip(self.times, page[f"{prefix}nanos"], strict=True):
+            self.nanos[name].extend(values)
+        for name, values in zip(self.fixed, fixed, strict=True):
+            self.data[name].extend(values)
+
+    def frame(self) -> pl.DataFrame:
+        columns = [
+            _datetimes(name, self.seconds[name], self.nanos[name], dtype)
+            if isinstance(dtype, pl.Datetime) else _series(name, self.data[name], dtype)
+            for name, dtype in self.schema.items()
+        ]
+        return pl.DataFrame(columns)
+
+
+def _series(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series:
+    if dtype.is_nested() and not isinstance(dtype, pl.Struct):
+        # pyarrow builds list columns from Python lists far faster than polars does
+        arrow_type = pl.Series(name, [], dtype=dtype).to_arrow().type
+        series = pl.from_arrow(pa.array(values, type=arrow_type))
+        assert isinstance(series, pl.Series)
+        return series.cast(dtype).rename(name)
+    if dtype.is_temporal():
+        values = [_native(v) for v in values]
+    elif isinstance(dtype, pl.Decimal):
+        values = [None if v is None else decimal.Decimal(v) for v in values]
+    return pl.Series(name, values, dtype=dtype)
+
+
+def _datetimes(name: str, seconds: list[Any], nanos: list[Any], dtype: pl.Datetime
+               ) -> pl.Series:
+    """Floor epoch seconds and nanoseconds as a Datetime column of ``dtype``, vectorized."""
+    unit = dtype.time_unit or "us"
+    per = _PER_SECOND[unit]
+    epoch = (pl.Series(seconds, dtype=pl.Int64) * per
+             + pl.Series(nanos, dtype=pl.Int64) // (10**9 // per))
+    out = pl.from_epoch(epoch, time_unit=unit)
+    if dtype.time_zone is not None:
+        out = out.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)
+    return out.cast(dtype).rename(name)

@@ -1,0 +1,318 @@
+"""The Neo4j store's Cypher: every statement it runs, as vetted text.
+
+Query text is never composed from data: the only substitutions are fixed
+vocabulary (labels, keys, relationship types from ``attribution.vocabulary``)
+filled into ``<NAME>`` slots at import time; values always travel as
+parameters. The store (``attribution.store.neo4j``) and its frame codec
+(``attribution.store.neo4j_codec``) import these names.
+"""
+
+from __future__ import annotations
+
+from typing import LiteralString
+
+from attribution.vocabulary import ENTITY_KINDS, LINK_KIND
+
+# label -> key property: the fixed vocabulary every per-label query is made from.
+NODE_KEYS: dict[LiteralString, LiteralString] = {
+    "Account": "account_id",
+    "PaymentMethod": "fingerprint",
+    "Device": "device_id",
+    "IP": "ip",
+    "Proxy": "proxy_id",
+    "ASN": "asn",
+    "EmailDomain": "domain",
+    "PromptTemplate": "prompt_hash",
+    "Organization": "org_id",
+}
+# PropertyGraph node frames -> label.
+FRAME_LABEL: dict[str, LiteralString] = {
+    "accounts": "Account",
+    "payments": "PaymentMethod",
+    "devices": "Device",
+    "ips": "IP",
+    "proxies": "Proxy",
+    "organizations": "Organization",
+}
+# uses.kind -> (relationship type, entity label).
+USE_REL: dict[str, tuple[LiteralString, LiteralString]] = {
+    k.kind: (k.relationship, k.label) for k in ENTITY_KINDS if k.relationship is not None}
+REL_KIND = {rel: kind for kind, (rel, _) in USE_REL.items()}
+# known_links.kind -> label of the entity node.
+LINK_LABEL: dict[str, LiteralString] = {
+    k.kind: k.label for k in ENTITY_KINDS if k.kind in set(LINK_KIND.values())}
+
+
+def _expand(template: LiteralString, **parts: LiteralString) -> LiteralString:
+    """Fill ``<NAME>`` slots of a query template with fixed vocabulary (never data)."""
+    for name, value in parts.items():
+        template = template.replace(f"<{name}>", value)
+    return template
+
+
+def _per_label(template: LiteralString) -> dict[str, LiteralString]:
+    return {label: _expand(template, L=label, K=key) for label, key in NODE_KEYS.items()}
+
+
+def _key_constraint(label: LiteralString, key: LiteralString) -> LiteralString:
+    return _expand(
+        "CREATE CONSTRAINT <l>_key IF NOT EXISTS FOR (n:<L>) REQUIRE n.<K> IS UNIQUE",
+        l=label.lower(), L=label, K=key,
+    )
+
+
+SCHEMA: tuple[LiteralString, ...] = (
+    *(_key_constraint(label, key) for label, key in NODE_KEYS.items()),
+    "CREATE CONSTRAINT graphstate_key IF NOT EXISTS FOR (n:GraphState) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT run_key IF NOT EXISTS FOR (n:Run) REQUIRE n.run_id IS UNIQUE",
+    "CREATE CONSTRAINT fleet_key IF NOT EXISTS "
+    "FOR (n:Fleet) REQUIRE (n.fleet_id, n.run_id) IS UNIQUE",
+    "CREATE CONSTRAINT evidence_key IF NOT EXISTS "
+    "FOR (n:Evidence) REQUIRE (n.run_id, n.seq) IS UNIQUE",
+    "CREATE INDEX fleet_run IF NOT EXISTS FOR (n:Fleet) ON (n.run_id, n.seq)",
+    "CREATE INDEX scored_run IF NOT EXISTS FOR ()-[r:SCORED]-() ON (r.run_id, r.seq)",
+    "CREATE INDEX member_run IF NOT EXISTS FOR ()-[r:MEMBER_OF]-() ON (r.run_id)",
+)
+AWAIT_INDEXES: LiteralString = "CALL db.awaitIndexes(300)"
+
+# Timestamps travel as [epoch seconds, nanoseconds] pairs (the driver's own temporal
+# types cost 20x an integer each way) and are stored as Neo4j DATETIME values.
+SET_TIMES: LiteralString = (
+    " WITH * CALL (<V>, row) {"
+    " UNWIND [k IN keys(row.ts) WHERE row.ts[k] IS NOT NULL] AS k"
+    " SET <V>[k] = datetime({epochSeconds: row.ts[k][0], nanosecond: row.ts[k][1]}) }"
+)
+# Reads come in pages of columns: one record per page holding, for the columns
+# named in $cols / $times (from the stored dtypes), a list of values each, so no
+# property name travels per row and the client has nothing to transpose.
+# DATETIME values come as floor epoch seconds and nanoseconds (epochSeconds
+# truncates towards zero before 1970). A page is the rows with key >= $after;
+# with $skip the first is dropped when it is $after (the last of the page before).
+PAGE: LiteralString = (
+    "WITH collect(<V>) AS got "
+    "WITH got, CASE WHEN $skip AND size(got) > 0 AND got[0].<K> = $after"
+    " THEN got[1..] ELSE got END AS page "
+)
+COLUMNS: LiteralString = (
+    "[k IN $<P>cols | [x IN <R> | x[k]]] AS <P>values, "
+    "[k IN $<P>times | [x IN <R> | x[k].epochSeconds - CASE WHEN x[k].nanosecond > 0"
+    " AND x[k] < datetime({epochSeconds: 0}) THEN 1 ELSE 0 END]] AS <P>seconds, "
+    "[k IN $<P>times | [x IN <R> | x[k].nanosecond]] AS <P>nanos"
+)
+
+
+def _page(var: LiteralString, key: LiteralString) -> LiteralString:
+    return _expand(PAGE, V=var, K=key)
+
+
+def _columns(rows: LiteralString, prefix: LiteralString = "") -> LiteralString:
+    """Columns of the nodes or relationships in list ``rows`` (see COLUMNS)."""
+    return _expand(COLUMNS, R=rows, P=prefix)
+
+
+def _times(var: LiteralString) -> LiteralString:
+    return _expand(SET_TIMES, V=var)
+
+
+UPSERT_ROWS = _per_label(
+    "UNWIND $rows AS row MERGE (n:<L> {<K>: row.props.<K>}) "
+    "SET n = row.props, n._snapshot = $stamp, n._row = $stamp" + _times("n")
+)
+TOUCH_NODES = _per_label(
+    "UNWIND $keys AS key MERGE (n:<L> {<K>: key}) SET n._snapshot = $stamp"
+)
+UPSERT_USES = {
+    kind: _expand(
+        "UNWIND $rows AS row "
+        "MATCH (a:Account {account_id: row.a}) MATCH (e:<L> {<K>: row.e}) "
+        "MERGE (a)-[r:<T>]->(e) SET r = coalesce(row.props, {}), r._snapshot = $stamp"
+        + _times("r"),
+        L=label, K=NODE_KEYS[label], T=rel,
+    )
+    for kind, (rel, label) in USE_REL.items()
+}
+UPSERT_KNOWN = {
+    kind: _expand(
+        "UNWIND $rows AS row "
+        "MATCH (e:<L> {<K>: row.key}) MATCH (o:Organization {org_id: row.org_id}) "
+        "MERGE (e)-[r:KNOWN_AS {entity_type: row.props.entity_type, "
+        "entity_id: row.props.entity_id}]->(o) "
+        "SET r = row.props, r._snapshot = $stamp" + _times("r"),
+        L=label, K=NODE_KEYS[label],
+    )
+    for kind, label in LINK_LABEL.items()
+}
+UPSERT_IN_ASN: LiteralString = (
+    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (a:ASN {asn: row.asn}) "
+    "MERGE (i)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
+)
+UPSERT_EXIT_OF: LiteralString = (
+    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (p:Proxy {proxy_id: row.proxy_id}) "
+    "MERGE (i)-[r:EXIT_OF]->(p) SET r._snapshot = $stamp"
+)
+# The sweep: three passes over the whole store, each in batches of its own
+# transactions (an implicit transaction; every pass can simply be run again).
+SWEEP_RELS: LiteralString = (
+    "MATCH ()-[r]->() WHERE r._snapshot <> $stamp "
+    "CALL (r) { DELETE r } IN TRANSACTIONS OF 10000 ROWS"
+)
+# Nodes of an older graph: gone, unless run results point at them.
+SWEEP_NODES: LiteralString = (
+    "MATCH (n) WHERE n._snapshot <> $stamp AND NOT EXISTS { (n)--() } "
+    "CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+)
+# What remains of an older graph is stripped to its key (outside the graph now);
+# a row of an older graph that is only a relationship end now loses its columns.
+STRIP_NODES: LiteralString = (
+    "MATCH (n) WHERE n._snapshot <> $stamp OR n._row <> $stamp "
+    "CALL (n) { "
+    "WITH n, CASE WHEN n:Account THEN {account_id: n.account_id}"
+    " WHEN n:PaymentMethod THEN {fingerprint: n.fingerprint}"
+    " WHEN n:Device THEN {device_id: n.device_id} WHEN n:IP THEN {ip: n.ip}"
+    " WHEN n:Proxy THEN {proxy_id: n.proxy_id} WHEN n:ASN THEN {asn: n.asn}"
+    " WHEN n:EmailDomain THEN {domain: n.domain}"
+    " WHEN n:PromptTemplate THEN {prompt_hash: n.prompt_hash}"
+    " WHEN n:Organization THEN {org_id: n.org_id} END AS key "
+    "SET n = CASE WHEN n._snapshot = $stamp THEN key{.*, _snapshot: $stamp} ELSE key END "
+    "} IN TRANSACTIONS OF 10000 ROWS"
+)
+# Nodes created only for run results, once no run points at them any more.
+SWEEP_ORPHANS: LiteralString = (
+    "MATCH (n) WHERE (n:Account OR n:Organization) AND n._snapshot IS NULL "
+    "AND NOT EXISTS { (n)--() } CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+)
+BEGIN_LOAD: LiteralString = (
+    "MERGE (g:GraphState {id: 'graph'}) "
+    "SET g.digest = $digest, g.stamp = $stamp, g.complete = false, g.schema = $schema, "
+    "g.load_started_at = datetime()"
+)
+FINISH_LOAD: LiteralString = (
+    "MATCH (g:GraphState {id: 'graph'}) WHERE g.stamp = $stamp "
+    "SET g.complete = true, g.counts = $counts, g.loaded_at = datetime() RETURN g.stamp AS s"
+)
+GRAPH_STATE: LiteralString = (
+    "MATCH (g:GraphState {id: 'graph'}) "
+    "RETURN g.digest AS digest, g.stamp AS stamp, g.complete AS complete, g.schema AS schema, "
+    "g.counts AS counts"
+)
+
+READ_ROWS = _per_label(
+    "MATCH (n:<L>) WHERE n.<K> >= $after AND n._row = $stamp "
+    "WITH n ORDER BY n.<K> LIMIT $limit " + _page("n", "<K>")
+    + "RETURN size(got) AS fetched, page[-1].<K> AS key, " + _columns("page")
+)
+USES_OF_PAGE: LiteralString = (
+    "CALL (page) { UNWIND page AS a "
+    "MATCH (a)-[r:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT]"
+    "->(e) RETURN collect(a.account_id) AS u_account, collect(type(r)) AS u_type, "
+    "collect(CASE type(r) WHEN 'USES_PAYMENT' THEN e.fingerprint"
+    " WHEN 'USES_DEVICE' THEN e.device_id WHEN 'HAS_EMAIL_DOMAIN' THEN e.domain"
+    " WHEN 'USES_PROMPT' THEN e.prompt_hash ELSE e.ip END) AS u_entity, "
+    "collect(r) AS rels } "
+)
+READ_ACCOUNTS: LiteralString = (
+    "MATCH (a:Account) WHERE a.account_id >= $after AND a._snapshot = $stamp "
+    "WITH a ORDER BY a.account_id LIMIT $limit " + _page("a", "account_id")
+    + USES_OF_PAGE
+    + "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, u_account, u_type, "
+    "u_entity, rels "
+    "RETURN size(got) AS fetched, page[-1].account_id AS key, " + _columns("rows") + ", "
+    "u_account, u_type, u_entity, " + _columns("rels", "u")
+)
+READ_ORGANIZATIONS: LiteralString = (
+    "MATCH (o:Organization) WHERE o.org_id >= $after AND o._snapshot = $stamp "
+    "WITH o ORDER BY o.org_id LIMIT $limit " + _page("o", "org_id")
+    + "CALL (page) { UNWIND page AS o MATCH (e)-[l:KNOWN_AS]->(o) WHERE l._snapshot = $stamp "
+    "RETURN collect(o.org_id) AS l_org, collect(l) AS links } "
+    "WITH got, page, [x IN page WHERE x._row = $stamp] AS rows, l_org, links "
+    "RETURN size(got) AS fetched, page[-1].org_id AS key, " + _columns("rows") + ", "
+    "l_org, " + _columns("links", "l")
+)
+COUNT_NODES: LiteralString = "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n"
+COUNT_RELS: LiteralString = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS n"
+
+RUN_STATE: LiteralString = (
+    "MATCH (r:Run {run_id: $run_id}) RETURN r.complete AS complete, r:Current AS current"
+)
+BEGIN_RUN: LiteralString = (
+    "MERGE (r:Run {run_id: $run_id}) "
+    "SET r.complete = false, r.manifest = $manifest, r.schema = $schema, "
+    "r.started_at = $started_at, r.finished_at = $finished_at, r.digest = $digest, "
+    "r.previous_run_id = $previous_run_id, r.n_assignments = $n_assignments, "
+    "r.n_fleets = $n_fleets, r.n_evidence = $n_evidence, r.write_started_at = datetime()"
+)
+WRITE_FLEETS: LiteralString = (
+    "UNWIND $rows AS row MERGE (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
+    "SET f = row.props, f.run_id = $run_id" + _times("f")
+)
+WRITE_ATTRIBUTED: LiteralString = (
+    "UNWIND $rows AS row MATCH (f:Fleet {fleet_id: row.fleet_id, run_id: $run_id}) "
+    "MERGE (o:Organization {org_id: row.org_id}) "
+    "MERGE (f)-[x:ATTRIBUTED_TO]->(o) SET x.run_id = $run_id, x.confidence = row.confidence"
+)
+WRITE_EVIDENCE: LiteralString = (
+    "UNWIND $rows AS row MERGE (e:Evidence {run_id: $run_id, seq: row.props.seq}) "
+    "SET e = row.props, e.run_id = $run_id" + _times("e") + " "
+    "WITH e, row MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
+    "MERGE (e)-[:SUPPORTS]->(f)"
+)
+WRITE_ASSIGNMENTS: LiteralString = (
+    "MATCH (r:Run {run_id: $run_id}) UNWIND $rows AS row "
+    "MERGE (a:Account {account_id: row.props.account_id}) "
+    "MERGE (a)-[s:SCORED]->(r) SET s = row.props, s.run_id = $run_id" + _times("s") + " "
+    "WITH a, row WHERE row.props.fleet_id IS NOT NULL "
+    "MATCH (f:Fleet {fleet_id: row.props.fleet_id, run_id: $run_id}) "
+    "MERGE (a)-[m:MEMBER_OF]->(f) "
+    "SET m.run_id = $run_id, m.sybil_score = row.props.sybil_score"
+)
+COUNT_RUN: LiteralString = (
+    "MATCH (r:Run {run_id: $run_id}) "
+    "RETURN COUNT { (r)<-[:SCORED]-() } AS assignments, "
+    "COUNT { MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL } AS fleets, "
+    "COUNT { MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL } AS evidence, "
+    "r.n_assignments AS n_assignments, r.n_fleets AS n_fleets, r.n_evidence AS n_evidence, "
+    "r.complete AS complete"
+)
+MAKE_CURRENT: LiteralString = (
+    "MATCH (r:Run {run_id: $run_id}) "
+    "OPTIONAL MATCH (old:Run:Current) WHERE old <> r "
+    "REMOVE old:Current "
+    "SET r:Current, r.complete = true, r.current_since = datetime() "
+    "RETURN DISTINCT r.run_id AS run_id"
+)
+CURRENT_RUN: LiteralString = "MATCH (r:Run:Current) RETURN r.run_id AS run_id"
+READ_RUN: LiteralString = (
+    "MATCH (r:Run {run_id: $run_id}) WHERE r.complete "
+    "RETURN r.manifest AS manifest, r.schema AS schema"
+)
+LIST_RUNS: LiteralString = "MATCH (r:Run) WHERE r.complete RETURN r.manifest AS manifest"
+RUNS_TO_DROP: LiteralString = (
+    "MATCH (r:Run) WHERE NOT r:Current AND (r.complete = false OR $old_complete) "
+    "AND r.run_id <> $keep RETURN r.run_id AS run_id"
+)
+READ_FLEETS: LiteralString = (
+    "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq >= $after "
+    "WITH f ORDER BY f.run_id, f.seq LIMIT $limit " + _page("f", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
+)
+READ_EVIDENCE: LiteralString = (
+    "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq >= $after "
+    "WITH e ORDER BY e.run_id, e.seq LIMIT $limit " + _page("e", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
+)
+READ_ASSIGNMENTS: LiteralString = (
+    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq >= $after "
+    "WITH s ORDER BY s.run_id, s.seq LIMIT $limit " + _page("s", "seq")
+    + "RETURN size(got) AS fetched, page[-1].seq AS key, " + _columns("page")
+)
+DROP_RUN_STEPS: tuple[LiteralString, ...] = (
+    "MATCH ()-[m:MEMBER_OF]->() WHERE m.run_id = $run_id "
+    "CALL (m) { DELETE m } IN TRANSACTIONS OF 10000 ROWS",
+    "MATCH ()-[s:SCORED]->() WHERE s.run_id = $run_id AND s.seq IS NOT NULL "
+    "CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS",
+    "MATCH (e:Evidence) WHERE e.run_id = $run_id AND e.seq IS NOT NULL "
+    "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF 10000 ROWS",
+    "MATCH (f:Fleet) WHERE f.run_id = $run_id AND f.seq IS NOT NULL "
+    "CALL (f) { DETACH DELETE f } IN TRANSACTIONS OF 1000 ROWS",
+    "MATCH (r:Run {run_id: $run_id}) WHERE NOT r:Current DETACH DELETE r",
+)
