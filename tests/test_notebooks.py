@@ -25,6 +25,7 @@ import pytest
 
 from attribution import notebook
 from attribution.cypher import load_queries
+from attribution.notebook import frames, headless
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
 
@@ -197,13 +198,13 @@ def test_parameters_are_injected_after_the_parameters_cell_and_checked() -> None
 
 
 def test_cli_values_are_typed_like_the_defaults() -> None:
-    assert notebook._cli_value("12345", None) == "12345"   # ids stay text
-    assert notebook._cli_value("None", None) is None
-    assert notebook._cli_value("30", 20) == 30
-    assert notebook._cli_value("0.5", 0.0) == 0.5
-    assert notebook._cli_value("true", False) is True
+    assert headless._cli_value("12345", None) == "12345"   # ids stay text
+    assert headless._cli_value("None", None) is None
+    assert headless._cli_value("30", 20) == 30
+    assert headless._cli_value("0.5", 0.0) == 0.5
+    assert headless._cli_value("true", False) is True
     with pytest.raises(notebook.NotebookError, match="expected a int"):
-        notebook._cli_value("many", 20)
+        headless._cli_value("many", 20)
 
 
 def test_connect_without_settings_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,7 +292,7 @@ def test_ad_hoc_cypher_that_would_write_is_refused(world: World, text: str) -> N
         notebook.cypher(text)
     # and were the EXPLAIN check bypassed, the read transaction still refuses
     with pytest.raises(notebook.NotebookError):
-        notebook._run_read(text, {}, check=False)
+        frames._run_read(text, {}, check=False)
     assert world.server.query("MATCH (n) RETURN count(n) AS n")[0]["n"] == before
     assert not world.server.query("MATCH (a:Account) WHERE a.touched RETURN a LIMIT 1")
     assert not world.server.query("SHOW INDEXES YIELD name WHERE name = 'nb_probe' RETURN name")
