@@ -277,7 +277,8 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
 
 
 def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
-                    params: FleetParams) -> pl.DataFrame:
+                    params: FleetParams, concealment: pl.DataFrame | None = None
+                    ) -> pl.DataFrame:
     """Merge fleets that are fragments of one operation by the operator evidence they share.
 
     Louvain and the components cut a large, sparsely linked operation into
@@ -290,8 +291,12 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     least ``fragment_touch`` of its members, so one employee who touched an
     operation's box does not pull in the team). Networks never merge: two
     operators renting one proxy provider share its exits and nothing of their own.
-    Merged fleets take the smallest fleet number of their group; membership
-    rows keep their other columns.
+    Fragments of one operation also hide alike: with ``concealment`` (account_id,
+    infra: the share of an account's traffic through rented networks), two
+    fleets whose mean concealment differs by more than ``fragment_conceal_gap``
+    (a team on its office line whose corporate card an operation also used) stay
+    apart. Merged fleets take the smallest fleet number of their group;
+    membership rows keep their other columns.
 
     >>> m = pl.DataFrame({"idx": [0, 1, 2, 3], "fleet": [0, 0, 1, 1],
     ...                   "attachment": [1.0] * 4})
@@ -323,6 +328,15 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     )
     pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
         pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
+    if concealment is not None and pairs.height:
+        hidden = membership.join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)),
+                                 on="idx").join(concealment.select("account_id", "infra"),
+                                                on="account_id", how="left").group_by(
+            "fleet").agg(pl.col("infra").fill_null(0.0).mean().alias("c"))
+        pairs = pairs.join(hidden, on="fleet").join(
+            hidden.rename({"fleet": "fleet_b", "c": "c_b"}), on="fleet_b").filter(
+            (pl.col("c") - pl.col("c_b")).abs() <= params.fragment_conceal_gap).select(
+            "fleet", "fleet_b")
     if not pairs.height:
         return membership
     # Union-find over fleet numbers; each group takes its smallest number.

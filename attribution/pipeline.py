@@ -16,9 +16,9 @@ from attribution.assemble import assemble, reach_evidence, shared_evidence
 from attribution.attribute import attribute, member_reach
 from attribution.diff import run_diff
 from attribution.features import account_features
+from attribution.fleet_ids import assign_fleet_ids
 from attribution.fleets import attach_by_evidence, attach_loners, find_fleets, merge_fragments
 from attribution.graph import PropertyGraph, build_graph
-from attribution.identity import assign_fleet_ids
 from attribution.ingest import read_snapshot
 from attribution.linking import infer_links
 from attribution.progress import Stages
@@ -192,7 +192,8 @@ def attribute_graph(
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
-        membership = merge_fragments(membership, links.accounts, graph.uses, params.fleet)
+        membership = merge_fragments(membership, links.accounts, graph.uses, params.fleet,
+                                     feats)
         membership = attach_by_evidence(membership, links.near, params.link)
         membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})

@@ -159,7 +159,11 @@ def sybil_scores(
             BIAS
             + SIZE_WEIGHT * gate * pl.col("size").cast(pl.Float64).log10()
             + pl.sum_horizontal([f"w_{f}" for f in FEATURES])
-        ).alias("logit")
+        ).alias("logit"),
+        (
+            SIZE_WEIGHT * gate * pl.col("size").cast(pl.Float64).log10()
+            + pl.sum_horizontal([f"w_{f}" for f in COORDINATION])
+        ).alias("coordination"),
     ).with_columns(_sigmoid(pl.col("logit")).alias("sybil_score")).sort("fleet")
 
     # Accounts: the fleet's log-odds, moved by what the account itself shows
@@ -167,8 +171,8 @@ def sybil_scores(
     # pulled down when it is barely attached to the fleet.
     med = members.group_by("fleet").agg(pl.col("attachment").median().alias("med"))
     fleet_cols = fleets.select(
-        "fleet", "logit", *[pl.col(f).alias(f"fleet_{f}") for f in ACCOUNT_LEVEL],
-        pl.col("claim_mode"),
+        "fleet", "logit", "coordination", "conceal_gate",
+        *[pl.col(f).alias(f"fleet_{f}") for f in ACCOUNT_LEVEL], pl.col("claim_mode"),
     )
     own = {
         "infra": _excess(pl.col("infra"), pop_infra),
@@ -184,6 +188,16 @@ def sybil_scores(
     shift = pl.sum_horizontal([
         FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None) for f in ACCOUNT_LEVEL
     ])
+    # A member that declares who it is (an institutional email, a workplace, a team
+    # or API plan) and hides nothing itself is under open control: the fleet's
+    # coordination counts for it only as far as it conceals, as for a fleet.
+    own_gate = OPEN_FLOOR + (1.0 - OPEN_FLOOR) * pl.max_horizontal(
+        own["infra"], own["tz_leak"]).fill_null(0.0).clip(0.0, 1.0)
+    declares = pl.max_horizontal(
+        pl.col("institutional").cast(pl.Float64), pl.col("claim").is_not_null().cast(pl.Float64),
+        pl.col("team_plan").cast(pl.Float64)).fill_null(0.0)
+    open_member = declares * pl.col("coordination").clip(0.0, None) * (
+        1.0 - own_gate / pl.col("conceal_gate")).clip(0.0, 1.0)
     # A lone account is not coordinated as far as the graph shows: low, graded.
     lone_score = 0.05 + 0.2 * pl.max_horizontal(
         _excess(pl.col("infra"), pop_infra), "tz_leak").fill_null(0.0)
@@ -200,7 +214,8 @@ def sybil_scores(
             "fleet",
             (
                 pl.col("belief") * _sigmoid(
-                    pl.col("logit") + ACCOUNT_SHIFT * shift - DETACHED * (1.0 - pl.col("att")))
+                    pl.col("logit") + ACCOUNT_SHIFT * shift - open_member
+                    - DETACHED * (1.0 - pl.col("att")))
                 + (1.0 - pl.col("belief")) * lone_score
             ).alias("sybil_score"),
             "belief",

@@ -9,7 +9,7 @@ import polars as pl
 from attribution.graph import build_graph
 from attribution.linking import FAMILIES, Links
 from attribution.scoring import sybil_scores
-from tests.tables import tables, ts
+from tests.support.tables import tables, ts
 
 GROUP = 8
 BACKGROUND = 60
@@ -64,9 +64,14 @@ def world(*, concealed: bool) -> dict[str, pl.DataFrame]:
                   proxies=[{"proxy_id": "prx1", "provider": "Strata", "kind": "residential"}])
 
 
-def score(concealed: bool) -> float:
+def score(concealed: bool, tabs: dict[str, pl.DataFrame] | None = None) -> float:
     """The group's fleet score, its members synchronized to the minute in both worlds."""
-    graph = build_graph(world(concealed=concealed))
+    return float(scores(tabs or world(concealed=concealed))[0]["sybil_score"][0])
+
+
+def scores(tabs: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Fleet and account scores of the group (fleet 0) in ``tabs``."""
+    graph = build_graph(tabs)
     index = graph.accounts.select("account_id").with_row_index("idx").with_columns(
         pl.col("idx").cast(pl.Int32))
     group = index.filter(pl.col("account_id").str.starts_with("g"))["idx"].to_list()
@@ -84,7 +89,7 @@ def score(concealed: bool) -> float:
                                       "attachment": pl.Float64, "belief": pl.Float64})
     fleets, accounts, _ = sybil_scores(graph, links, membership)
     assert accounts.filter(pl.col("fleet") == 0).height == GROUP
-    return float(fleets["sybil_score"][0])
+    return fleets, accounts
 
 
 def test_open_automation_scores_low_and_the_same_group_concealed_scores_high() -> None:
@@ -106,3 +111,24 @@ def test_a_program_on_its_own_servers_hides_nothing_a_browser_in_a_datacenter_do
         .otherwise(pl.col("platform")).alias("platform"))
     feats = account_features(build_graph(tabs))
     assert feats.filter(pl.col("account_id") == "g000")["infra"].item() == 1.0
+
+
+def test_a_member_that_declares_itself_and_hides_nothing_is_not_the_operations() -> None:
+    # The concealed group posing as "Acme Data", but g000 works from its office line on
+    # its own device and claims its own lab: an employee whose card an operation also used.
+    tabs = world(concealed=True)
+    tabs["account_ips"] = tabs["account_ips"].with_columns(
+        pl.when(pl.col("account_id") == "g000").then(pl.lit("203.0.113.0"))
+        .otherwise(pl.col("ip")).alias("ip"))
+    tabs["account_devices"] = tabs["account_devices"].with_columns(
+        pl.when(pl.col("account_id") == "g000").then(pl.lit("home0"))
+        .otherwise(pl.col("device_id")).alias("device_id"))
+    tabs["accounts"] = tabs["accounts"].with_columns(
+        pl.when(pl.col("account_id") == "g000").then(pl.lit("Qinghe Labs"))
+        .when(pl.col("account_id").str.starts_with("g")).then(pl.lit("Acme Data"))
+        .otherwise(pl.col("org_claim")).alias("org_claim"))
+    fleets, accounts = scores(tabs)
+    assert fleets["sybil_score"][0] > 0.5
+    by_id = dict(zip(accounts["account_id"], accounts["sybil_score"], strict=True))
+    assert by_id["g000"] < 0.4  # 0.54 without the rule
+    assert min(by_id[f"g{i:03d}"] for i in range(1, GROUP)) > 0.5
