@@ -18,7 +18,7 @@ from community import community_louvain
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from attribution.linking import anchored
+from attribution.linking import anchored, rarity
 from attribution.settings import FleetParams, LinkParams
 from attribution.vocabulary import (
     IDENTITY_FAMILIES,
@@ -276,18 +276,27 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     return pl.concat([membership.select("idx", "fleet", "attachment"), added]).sort("idx")
 
 
+# What an operator holds of its own: a card, a device, a prompt template. Not a
+# network (rented exits are shared by operators) nor an e-mail domain (throwaway
+# mail services are shared by operators, families and developers alike).
+FRAGMENT_FAMILIES = tuple(f for f in IDENTITY_FAMILIES if f != "email")
+
+
 def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
-                    params: FleetParams, concealment: pl.DataFrame | None = None
-                    ) -> pl.DataFrame:
+                    params: FleetParams, concealment: pl.DataFrame | None = None,
+                    link: LinkParams | None = None) -> pl.DataFrame:
     """Merge fleets that are fragments of one operation by the operator evidence they share.
 
     Louvain and the components cut a large, sparsely linked operation into
     pieces (each account links to a few others only), yet the pieces hold the
-    same card, device, e-mail domain or prompt template: the operator's own
-    tools. Two fleets merge when they share such an entity that is *specific*
-    to fleets (at least ``fragment_specific`` of its users are in fleets, so a
-    popular tool's template or a public mail domain, used mostly by ordinary
-    loners, merges nothing) and that each of the two uses substantially (at
+    same card, device or prompt template: the operator's own tools
+    (``FRAGMENT_FAMILIES``). Two fleets merge when they share such an entity that is *specific*
+    (rare enough to be evidence of common control by itself, as linking judges
+    rarity with ``link``, or else used inside fleets far more than accounts are
+    at large, ``fragment_specific`` of the way from the population's rate to
+    all of its users: a popular tool's template or a public mail domain, used
+    mostly by ordinary loners, merges nothing) and that each
+    of the two uses substantially (at
     least ``fragment_touch`` of its members, so one employee who touched an
     operation's box does not pull in the team). Networks never merge: two
     operators renting one proxy provider share its exits and nothing of their own.
@@ -300,7 +309,7 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
 
     >>> m = pl.DataFrame({"idx": [0, 1, 2, 3], "fleet": [0, 0, 1, 1],
     ...                   "attachment": [1.0] * 4})
-    >>> acc = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "idx": [0, 1, 2, 3]})
+    >>> acc = pl.DataFrame({"account_id": list("abcdefgh"), "idx": list(range(8))})
     >>> u = pl.DataFrame({"account_id": ["a", "c"], "kind": ["payment"] * 2,
     ...                   "entity_id": ["card1"] * 2})
     >>> merge_fragments(m, acc, u, FleetParams())["fleet"].to_list()
@@ -308,15 +317,26 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     """
     if not membership.height:
         return membership
-    kinds = [k for k, f in KIND_FAMILY.items() if f in IDENTITY_FAMILIES]
+    kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
     used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
         .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
         .join(membership.select(pl.col("idx").cast(pl.Int32), "fleet"), on="idx", how="left")
     users = used.group_by("kind", "entity_id").agg(
         pl.col("idx").n_unique().alias("users"),
         pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
-    specific = users.filter((pl.col("users") >= 2)
-                            & (pl.col("in_fleets") >= params.fragment_specific * pl.col("users")))
+    rare = pl.lit(False)
+    if link is not None:
+        family = pl.col("kind").replace_strict(KIND_FAMILY, default=None)
+        rare = (family.replace_strict(link.cap, default=0.0, return_dtype=pl.Float64)
+                * rarity(pl.col("users"), family.replace_strict(
+                    link.hub_size, default=1.0, return_dtype=pl.Float64))
+                >= link.family_threshold)
+    # Against the population: accounts are in fleets at this rate by default (families,
+    # teams), so an entity is specific to fleets when its users are far more often.
+    base = membership.height / max(accounts.height, 1)
+    lift = (pl.col("in_fleets") / pl.col("users") - base) / max(1.0 - base, 1e-9)
+    specific = users.filter((pl.col("users") >= 2) & (
+        rare | (lift >= params.fragment_specific)))
     sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
     touch = (
         used.filter(pl.col("fleet").is_not_null())

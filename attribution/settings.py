@@ -71,7 +71,7 @@ class FleetParams:
     attach_belief: float = 0.5        # a loner attaches when it is this likely the fleet's
     # Fragments of one operation: two fleets merge when an identity entity (card, device,
     # email domain, template) is used mostly inside fleets, and by this share of each.
-    fragment_specific: float = 0.8    # share of the entity's users that are in fleets
+    fragment_specific: float = 0.5    # lift of its users' in-fleet share over the population's
     fragment_touch: float = 0.25      # share of each of the two fleets that uses it
     fragment_conceal_gap: float = 0.5  # ... and whose rented-traffic shares differ at most this
 

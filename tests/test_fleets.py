@@ -137,11 +137,14 @@ def test_two_fragments_sharing_a_card_merge() -> None:
     assert got == [{0, 1, 2, 3, 4, 5, 6}, {10, 11}]
 
 
-def test_two_operators_sharing_a_proxy_provider_or_a_public_template_stay_apart() -> None:
+def test_operators_sharing_a_proxy_provider_a_public_template_or_mail_service_stay_apart(
+) -> None:
     # Every member of both fleets uses the same proxy exit and a template that thirty
     # ordinary loners use too: rented or public, nobody's own.
     uses = [(i, "ip", "198.18.0.7") for i in range(7)]
     uses += [(i, "prompt", "popular") for i in [*range(7), *range(10, 40)]]
+    # ... and a throwaway mail service that nobody outside the two fleets uses.
+    uses += [(i, "email_domain", "10min-inbox.test") for i in range(7)]
     got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
     assert got == [{0, 1, 2, 3}, {4, 5, 6}]
 
@@ -151,3 +154,11 @@ def test_one_member_touching_an_operation_does_not_pull_its_team_in() -> None:
     uses = [(i, "device", "box") for i in (0, 1, 2, 10)]
     got = _fragments(uses, {0: [0, 1, 2, 3], 1: list(range(10, 18))})
     assert got == [{0, 1, 2, 3}, set(range(10, 18))]
+
+
+def test_an_operations_template_merges_its_fragments_though_some_users_are_loners() -> None:
+    # 4 of the template's 6 users are in fleets, where 7 of 40 accounts are: far more
+    # than chance, though its stragglers formed no link.
+    uses = [(i, "prompt", "op-template") for i in (0, 1, 4, 5, 20, 21)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6}]
