@@ -16,7 +16,7 @@ Neo4j store's last transaction), then the run directory (a journaled exchange,
 ``attribution.rundir``). A job killed at any point leaves the previous current
 run as it was, and served; the next job tidies up what a killed predecessor
 left (``Store.recover`` and ``OutDir.recover``) under the locks before it
-starts. ``attribution.progress.checkpoint`` names the points the crash tests
+starts. ``attribution.killpoints.checkpoint`` names the points the crash tests
 kill a job at.
 """
 
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attribution.errors import UsageError
+from attribution.killpoints import checkpoint
 from attribution.locks import FileLock, JobLocked
-from attribution.progress import Stages, checkpoint
+from attribution.progress import Stages
 from attribution.rundir import OutDir, check_out
 from attribution.store import Store
 

@@ -18,7 +18,7 @@ new one after. The next run to the same ``--out`` (``OutDir.recover``, under
 the directory's lock) finishes a committed switch or undoes one the store never
 committed, and removes what killed predecessors left beside NAME, so the
 directory always ends up holding the store's run. The names in parentheses are
-the kill points of the crash tests (``attribution.progress.checkpoint``).
+the kill points of the crash tests (``attribution.killpoints.checkpoint``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from attribution.errors import UsageError
+from attribution.killpoints import checkpoint
 from attribution.locks import FileLock
-from attribution.progress import checkpoint
 from attribution.results import RunRecord, write_run_files
 
 # What a run directory holds; anything else in it is the user's and stops a run.

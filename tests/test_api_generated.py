@@ -8,7 +8,6 @@ appears in any response.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,9 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_api_world import generated_store, make_keys
-
 from attribution.api import create_app
 from attribution.store.embedded import EmbeddedStore
+from tests.support.api_world import generated_store, make_keys
 
 
 @dataclass

@@ -8,7 +8,7 @@ locally, per-status examples in the OpenAPI document, and connections that
 send half a request closed by ``attribution serve``.
 
 The ``world`` fixture (the hand world on the embedded store and on the real
-Neo4j) comes from ``test_api``.
+Neo4j) comes from ``tests.support.api_client``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_api import PROBLEM, World, endpoints, free_port, world
-from test_api_world import HEAD_RUN, SECRETS_IN_WORLD, Keys, fill_store, make_keys
-
 from attribution.api import create_app
 from attribution.store.embedded import EmbeddedStore
-
-__all__ = ["world"]  # the fixture, imported so that this module's tests can use it
+from tests.support.api_client import PROBLEM, World, endpoints, free_port
+from tests.support.api_world import HEAD_RUN, SECRETS_IN_WORLD, Keys, fill_store, make_keys
 
 HUGE = "9" * 40
 

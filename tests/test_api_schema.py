@@ -8,7 +8,6 @@ to a few examples per operation so the module runs in well under a minute.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +26,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_api_world import SECRETS_IN_WORLD, Keys, fill_store, make_keys
-
 from attribution.api import create_app
 from attribution.store.embedded import EmbeddedStore
+from tests.support.api_world import SECRETS_IN_WORLD, Keys, fill_store, make_keys
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance, negative_data_rejection]

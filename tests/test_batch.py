@@ -27,7 +27,7 @@ import pytest
 from attribution.attribute import mask
 from attribution.cli import main
 from attribution.jobs import EXIT_LOCKED, JobLock, JobLocked, recover
-from attribution.progress import KILL_AT
+from attribution.killpoints import KILL_AT
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
 from attribution.store import Store
@@ -269,7 +269,7 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
 
 def test_neo4j_lock_and_verdicts_live_in_home(tmp_path: Path) -> None:
     from attribution.store.neo4j import Neo4jStore
-    from tests.fake_neo4j import FakeDriver
+    from tests.support.fake_neo4j import FakeDriver
 
     settings = Neo4jSettings(uri="bolt://127.0.0.1:1", user="u", password="p", database="d")
     neo4j = Neo4jStore(settings, driver=FakeDriver())
@@ -454,7 +454,7 @@ def _state(js: JobStore) -> tuple[str, list[str], pl.DataFrame]:
 def _killed(js: JobStore, args: list[str], *, at: str | None = None, during: str | None = None,
             delay: float = 0.5) -> None:
     """Run the job and SIGKILL it: at its own kill point ``at`` (see
-    ``attribution.progress.checkpoint``), or from outside ``delay`` seconds after its
+    ``attribution.killpoints.checkpoint``), or from outside ``delay`` seconds after its
     progress line says stage ``during`` began (no cooperation from the job)."""
     proc = js.popen(*args, **{KILL_AT: at or ""})
     if during is not None:
@@ -530,7 +530,7 @@ def test_kill_9_at_any_stage_leaves_the_current_run_intact(js: JobStore, day43: 
 def test_a_loaded_graph_is_served_only_with_its_run(tmp_path: Path) -> None:
     """Embedded store: CURRENT commits the graph with the run (a load is invisible until a
     run made from it is current), and recover() removes what never became current."""
-    from tests.test_store_contract import tiny_graph, tiny_record
+    from tests.support.store_world import tiny_graph, tiny_record
 
     first, second = tiny_graph(), tiny_graph(extra_account=True)
     writer = EmbeddedStore(tmp_path / "s")

@@ -38,7 +38,7 @@ def _store(kind: str, root: Path, request: pytest.FixtureRequest) -> Iterator[St
         yield EmbeddedStore(root / "store")
         return
     from attribution.store.neo4j import Neo4jStore
-    from tests.test_store_contract import settings_of
+    from tests.support.store_world import settings_of
 
     server = request.getfixturevalue("neo4j_server")
     if not server.started or not server.running:

@@ -18,7 +18,7 @@ from attribution.schema import LOAD_ORDER, MAX_ID_LENGTH, TABLES
 from attribution.settings import Neo4jSettings, RunParams
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
-from tests.bad_snapshots import (
+from tests.support.bad_snapshots import (
     CASES,
     LONG_ACCOUNT,
     Case,

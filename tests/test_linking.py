@@ -7,7 +7,7 @@ import polars as pl
 from attribution.graph import build_graph
 from attribution.linking import infer_links
 from attribution.settings import LinkParams
-from tests.tables import tables, ts
+from tests.support.tables import tables, ts
 
 
 def world(n_hub: int = 300) -> dict[str, pl.DataFrame]:

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import logging
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,10 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_api_world import make_keys
-
 from attribution.api import create_app
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
+from tests.support.api_world import make_keys
 
 ACCOUNTS, SEED = 2000, 1
 INTERNAL = ("minute_sig", "_snapshot", "_row", "email_local", "payment_method_ids")

@@ -13,7 +13,7 @@ from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
 
 from attribution import neo4j_dev
-from tests.neo4j_server import Neo4jTestServer, candidate_ports
+from tests.support.neo4j_server import Neo4jTestServer, candidate_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -38,8 +38,8 @@ from attribution.store.neo4j import (
     StoreError,
     StoreUnavailable,
 )
-from tests.fake_neo4j import FakeDriver
-from tests.test_store_contract import (
+from tests.support.fake_neo4j import FakeDriver
+from tests.support.store_world import (
     assert_graph_equal,
     settings_of,
     tiny_graph,

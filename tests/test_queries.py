@@ -23,7 +23,7 @@ from attribution.cypher import (
     run_named,
 )
 from attribution.results import RunRecord
-from tests.test_store_contract import settings_of, tiny_graph, tiny_record
+from tests.support.store_world import settings_of, tiny_graph, tiny_record
 
 EXPECTED = {
     "fleet_overview", "fleet_members", "fleet_attribution_paths", "account_neighbourhood",

@@ -20,7 +20,7 @@ from attribution.cli import main
 from attribution.errors import UsageError
 from attribution.rundir import OutDir, check_out
 from attribution.store.embedded import EmbeddedStore
-from tests.contract import check_run_dir
+from tests.support.contract import check_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fixtures" / "sample" / "snapshot"

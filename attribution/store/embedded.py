@@ -41,7 +41,7 @@ import polars as pl
 
 from attribution.errors import Unsupported
 from attribution.graph import PropertyGraph
-from attribution.progress import checkpoint
+from attribution.killpoints import checkpoint
 from attribution.results import RunRecord, read_tables, write_tables
 
 GRAPHS = "graphs"

@@ -74,7 +74,7 @@ from neo4j.exceptions import (
 )
 
 from attribution.graph import PropertyGraph
-from attribution.progress import checkpoint
+from attribution.killpoints import checkpoint
 from attribution.results import RunRecord
 from attribution.settings import Neo4jSettings
 from attribution.store.neo4j_codec import (

@@ -4,7 +4,7 @@ Each :class:`Case` builds one snapshot directory and says what ``read_snapshot``
 it: refuse it (:class:`Refused`, a pattern for the one-line :class:`BadInput` message) or load
 it (:class:`Loads`, the rejected rows per table and a pattern their reasons match). The corpus
 is generated rather than committed so a contract change touches one place;
-``python -m tests.bad_snapshots OUT_DIR`` writes every case to ``OUT_DIR/<case>`` for tools
+``python -m tests.support.bad_snapshots OUT_DIR`` writes every case to ``OUT_DIR/<case>`` for tools
 (the CLI tests, a manual look) that want files, with the expected outcome in ``EXPECTED.txt``.
 """
 

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from attribution.identity import assign_fleet_ids
+from attribution.fleet_ids import assign_fleet_ids
 
 
 def members(groups: dict[int, list[str]]) -> pl.DataFrame:

@@ -1,6 +1,6 @@
 """Pytest plugin: one real Neo4j 5.26 per test session (see ``attribution.neo4j_dev``).
 
-Enable with ``pytest_plugins = ["tests.neo4j_server"]`` in the top-level conftest.
+Enable with ``pytest_plugins = ["tests.support.neo4j_server"]`` in the top-level conftest.
 
 Fixtures:
 
