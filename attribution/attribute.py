@@ -408,12 +408,8 @@ def _specificity(hits: pl.DataFrame, touch: pl.DataFrame, members: pl.DataFrame,
     # The fleet's own members count on its side even when it is not likely sybil
     # (a company team on its own card is affiliated, not accused).
     own_members = (
-        touch.select("kind", "entity_id", "account_id")
-        .join(keys.select("kind", "entity_id").unique(), on=["kind", "entity_id"])
+        users.filter(~(pl.col("in_sybil_fleet") | pl.col("own")))
         .join(members.select("account_id", "fleet"), on="account_id")
-        .join(users.select("kind", "entity_id", "org_id", "account_id", "in_sybil_fleet", "own"),
-              on=["kind", "entity_id", "account_id"])
-        .filter(~(pl.col("in_sybil_fleet") | pl.col("own")))
         .group_by("fleet", "org_id", "kind", "entity_id").agg(pl.len().alias("extra"))
     )
     return (
