@@ -49,14 +49,22 @@ from typing import Any, Literal, cast, get_args
 
 from neo4j.graph import Node, Path, Relationship
 
+from attribution.vocabulary import ENTITY_KINDS, MaskRule
+
 Kind = Literal["account", "fleet", "organization", "run", "proxy", "asn", "email_domain",
                "payment", "payment_method", "device", "prompt", "ip", "email", "text",
                "public"]
 HIDDEN = "…"
 KEEP = 4            # characters of a card, device or prompt hash that are shown
 EMAIL_SHOWN = "<email>"
-SHOWN: frozenset[str] = frozenset({"account", "fleet", "organization", "run", "proxy", "asn",
-                                   "public"})
+# The rule of each kind: an entity kind's is its row of ``attribution.vocabulary``; the
+# engine's own handles, e-mail addresses and free text are kinds of this module only.
+RULES: dict[str, MaskRule] = {
+    **{k.kind: k.mask for k in ENTITY_KINDS},
+    "fleet": "shown", "run": "shown", "public": "shown",
+    "payment_method": "tail", "email": "never", "text": "text",
+}
+SHOWN: frozenset[str] = frozenset(k for k, rule in RULES.items() if rule == "shown")
 # Other names the code base gives a kind: the ``uses`` kind of a sign-up IP and the
 # ``known_links`` entity types.
 ALIASES: dict[str, Kind] = {"signup_ip": "ip", "fingerprint": "payment", "prompt_hash": "prompt"}
@@ -99,16 +107,16 @@ def mask(kind: str, value: str) -> str:
 
     An unknown kind is hidden like a card: a new kind must be added here to be shown.
     """
-    k = kind_of(kind)
-    if k in SHOWN:
+    rule = RULES.get(kind_of(kind) or "", "tail")
+    if rule == "shown":
         return value
-    if k == "ip":
+    if rule == "network":
         return mask_ip(value)
-    if k == "email":
+    if rule == "never":
         return EMAIL_SHOWN
-    if k == "email_domain":
+    if rule == "domain":
         return value if "@" not in value else EMAIL_SHOWN
-    if k == "text":
+    if rule == "text":
         return scrub_text(value, tokens=False)
     return tail(value)
 
@@ -162,15 +170,7 @@ def _network_in_text(match: re.Match[str]) -> str:
 
 # Label -> (kind of its key, key property), in the order a node's labels are looked at.
 LABELS: dict[str, tuple[Kind, str]] = {
-    "Account": ("account", "account_id"),
-    "PaymentMethod": ("payment", "fingerprint"),
-    "Device": ("device", "device_id"),
-    "IP": ("ip", "ip"),
-    "Proxy": ("proxy", "proxy_id"),
-    "ASN": ("asn", "asn"),
-    "EmailDomain": ("email_domain", "domain"),
-    "PromptTemplate": ("prompt", "prompt_hash"),
-    "Organization": ("organization", "org_id"),
+    **{k.label: (cast(Kind, k.kind), k.key) for k in ENTITY_KINDS if k.kind != "signup_ip"},
     "Fleet": ("fleet", "fleet_id"),
     "Run": ("run", "run_id"),
 }

@@ -19,8 +19,10 @@ from typing import Literal, LiteralString
 
 import polars as pl
 
-# How an identifier of a kind may leave the engine (see attribution.masking).
-MaskRule = Literal["shown", "tail", "network", "domain", "never"]
+# How an identifier of a kind may leave the engine (see attribution.masking): in full, its
+# last characters, its network, a domain unless it is an address, never, or as free text
+# with addresses masked.
+MaskRule = Literal["shown", "tail", "network", "domain", "never", "text"]
 
 
 @dataclass(frozen=True)
