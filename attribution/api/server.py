@@ -28,13 +28,30 @@ TIMEOUT_REQUEST = 10.0
 TIMEOUT_KEEP_ALIVE = 5.0
 
 
-class _RequestDeadline:
-    """The timer: armed while a request is incomplete, closing the connection when due."""
+class _RequestDeadline(asyncio.Protocol):
+    """The timer: armed while a request is incomplete, closing the connection when due.
+
+    Mixed in before a uvicorn protocol: armed when the connection opens, disarmed when it
+    is lost; each protocol says when a request has begun and ended.
+    """
 
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     _deadline: asyncio.TimerHandle | None = None
     request_timeout: float = TIMEOUT_REQUEST
+
+    def __init__(self, *args: Any, request_timeout: float = TIMEOUT_REQUEST, **kwargs: Any
+                 ) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_timeout = request_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
     def _arm(self) -> None:
         if self._deadline is None:
@@ -54,15 +71,6 @@ class _RequestDeadline:
 class DeadlineH11Protocol(_RequestDeadline, H11Protocol):
     """uvicorn's h11 protocol with the request deadline."""
 
-    def __init__(self, *args: Any, request_timeout: float = TIMEOUT_REQUEST, **kwargs: Any
-                 ) -> None:
-        super().__init__(*args, **kwargs)
-        self.request_timeout = request_timeout
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         # IDLE with bytes buffered (half the headers) or SEND_BODY: still arriving.
@@ -71,22 +79,9 @@ class DeadlineH11Protocol(_RequestDeadline, H11Protocol):
         elif self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]:
             self._arm()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
 
 class DeadlineHttpToolsProtocol(_RequestDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol (its default) with the request deadline."""
-
-    def __init__(self, *args: Any, request_timeout: float = TIMEOUT_REQUEST, **kwargs: Any
-                 ) -> None:
-        super().__init__(*args, **kwargs)
-        self.request_timeout = request_timeout
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -95,10 +90,6 @@ class DeadlineHttpToolsProtocol(_RequestDeadline, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
 
 def uvicorn_options(*, timeout_request: float = TIMEOUT_REQUEST,
