@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from attribution.api import create_app
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
-from tests.support.api_client import PROBLEM, World, endpoints, free_port
+from tests.support.api_client import PROBLEM, World, endpoints, free_port, wait_until_up
 from tests.support.api_world import (
     ALPHA_CARD,
     ALPHA_DEVICE,
@@ -595,15 +595,7 @@ def test_serve_workers_write_their_audit_lines(tmp_path: Path) -> None:
              "--store", str(tmp_path / "store"), "--keys", str(tmp_path / "api_keys.json"),
              "--workers", "2"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_up(url, server, log, path="/ready")
         for _ in range(10):  # a new connection each: either worker may answer
             r = httpx.get(f"{url}/fleets/F-alpha", headers={"X-API-Key": keys.read}, timeout=10)
             assert r.status_code == 200

@@ -34,7 +34,7 @@ from fastapi.testclient import TestClient
 
 from attribution.api import create_app
 from attribution.store.embedded import EmbeddedStore
-from tests.support.api_client import PROBLEM, World, endpoints, free_port
+from tests.support.api_client import PROBLEM, World, endpoints, free_port, wait_until_up
 from tests.support.api_world import HEAD_RUN, SECRETS_IN_WORLD, Keys, fill_store, make_keys
 
 HUGE = "9" * 40
@@ -457,18 +457,6 @@ def _check_connections(host: str, port: int, admin_key: str, *, timeout: float) 
         assert sent.startswith(b"HTTP/1.1 200 "), sent[:80]
 
 
-def _wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-
-
 def test_serve_closes_idle_and_half_sent_connections(tmp_path: Path) -> None:
     """``attribution serve`` over loopback, with 1-second request and keep-alive timeouts."""
     fill_store(EmbeddedStore(tmp_path / "store"))
@@ -485,7 +473,7 @@ def test_serve_closes_idle_and_half_sent_connections(tmp_path: Path) -> None:
              "--timeout-request", "1", "--timeout-keep-alive", "1", "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_until_up(url, server, log)
+        wait_until_up(url, server, log)
         _check_connections("127.0.0.1", port, keys.admin, timeout=1.0)
         # Over the wire too: a body over the limit is refused from its Content-Length.
         r = httpx.post(f"{url}/verdicts", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",

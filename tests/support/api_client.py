@@ -9,6 +9,8 @@ arguments (the auth matrix and the hardening tests walk it).
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +116,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path, *,
+                  path: str = "/health") -> None:
+    """Wait (two minutes at most) until a served ``attribution serve`` answers 200 on ``path``;
+    fail with its log if it exits first."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}{path}", timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
