@@ -62,7 +62,7 @@ def run(
         built = build_graph(snap.tables)
         snap.tables.clear()  # exchanges are the bulk of memory; only the graph goes on
     with stages.stage("load"):
-        store.load_snapshot(built, digest=snap.digest)
+        store.load_snapshot(built, digest=snap.digest, progress=stages.say)
         del built
     with stages.stage("read_graph"):
         graph = store.read_graph().canonical()

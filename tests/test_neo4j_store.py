@@ -100,6 +100,30 @@ def test_fake_load_sends_schema_first_then_batches_of_constant_statements() -> N
     assert calls[-1].query == FINISH_LOAD
 
 
+def test_a_load_reports_its_rows_rate_and_time_left() -> None:
+    """Every row sent is counted against the total announced, and the last line says so."""
+    store, driver = fake_store(batch_size=3)
+    lines: list[str] = []
+    store.load_snapshot(tiny_graph(), digest="d", progress=lines.append)
+    sent = sum(len(c.params.get("rows") or c.params.get("keys") or [])
+               for c in driver.sent() if c.mode != "auto" and ("rows" in c.params
+                                                               or "keys" in c.params))
+    assert lines and lines[-1].startswith(f"load: {sent:,} of {sent:,} rows in ")
+    assert lines[-1].endswith("rows/s")
+
+
+def test_the_load_meter_says_rate_and_time_left_every_few_seconds() -> None:
+    from attribution.store.neo4j import LoadMeter
+
+    said: list[str] = []
+    meter = LoadMeter(1000, said.append, every=0.0)
+    meter.add(250)
+    assert said[-1].startswith("load: 250 of 1,000 rows, ") and "s left" in said[-1]
+    quiet = LoadMeter(1000, said.append, every=3600.0)
+    quiet.add(999)
+    assert len(said) == 1  # not before ``every`` seconds
+
+
 def test_fake_unknown_commit_outcome_is_resent_a_few_times_then_unavailable(
         caplog: pytest.LogCaptureFixture) -> None:
     store, driver = fake_store(retries=2)

@@ -6,6 +6,7 @@ store implement it, and one test suite runs against both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,8 +31,10 @@ class Store(Protocol):
         ``--out`` may be neither it, nor inside it, nor a folder holding it."""
         ...
 
-    def load_snapshot(self, graph: PropertyGraph, *, digest: str) -> dict[str, int]:
-        """Replace the stored graph with ``graph``; returns node and relationship counts."""
+    def load_snapshot(self, graph: PropertyGraph, *, digest: str,
+                      progress: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Replace the stored graph with ``graph``; returns node and relationship counts.
+        ``progress`` receives a line now and then (rows/s and ETA) on a long load."""
         ...
 
     def read_graph(self) -> PropertyGraph:

@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ class EmbeddedStore:
 
     # ----------------------------------------------------------------- graph
 
-    def load_snapshot(self, graph: PropertyGraph, *, digest: str) -> dict[str, int]:
+    def load_snapshot(self, graph: PropertyGraph, *, digest: str,
+                      progress: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Parquet files of the graph (a local write: fast enough to need no progress)."""
         graphs = self.root / GRAPHS
         graphs.mkdir(exist_ok=True)
         graph_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"

@@ -56,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, LiteralString, TypeVar
@@ -188,6 +189,7 @@ class Neo4jStore:
         self.keep_runs: KeepRuns = keep_runs
         self.retries = retries
         self._schema_ready = False
+        self._meter = LoadMeter(0, None)  # the load in progress, if any
         if driver is not None:
             self._driver = driver
         else:
@@ -274,10 +276,13 @@ class Neo4jStore:
         for start in range(0, rows.height, self.batch_size):
             chunk = rows.slice(start, self.batch_size).to_dicts()
             self._write(query, rows=chunk, **params)
+            self._meter.add(len(chunk))
 
     def _write_keys(self, query: LiteralString, keys: list[Any], **params: Any) -> None:
         for start in range(0, len(keys), self.batch_size):
-            self._write(query, keys=keys[start:start + self.batch_size], **params)
+            batch = keys[start:start + self.batch_size]
+            self._write(query, keys=batch, **params)
+            self._meter.add(len(batch))
 
     def _pages(self, query: LiteralString, start: Any, **params: Any
                ) -> Iterator[dict[str, Any]]:
@@ -315,14 +320,15 @@ class Neo4jStore:
 
     # ----------------------------------------------------------------- graph
 
-    def load_snapshot(self, graph: PropertyGraph, *, digest: str, force: bool = False
-                      ) -> dict[str, int]:
+    def load_snapshot(self, graph: PropertyGraph, *, digest: str, force: bool = False,
+                      progress: Callable[[str], None] | None = None) -> dict[str, int]:
         """MERGE the graph in batches, then sweep what an older graph left.
 
         The graph is stamped with its *stamp*: the snapshot digest and a hash of
         the frames (the same snapshot read by another engine version may give
         another graph). A graph already loaded whole under the same stamp is not
-        sent again unless ``force``.
+        sent again unless ``force``. ``progress`` gets a line every few seconds:
+        rows sent, rows/s and the time left.
         """
         self.ensure_schema()
         frames = graph.frames()
@@ -338,10 +344,16 @@ class Neo4jStore:
             return counts
         schema = json.dumps({name: schema_blob(frame) for name, frame in frames.items()})
         self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
+        touched = endpoint_keys(graph)
+        self._meter = LoadMeter(
+            sum(counts.values()) + sum(len(k) for k in touched.values())
+            + graph.ips.filter(pl.col("asn").is_not_null()).height
+            + graph.ips.filter(pl.col("proxy_id").is_not_null()).height,
+            progress)
 
         for name, label in FRAME_LABEL.items():
             self._write_batches(UPSERT_ROWS[label], payload(frames[name]), stamp=stamp)
-        for label, keys in endpoint_keys(graph).items():
+        for label, keys in touched.items():
             self._write_keys(TOUCH_NODES[label], keys, stamp=stamp)
 
         uses = graph.uses
@@ -370,6 +382,8 @@ class Neo4jStore:
                             key="key", keep=("key",))
             self._write_batches(UPSERT_KNOWN[kind], part, stamp=stamp)
 
+        self._meter.finish()
+        self._meter = LoadMeter(0, None)
         checkpoint("load:rows")  # every batch merged, nothing of the older graph swept
         if not loaded:
             self._sweep(stamp)
@@ -581,6 +595,37 @@ class Neo4jStore:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class LoadMeter:
+    """Rows sent over Bolt so far, told to ``say`` every ``every`` seconds with the rate and
+    the time left (a 1M-account load takes minutes: the operator must see it move)."""
+
+    def __init__(self, total: int, say: Callable[[str], None] | None, *, every: float = 5.0
+                 ) -> None:
+        self.total, self.say, self.every = total, say, every
+        self.done = 0
+        self.started = self._last = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if self.say is not None and now - self._last >= self.every:
+            self._last = now
+            self.say(self.line(now))
+
+    def line(self, now: float) -> str:
+        rate = self.done / max(now - self.started, 1e-9)
+        left = max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
+        return (f"load: {self.done:,} of {self.total:,} rows, {rate:,.0f} rows/s, "
+                f"about {left:,.0f}s left")
+
+    def finish(self) -> None:
+        if self.say is not None and self.done:
+            now = time.perf_counter()
+            rate = self.done / max(now - self.started, 1e-9)
+            self.say(f"load: {self.done:,} of {self.total:,} rows in "
+                     f"{now - self.started:,.1f}s, {rate:,.0f} rows/s")
 
 
 def _records(tx: ManagedTransaction, query: LiteralString, params: dict[str, Any]
