@@ -273,12 +273,7 @@ def _rented_networks(scored: pl.DataFrame, open_network: pl.DataFrame, p: LinkPa
         return scored
     opened = open_network.select(pl.col("a", "b").cast(pl.Int32),
                                  pl.col("s").cast(pl.Float64).alias("_open"))
-    # Identity at the bar of an agreeing family; synchrony at ``rented_synchrony`` of its
-    # family's cap: people of one foreign time zone keep the same hours, so timing
-    # barely past chance is what such a crowd shows anyway.
-    backed = pl.any_horizontal(
-        [pl.col(f"s_{f}") >= p.family_threshold for f in STRONG_FAMILIES]
-        + [pl.col(f"s_{f}") >= p.rented_synchrony * p.cap[f] for f in SYNCHRONY_FAMILIES])
+    backed = anchored(p.family_threshold)
     return scored.join(opened, on=["a", "b"], how="left").with_columns(
         pl.when(backed).then(pl.col("s_network"))
         .otherwise(pl.min_horizontal("s_network", pl.col("_open").fill_null(0.0)))

@@ -54,8 +54,6 @@ class LinkParams:
     coherence_share: float = 0.6      # of the family's cap, at full lift
     attach_min: float = 0.9           # a burst at this share of its cap may attach a loner
     attach_max_minutes: int = 2       # ... if the loner has no more active minutes than this
-    rented_synchrony: float = 0.5     # share of its cap at which timing or a burst backs a
-    #                                   rented network (see linking._rented_networks)
 
 
 @dataclass(frozen=True)
