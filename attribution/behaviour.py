@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from attribution.schema import CAPABILITIES
@@ -73,9 +75,11 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     Columns: account_id, exchanges, input_tokens, output_tokens, first_ts,
     last_ts, active_days, active_minutes, hours (24 counts, UTC), capabilities
     (counts in ``CAPABILITIES`` order), minute_sig (``MINHASH_K`` minima).
-    Each aggregate runs over the smallest table that carries it: volumes over
-    exchanges, signatures over distinct (account, minute), histograms over
-    (account, bucket) counts.
+    Accounts are grouped by an integer code (their rank among the sorted ids),
+    never by the id string: signatures run over distinct (code, minute) keys
+    packed into one integer, histograms are counted by ``bincount`` on
+    ``code * width + bucket``, and rows come out in code order, which is the
+    order of the ids.
     """
     known = list(CAPABILITIES[:-1])
     base = exchanges.select(
@@ -84,61 +88,60 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
         "input_tokens",
         "output_tokens",
         (pl.col("ts").dt.epoch("s") // 60).alias("minute"),
-        pl.col("capability").str.to_lowercase().alias("capability"),
+        pl.col("capability").str.to_lowercase()
+        .replace_strict({c: i for i, c in enumerate(known)}, default=len(known),
+                        return_dtype=pl.Int64)
+        .fill_null(len(known)).alias("cap"),
     ).collect()
-    volume = base.lazy().group_by("account_id").agg(
-        pl.len().cast(pl.Int64).alias("exchanges"),
-        pl.col("input_tokens").sum().cast(pl.Int64),
-        pl.col("output_tokens").sum().cast(pl.Int64),
-        pl.col("ts").min().alias("first_ts"),
-        pl.col("ts").max().alias("last_ts"),
-    )
-    minutes = base.lazy().select("account_id", "minute").unique()
-    # Minima as separate columns, gathered into a list afterwards: a list built
-    # inside the aggregation costs twice as much.
-    signature = minutes.group_by("account_id").agg(
+    names = base["account_id"].unique().sort()
+    n = names.len()
+    code = names.search_sorted(base["account_id"]).cast(pl.Int64)
+    volume = base.lazy().select(code.alias("code"), "ts", "input_tokens", "output_tokens") \
+        .group_by("code").agg(
+            pl.len().cast(pl.Int64).alias("exchanges"),
+            pl.col("input_tokens").sum().cast(pl.Int64),
+            pl.col("output_tokens").sum().cast(pl.Int64),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+        )
+    codes = code.to_numpy()
+    minute = base["minute"].to_numpy()
+    hours = _counts(codes, (minute // 60) % 24, n, 24)
+    caps = _counts(codes, base["cap"].to_numpy(), n, len(CAPABILITIES))
+    # Distinct (account, minute): minutes since the epoch fit in 32 bits for millennia.
+    keys = pl.Series((codes << 32) | minute).unique().to_numpy()
+    minutes = pl.DataFrame({"code": keys >> 32, "minute": keys & 0xFFFFFFFF})
+    signature = minutes.lazy().group_by("code").agg(
         (pl.col("minute") // 1440).n_unique().cast(pl.Int64).alias("active_days"),
         pl.len().cast(pl.Int64).alias("active_minutes"),
         *[((pl.col("minute") * a + b) % _PRIME).min().alias(f"mh{i}")
           for i, (a, b) in enumerate(_COEFFS)],
     ).select(
-        "account_id", "active_days", "active_minutes",
-        pl.concat_list([f"mh{i}" for i in range(MINHASH_K)]).alias("minute_sig"),
+        "code", "active_days", "active_minutes",
+        pl.concat_list([f"mh{i}" for i in range(MINHASH_K)]).cast(pl.List(pl.Int64))
+        .alias("minute_sig"),
     )
-    hours = _histogram(
-        base.lazy().select("account_id", ((pl.col("minute") // 60) % 24).alias("bucket")), 24
-    )
-    caps = _histogram(
-        base.lazy().select(
-            "account_id",
-            pl.col("capability")
-            .replace_strict({c: i for i, c in enumerate(known)}, default=len(known),
-                            return_dtype=pl.Int64)
-            .fill_null(len(known))
-            .alias("bucket"),
-        ),
-        len(CAPABILITIES),
-    )
+    histograms = pl.DataFrame({
+        "code": pl.int_range(n, eager=True, dtype=pl.Int64),
+        "hours": pl.Series(hours).arr.to_list(),
+        "capabilities": pl.Series(caps).arr.to_list(),
+    })
     out = (
-        volume.join(signature, on="account_id")
-        .join(hours.rename({"hist": "hours"}), on="account_id")
-        .join(caps.rename({"hist": "capabilities"}), on="account_id")
-        .select(
-            "account_id", "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
-            "active_days", "active_minutes", "hours", "capabilities",
-            pl.col("minute_sig").cast(pl.List(pl.Int64)),
-        )
+        volume.join(signature, on="code").join(histograms.lazy(), on="code")
+        .collect().sort("code")
     )
-    return out.collect().sort("account_id")
+    return out.select(
+        names.gather(out["code"]).alias("account_id"),
+        "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
+        "active_days", "active_minutes", "hours", "capabilities", "minute_sig",
+    )
 
 
-def _histogram(frame: pl.LazyFrame, width: int) -> pl.LazyFrame:
-    """Per account, counts of ``bucket`` values 0..width-1 as a fixed-length list."""
-    counts = frame.group_by("account_id", "bucket").agg(pl.len().cast(pl.Int64).alias("n"))
-    cols = [f"b{i}" for i in range(width)]
-    return counts.group_by("account_id").agg(
-        [pl.col("n").filter(pl.col("bucket") == i).sum().alias(c) for i, c in enumerate(cols)]
-    ).select("account_id", pl.concat_list(cols).alias("hist"))
+def _counts(codes: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64], n: int, width: int
+            ) -> npt.NDArray[np.int64]:
+    """Per account code, counts of ``bucket`` values 0..width-1 (an ``n`` x ``width`` array)."""
+    flat = np.bincount(codes * width + bucket, minlength=n * width)
+    return flat.reshape(n, width).astype(np.int64)
 
 
 def prompt_edges(exchanges: pl.LazyFrame) -> pl.DataFrame:
