@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from fastapi.testclient import TestClient
 from attribution.api import create_app
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
-from tests.support.api_client import PROBLEM, World, endpoints, free_port, wait_until_up
+from tests.support.api_client import PROBLEM, World, endpoints, free_port, served_cli
 from tests.support.api_world import (
     ALPHA_CARD,
     ALPHA_DEVICE,
@@ -583,29 +580,15 @@ def test_over_http(served: tuple[str, Keys]) -> None:
 
 def test_serve_workers_write_their_audit_lines(tmp_path: Path) -> None:
     """``attribution serve --workers 2``: each worker process logs its own audit lines."""
-    fill_store(EmbeddedStore(tmp_path / "store"))
-    keys = make_keys(tmp_path / "api_keys.json")
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
-    env["ATTRIBUTION_HOME"] = str(tmp_path)
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "attribution.cli", "serve", "--port", url.rsplit(":", 1)[1],
-             "--store", str(tmp_path / "store"), "--keys", str(tmp_path / "api_keys.json"),
-             "--workers", "2"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_up(url, server, log, path="/ready")
+    with served_cli(tmp_path, "--workers", "2", ready="/ready") as served:
         for _ in range(10):  # a new connection each: either worker may answer
-            r = httpx.get(f"{url}/fleets/F-alpha", headers={"X-API-Key": keys.read}, timeout=10)
+            r = httpx.get(f"{served.url}/fleets/F-alpha",
+                          headers={"X-API-Key": served.keys.read}, timeout=10)
             assert r.status_code == 200
-    finally:
-        server.terminate()
-        server.wait(30)
     lines = [json.loads(line.split(" attribution.audit ", 1)[1])
-             for line in log.read_text().splitlines() if " attribution.audit " in line]
+             for line in served.log.read_text().splitlines() if " attribution.audit " in line]
     fleet = [line for line in lines if line["endpoint"] == "/fleets/{fleet_id}"]
-    assert len(fleet) == 10 and {line["key_id"] for line in fleet} == {keys.read_id}
+    assert len(fleet) == 10 and {line["key_id"] for line in fleet} == {served.keys.read_id}
 
 
 # --- the command line ---------------------------------------------------------------

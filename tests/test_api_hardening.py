@@ -17,11 +17,8 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +31,7 @@ from fastapi.testclient import TestClient
 
 from attribution.api import create_app
 from attribution.store.embedded import EmbeddedStore
-from tests.support.api_client import PROBLEM, World, endpoints, free_port, wait_until_up
+from tests.support.api_client import PROBLEM, World, endpoints, free_port, served_cli
 from tests.support.api_world import HEAD_RUN, SECRETS_IN_WORLD, Keys, fill_store, make_keys
 
 HUGE = "9" * 40
@@ -459,32 +456,17 @@ def _check_connections(host: str, port: int, admin_key: str, *, timeout: float) 
 
 def test_serve_closes_idle_and_half_sent_connections(tmp_path: Path) -> None:
     """``attribution serve`` over loopback, with 1-second request and keep-alive timeouts."""
-    fill_store(EmbeddedStore(tmp_path / "store"))
-    keys = make_keys(tmp_path / "api_keys.json")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
-    env["ATTRIBUTION_HOME"] = str(tmp_path)
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "attribution.cli", "serve", "--port", str(port),
-             "--store", str(tmp_path / "store"), "--keys", str(tmp_path / "api_keys.json"),
-             "--timeout-request", "1", "--timeout-keep-alive", "1", "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_up(url, server, log)
-        _check_connections("127.0.0.1", port, keys.admin, timeout=1.0)
+    with served_cli(tmp_path, "--timeout-request", "1", "--timeout-keep-alive", "1",
+                    "--log-level", "warning") as served:
+        keys = served.keys
+        _check_connections("127.0.0.1", served.port, keys.admin, timeout=1.0)
         # Over the wire too: a body over the limit is refused from its Content-Length.
-        r = httpx.post(f"{url}/verdicts", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        r = httpx.post(f"{served.url}/verdicts", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
                        headers={"X-API-Key": keys.admin, "Content-Type": "application/json"},
                        timeout=10)
         assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
-        assert httpx.get(f"{url}/fleets", headers={"X-API-Key": keys.read},
+        assert httpx.get(f"{served.url}/fleets", headers={"X-API-Key": keys.read},
                          timeout=10).status_code == 200
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_the_h11_protocol_has_the_same_deadline(tmp_path: Path) -> None:

@@ -8,10 +8,13 @@ arguments (the auth matrix and the hardening tests walk it).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """``attribution serve`` running in its own process over the hand world."""
+
+    url: str
+    port: int
+    keys: Keys
+    log: Path
+
+
+@contextmanager
+def served_cli(root: Path, *options: str, ready: str = "/health") -> Iterator[Served]:
+    """The real ``attribution serve`` (a new process, the embedded store in ``root``) on a free
+    loopback port with ``options``, up once ``ready`` answers 200; stopped on exit."""
+    fill_store(EmbeddedStore(root / "store"))
+    keys = make_keys(root / "api_keys.json")
+    port = free_port()
+    served = Served(f"http://127.0.0.1:{port}", port, keys, root / "serve.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
+    env["ATTRIBUTION_HOME"] = str(root)
+    with open(served.log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "attribution.cli", "serve", "--port", str(port),
+             "--store", str(root / "store"), "--keys", str(root / "api_keys.json"), *options],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(served.url, server, served.log, path=ready)
+        yield served
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path, *,
