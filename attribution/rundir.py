@@ -42,6 +42,7 @@ from attribution.results import RunRecord, write_run_files
 # What a run directory holds; anything else in it is the user's and stops a run.
 ENGINE_ENTRIES = frozenset({"manifest.json", "assignments.parquet", "fleets.parquet",
                             "evidence.parquet", "diff.json", "rejected"})
+_MANIFEST_TMP = ".manifest.json.tmp"  # a staged manifest being rewritten (never switched in)
 # Temporary names of earlier engine versions beside NAME: mkdtemp's ``.NAME.xxxxxxxx``
 # and the ``.NAME.old`` of a two-rename swap.
 _LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}|old)$")
@@ -103,7 +104,8 @@ def _not_ours(path: Path) -> str | None:
 
 def _foreign(path: Path) -> list[str]:
     """The entries of ``path`` a run directory never holds (the user's, so never removed)."""
-    extra = sorted(p.name for p in path.iterdir() if p.name not in ENGINE_ENTRIES)
+    extra = sorted(p.name for p in path.iterdir()
+                   if p.name not in ENGINE_ENTRIES and p.name != _MANIFEST_TMP)
     rejected = path / "rejected"
     if rejected.is_symlink() or (rejected.exists() and not rejected.is_dir()):
         extra.append("rejected")
@@ -163,8 +165,9 @@ class OutDir:
         """Finish or undo what a killed run left beside the directory; one note per fix.
 
         ``committed(run_id)`` says whether the store made that run current (None:
-        this store cannot tell, the journal names another one). A switch whose
-        store commit is not known to have happened is undone.
+        it cannot tell now, and everything is left for a later run to decide). A
+        journal written by a run on another store counts as not committed, so a
+        switch whose store commit is not known to have happened is undone.
         """
         done: list[str] = []
         journal = self._read_journal()
@@ -236,7 +239,7 @@ class OutDir:
     def rewrite_manifest(self, record: RunRecord) -> None:
         """The staged manifest again (its timings include the store's write)."""
         assert self._stage is not None
-        tmp = self._stage / ".manifest.json.tmp"
+        tmp = self._stage / _MANIFEST_TMP
         tmp.write_text(json.dumps(record.manifest, indent=2, default=str))
         os.replace(tmp, self._stage / "manifest.json")
 
@@ -257,6 +260,7 @@ class OutDir:
     def _switch(self, run_id: str) -> None:
         """Put the staged ``run_id`` in place (idempotent: safe to repeat after a kill)."""
         stage = self.staged(run_id)
+        (stage / _MANIFEST_TMP).unlink(missing_ok=True)  # killed mid-rewrite: the old one stands
         if _run_id(stage) == run_id:
             if self.path.exists():
                 _exchange(stage, self.path)

@@ -301,3 +301,22 @@ def test_usage_errors_print_one_line(tmp_path: Path) -> None:
                                                           "--max-rejected", "lots"]):
         done = cli(*args)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_switch_killed_while_rewriting_the_manifest_leaves_no_stray_file(
+        earlier: Path, tmp_path: Path) -> None:
+    from attribution.results import read_tables
+
+    _store_dir, run = _copy_store(earlier, tmp_path)
+    record = read_tables(run).conformed()
+    record.manifest = {**record.manifest, "run_id": "run-new"}
+    with OutDir(run, store_location="s") as outdir:
+        outdir.stage(record)
+        (outdir.staged("run-new") / ".manifest.json.tmp").write_text("{half")  # killed here
+        outdir._write_journal("run-new", "committed")
+    with OutDir(run, store_location="s") as outdir:
+        outdir.recover(lambda _r: True)
+    assert json.loads((run / "manifest.json").read_text())["run_id"] == "run-new"
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (earlier / "run")
+                                                           .iterdir())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
