@@ -34,7 +34,7 @@ from attribution.killpoints import checkpoint
 from attribution.locks import FileLock, JobLocked
 from attribution.progress import Stages
 from attribution.rundir import OutDir, check_out
-from attribution.store import Store
+from attribution.store import Store, run_ids
 
 if TYPE_CHECKING:
     from attribution.results import RunRecord
@@ -64,7 +64,7 @@ def recover(store: Store, out: OutDir | None = None) -> list[str]:
     """
     notes = store.recover()
     if out is not None:
-        committed = {str(m.get("run_id")) for m in store.list_runs()}
+        committed = run_ids(store)
         notes += out.recover(lambda run_id: run_id in committed)
     return notes
 

@@ -26,7 +26,7 @@ from attribution.results import RunRecord
 from attribution.rundir import OutDir
 from attribution.scoring import sybil_scores
 from attribution.settings import RunParams
-from attribution.store import Store
+from attribution.store import Store, run_ids
 from attribution.verdict_stage import apply_verdicts, cap_legit, confirmed_accounts, pin_links
 from attribution.verdicts import Verdict, drop_hidden, hidden_uses, pinned_members
 
@@ -113,7 +113,7 @@ def _finish(record: RunRecord, store: Store, out: OutDir | None, *, params: RunP
     between undoes the staging, or finishes the switch if the store did commit.
     """
     finished = now()
-    taken = {str(m.get("run_id")) for m in store.list_runs()}
+    taken = run_ids(store)
     base = run_id = f"run-{started:%Y%m%dT%H%M%S}-{input_['digest'][:8]}"
     n = 1
     while run_id in taken:  # two runs of one input in the same second
@@ -153,7 +153,7 @@ def _finish(record: RunRecord, store: Store, out: OutDir | None, *, params: RunP
 def _committed(store: Store, run_id: str) -> bool | None:
     """Whether ``store`` holds ``run_id`` as a committed run (None: it cannot say now)."""
     try:
-        return run_id in {str(m.get("run_id")) for m in store.list_runs()}
+        return run_id in run_ids(store)
     except Exception:
         return None
 

@@ -186,16 +186,16 @@ class OutDir:
                 done.append(f"finished the switch of {self.path.name} to run {run_id}")
             else:
                 done.append(f"undid run {run_id}, which its store never committed")
-        done += self._sweep(keep=None)
+        done += self._sweep()
         self.journal.unlink(missing_ok=True)
         return done
 
-    def _sweep(self, keep: Path | None) -> list[str]:
+    def _sweep(self) -> list[str]:
         """Remove the engine's own temporary directories beside the run directory."""
         name = self.path.name
         done = []
         for p in sorted(self.path.parent.glob(f".{glob_escape(name)}.*")):
-            if p == keep or not p.is_dir() or p.is_symlink():
+            if not p.is_dir() or p.is_symlink():
                 continue
             ours = p.name.startswith(f".{name}.new-") or (
                 (m := _LEGACY.match(p.name)) is not None and m.group("name") == name)

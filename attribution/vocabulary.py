@@ -15,7 +15,7 @@ family is one row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, LiteralString
+from typing import Literal, LiteralString, cast
 
 import polars as pl
 
@@ -62,7 +62,8 @@ ENTITIES: dict[str, EntityKind] = {k.kind: k for k in ENTITY_KINDS}
 
 # The kinds an account *uses* (rows of the graph's ``uses`` frame), in frame order.
 UseKind = Literal["payment", "device", "ip", "signup_ip", "email_domain", "prompt"]
-USE_KINDS: tuple[UseKind, ...] = ("payment", "device", "ip", "signup_ip", "email_domain", "prompt")
+USE_KINDS = cast(tuple[UseKind, ...],
+                 tuple(k.kind for k in ENTITY_KINDS if k.relationship is not None))
 # Kinds an analyst may pin or hide (a sign-up IP is an IP).
 VERDICT_KINDS: tuple[str, ...] = ("payment", "device", "ip", "email_domain", "prompt")
 # known_links.entity_type -> the entity kind it names.

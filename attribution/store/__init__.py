@@ -90,6 +90,12 @@ class Store(Protocol):
         ...
 
 
+def run_ids(store: Store) -> set[str]:
+    """The ids of the runs ``store`` holds committed (what a run id must not repeat, and
+    what tells a half-done run directory switch whether its store committed)."""
+    return {str(m.get("run_id")) for m in store.list_runs()}
+
+
 def open_store(embedded_root: Path) -> Store:
     """The Neo4j store when ``NEO4J_URI`` is set, else the embedded one at ``embedded_root``.
 
