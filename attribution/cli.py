@@ -17,19 +17,26 @@ from typing import NoReturn, cast
 
 import polars as pl
 
-from attribution import __version__, neo4j_dev
+from attribution import __version__
 from attribution import notebook as notebook_cmd
 from attribution.api import cli as api_cli
-from attribution.diff import run_diff
+from attribution.contracts.results import RunRecord, read_tables
+from attribution.contracts.settings import Neo4jSettings
+from attribution.contracts.verdicts import (
+    ENTITY_KINDS,
+    VerdictError,
+    VerdictStore,
+    check_subject,
+    make_verdict,
+)
+from attribution.dev import neo4j_harness as neo4j_dev
+from attribution.engine.diff import run_diff
 from attribution.errors import UsageError
-from attribution.ingest import BadInput
-from attribution.jobs import EXIT_LOCKED, reattribute, run_job, summary_line
-from attribution.locks import Locked
-from attribution.progress import Stages
-from attribution.results import RunRecord, read_tables
-from attribution.settings import Neo4jSettings
+from attribution.job.jobs import EXIT_LOCKED, reattribute, run_job, summary_line
+from attribution.job.locks import Locked
+from attribution.job.progress import Stages
+from attribution.stages.ingest import BadInput
 from attribution.store import default_home, open_store
-from attribution.verdicts import ENTITY_KINDS, VerdictError, VerdictStore, check_subject, make_verdict
 
 __all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 

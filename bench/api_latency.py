@@ -73,8 +73,8 @@ def world_snapshot(accounts: int, work: Path) -> Path:
 
 def run_into(store: Any, snapshot: Path, what: str) -> None:
     """Run the pipeline over ``snapshot`` into ``store`` (which becomes its current run)."""
-    from attribution.jobs import run_job
-    from attribution.progress import Stages
+    from attribution.job.jobs import run_job
+    from attribution.job.progress import Stages
 
     print(f"running {snapshot} into {what} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def embedded_ready(store: Path, snapshot: Path | None, accounts: int, work: Path
 def neo4j_ready(snapshot: Path | None, accounts: int, work: Path) -> None:
     """Neo4j (from the environment) with a current run: the snapshot is run into it when
     it holds none, and whatever run is current is reused."""
-    from attribution.settings import Neo4jSettings
+    from attribution.contracts.settings import Neo4jSettings
     from attribution.store.neo4j import Neo4jStore
 
     settings = Neo4jSettings.from_env()
@@ -117,7 +117,7 @@ def neo4j_ready(snapshot: Path | None, accounts: int, work: Path) -> None:
 def store_factory(kind: str, store: Path) -> StoreFactory:
     """How the server opens its store: ``attribution.store.open_store`` with or without Neo4j."""
     if kind == "neo4j":
-        from attribution.settings import Neo4jSettings
+        from attribution.contracts.settings import Neo4jSettings
         from attribution.store.neo4j import Neo4jStore
 
         settings = Neo4jSettings.from_env()

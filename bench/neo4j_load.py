@@ -13,7 +13,7 @@ For one generated world (cached under ``bench/out/``) it
 
 The server is ``NEO4J_URI`` (and ``NEO4J_USER``, ``NEO4J_PASSWORD``,
 ``NEO4J_DATABASE``) if set, which is wiped: pass ``--wipe`` to agree. Otherwise
-a dev server (``attribution.neo4j_dev``) is started on ``--port`` with a
+a dev server (``attribution.dev.neo4j_harness``) is started on ``--port`` with a
 temporary data directory and stopped at the end. Client, server and the
 machine's other work share the CPUs: the load average is printed with the
 figures.
@@ -33,10 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from attribution import neo4j_dev
-from attribution.graph import PropertyGraph, build_graph
-from attribution.ingest import read_snapshot
-from attribution.settings import Neo4jSettings
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.settings import Neo4jSettings
+from attribution.dev import neo4j_harness as neo4j_dev
+from attribution.stages.build import build_graph
+from attribution.stages.ingest import read_snapshot
 from attribution.store.embedded import EmbeddedStore
 from attribution.store.neo4j import Neo4jStore
 
@@ -116,7 +117,7 @@ def load_figures(settings: Neo4jSettings, graph: PropertyGraph, digest: str,
 
 
 def run_figures(settings: Neo4jSettings, snapshot: Path, work: Path) -> dict[str, Any]:
-    from attribution.jobs import run_job
+    from attribution.job.jobs import run_job
 
     out: dict[str, Any] = {}
     with Neo4jStore(settings) as store:

@@ -19,7 +19,7 @@ for extra in ("nbformat", "nbclient", "nbconvert", "ipykernel", "matplotlib"):
     sys.modules[extra] = None  # the notebook extra is not installed
 import attribution
 from attribution.cli import main
-from attribution.cypher import load_queries, queries_dir
+from attribution.store.named_queries import load_queries, queries_dir
 listed = main(["notebook", "list"])
 render = main(["notebook", "render", "01_triage", "--out", "page.html"])
 print(json.dumps({"package": attribution.__file__, "queries": str(queries_dir()),

@@ -125,7 +125,7 @@ class Jobs:
             lock.close()  # releases the run lock
 
     def _run(self, job: Job) -> None:
-        from attribution.jobs import run_job
+        from attribution.job.jobs import run_job
 
         job.status, job.started_at = "running", dt.datetime.now(dt.UTC)
         self._save(job)

@@ -1,4 +1,4 @@
-"""The API's old import path for masking: every rule lives in :mod:`attribution.masking`.
+"""The API's old import path for masking: every rule lives in :mod:`attribution.contracts.masking`.
 
 Kept so that callers (the audit log, jobs, routers) keep importing from here;
 nothing is defined in this module.
@@ -6,7 +6,7 @@ nothing is defined in this module.
 
 from __future__ import annotations
 
-from attribution.masking import (
+from attribution.contracts.masking import (
     EMAIL_RE,
     IPV4_RE,
     IPV6_RE,

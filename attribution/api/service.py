@@ -21,7 +21,7 @@ from typing import Any
 from attribution.api.keys import KeyStore
 from attribution.api.problems import ApiProblem, StoreUnavailable
 from attribution.api.views import RunView, build_view
-from attribution.results import RunRecord
+from attribution.contracts.results import RunRecord
 from attribution.store import Store
 
 log = logging.getLogger("attribution.api")

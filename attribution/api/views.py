@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from attribution.diff import no_nan
-from attribution.graph import PropertyGraph
-from attribution.results import RunRecord
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord
+from attribution.engine.diff import no_nan
 
 Slices = dict[str, tuple[int, int]]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from neo4j import Driver, GraphDatabase
 from neo4j.exceptions import DriverError, Neo4jError
 
-from attribution.settings import Neo4jSettings
+from attribution.contracts.settings import Neo4jSettings
 
 if TYPE_CHECKING:
     pass

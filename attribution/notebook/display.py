@@ -73,7 +73,7 @@ def top_fleet() -> str:
 
 def capability_names() -> tuple[str, ...]:
     """Capability names in the order of the ``capabilities`` lists on Account nodes."""
-    from attribution.schema import CAPABILITIES
+    from attribution.contracts.schema import CAPABILITIES
 
     return CAPABILITIES
 

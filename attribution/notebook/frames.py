@@ -14,10 +14,10 @@ from neo4j.exceptions import DriverError, Neo4jError
 from neo4j.graph import Node, Relationship
 from neo4j.graph import Path as GraphPath
 
-from attribution.cypher import QueryError
-from attribution.masking import LABELS, label_kind, mask, mask_labelled, mask_node
+from attribution.contracts.masking import LABELS, label_kind, mask, mask_labelled, mask_node
 from attribution.notebook.connection import QUERY_TIMEOUT, NotebookError, connected, one_line
 from attribution.notebook.library import named_query
+from attribution.store.named_queries import QueryError
 
 if TYPE_CHECKING:
     pass
@@ -89,7 +89,7 @@ def to_frame(keys: list[str], rows: list[list[Any]]) -> pl.DataFrame:
 
 def _plain(value: Any) -> Any:
     """Driver values as plain Python: temporal types native, nodes as the small masked dicts
-    the API shows (``attribution.masking.mask_node``), relationships as their type, paths as
+    the API shows (``attribution.contracts.masking.mask_node``), relationships as their type, paths as
     readable text with masked keys."""
     if isinstance(value, neo4j_time.DateTime | neo4j_time.Date | neo4j_time.Time):
         return value.to_native()
@@ -146,7 +146,7 @@ def _param(value: Any) -> Any:
 
 
 def mask_entity(label: str, value: str | None) -> str | None:
-    """An entity id as shown to people, by its node label's kind (``attribution.masking``:
+    """An entity id as shown to people, by its node label's kind (``attribution.contracts.masking``:
     cards, devices and prompt hashes to the last 4, IPs to /24, accounts and ASNs in full)."""
     if value is None:
         return None

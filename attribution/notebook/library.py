@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from attribution.cypher import NamedQuery, QueryError, get_query, load_queries, parse_query
 from attribution.notebook.connection import NotebookError
+from attribution.store.named_queries import NamedQuery, QueryError, get_query, load_queries, parse_query
 
 if TYPE_CHECKING:
     pass
@@ -30,7 +30,7 @@ def _key(var: str) -> str:
 
 
 # Read-only queries the notebooks need and queries/ does not have (yet). Same header
-# format as queries/*.cypher, parsed and parameter-checked by attribution.cypher.
+# format as queries/*.cypher, parsed and parameter-checked by attribution.store.named_queries.
 NOTEBOOK_QUERIES: dict[str, str] = {
     "runs": (
         "// name: runs\n"
@@ -120,7 +120,7 @@ NOTEBOOK_QUERIES: dict[str, str] = {
     "capability_totals": (
         "// name: capability_totals\n"
         "// description: Exchanges of every account in the graph by capability index (the order"
-        " of attribution.schema.CAPABILITIES): the population a fleet's mix is compared with.\n"
+        " of attribution.contracts.schema.CAPABILITIES): the population a fleet's mix is compared with.\n"
         "// returns: capability, exchanges\n"
         "MATCH (a:Account) WHERE a.capabilities IS NOT NULL\n"
         "UNWIND range(0, size(a.capabilities) - 1) AS capability\n"

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from attribution.graph import PropertyGraph
-from attribution.results import RunRecord
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord
 
 
 class Store(Protocol):
@@ -101,7 +101,7 @@ def open_store(embedded_root: Path) -> Store:
 
     A third backend is one more branch here and an implementation of ``Store``.
     """
-    from attribution.settings import Neo4jSettings
+    from attribution.contracts.settings import Neo4jSettings
     from attribution.store.embedded import EmbeddedStore
 
     settings = Neo4jSettings.from_env()

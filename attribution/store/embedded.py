@@ -40,10 +40,10 @@ from typing import Any
 
 import polars as pl
 
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord, read_tables, write_tables
 from attribution.errors import Unsupported
-from attribution.graph import PropertyGraph
-from attribution.killpoints import checkpoint
-from attribution.results import RunRecord, read_tables, write_tables
+from attribution.job.killpoints import checkpoint
 
 GRAPHS = "graphs"
 LEGACY_GRAPH = "graph"

@@ -74,10 +74,10 @@ from neo4j.exceptions import (
     SessionExpired,
 )
 
-from attribution.graph import PropertyGraph
-from attribution.killpoints import checkpoint
-from attribution.results import RunRecord
-from attribution.settings import Neo4jSettings
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord
+from attribution.contracts.settings import Neo4jSettings
+from attribution.job.killpoints import checkpoint
 from attribution.store.neo4j_codec import (
     Columns,
     endpoint_keys,
@@ -572,7 +572,7 @@ class Neo4jStore:
         return sorted(manifests, key=lambda m: (str(m["started_at"]), str(m["run_id"])))
 
     def run_query(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        from attribution import cypher
+        from attribution.store import named_queries as cypher
 
         query = cypher.get_query(name)
         bound = query.bind(params)

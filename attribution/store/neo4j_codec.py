@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 from neo4j import time as neo4j_time
 
-from attribution.graph import PropertyGraph
+from attribution.contracts.graph import PropertyGraph
 from attribution.store.neo4j_cypher import FRAME_LABEL, LINK_LABEL, NODE_KEYS, USE_REL
 
 

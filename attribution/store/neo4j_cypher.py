@@ -1,7 +1,7 @@
 """The Neo4j store's Cypher: every statement it runs, as vetted text.
 
 Query text is never composed from data: the only substitutions are fixed
-vocabulary (labels, keys, relationship types from ``attribution.vocabulary``)
+vocabulary (labels, keys, relationship types from ``attribution.contracts.vocabulary``)
 filled into ``<NAME>`` slots at import time; values always travel as
 parameters. The store (``attribution.store.neo4j``) and its frame codec
 (``attribution.store.neo4j_codec``) import these names.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import LiteralString
 
-from attribution.vocabulary import ENTITY_KINDS, LINK_KIND
+from attribution.contracts.vocabulary import ENTITY_KINDS, LINK_KIND
 
 # label -> key property: the fixed vocabulary every per-label query is made from.
 NODE_KEYS: dict[LiteralString, LiteralString] = {

@@ -54,7 +54,7 @@ class World:
 
 def _neo4j_factory(request: pytest.FixtureRequest) -> Callable[[], Store]:
     """A factory of Neo4j stores on the session's test server, emptied first."""
-    from attribution.settings import Neo4jSettings
+    from attribution.contracts.settings import Neo4jSettings
     from attribution.store.neo4j import Neo4jStore
 
     server = request.getfixturevalue("neo4j_server")

@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from attribution.api.keys import KeyStore
-from attribution.graph import PropertyGraph
-from attribution.results import RunRecord
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord
 from attribution.store import Store
 from attribution.store.embedded import EmbeddedStore
 
@@ -67,7 +67,7 @@ DTYPES: dict[str, Any] = {"str": pl.String, "ip": pl.String, "int": pl.Int64,
 
 
 def _table(name: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
-    from attribution.schema import TABLES
+    from attribution.contracts.schema import TABLES
 
     schema = {c.name: DTYPES[c.kind] for c in TABLES[name].columns}
     return pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=schema,
@@ -76,7 +76,7 @@ def _table(name: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 def hand_tables(n: int = 30) -> dict[str, pl.DataFrame]:
     """Snapshot tables: a000-a009 share a card, a device, an IP; a010-a014 share an IP."""
-    from attribution.schema import TABLES
+    from attribution.contracts.schema import TABLES
 
     def when(i: int, days: int = 0) -> dt.datetime:
         return T0 + dt.timedelta(hours=i, days=days)
@@ -127,7 +127,7 @@ def write_snapshot(folder: Path, tables: dict[str, pl.DataFrame]) -> Path:
 
 
 def hand_graph() -> PropertyGraph:
-    from attribution.graph import build_graph
+    from attribution.stages.build import build_graph
 
     return build_graph(hand_tables()).canonical()
 
@@ -222,7 +222,7 @@ def hand_store(root: Path) -> Path:
 
 def generated_store(root: Path, *, accounts: int = 2000, seed: int = 1) -> tuple[Path, Path]:
     """Run the real pipeline over a generated world; returns (store root, snapshot dir)."""
-    from attribution.jobs import run_job
+    from attribution.job.jobs import run_job
     from fixtures.worldgen import generate_world
 
     generate_world(root / "world", accounts=accounts, seed=seed)

@@ -19,8 +19,8 @@ from typing import Literal
 
 import polars as pl
 
-from attribution.ingest import Snapshot
-from attribution.schema import MAX_ID_LENGTH, TABLES
+from attribution.contracts.schema import MAX_ID_LENGTH, TABLES
+from attribution.stages.ingest import Snapshot
 
 Fmt = Literal["csv", "parquet"]
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Pytest plugin: one real Neo4j 5.26 per test session (see ``attribution.neo4j_dev``).
+"""Pytest plugin: one real Neo4j 5.26 per test session (see ``attribution.dev.neo4j_harness``).
 
 Enable with ``pytest_plugins = ["tests.support.neo4j_server"]`` in the top-level conftest.
 
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from neo4j import Driver, GraphDatabase
 
-from attribution import neo4j_dev
+from attribution.dev import neo4j_harness as neo4j_dev
 
 DEFAULT_TEST_PORT = 7697
 PASSWORD = "attribution-test"

@@ -1,6 +1,6 @@
 """A tiny world every store must hold exactly, and the equality checks of the store tests.
 
-Used by the store contract suite (``tests/test_store_contract.py``) and by the
+Used by the store contract suite (``tests/store/test_store_contract.py``) and by the
 other tests that need a small graph or run in a store.
 """
 
@@ -12,9 +12,10 @@ from typing import Any
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from attribution.graph import PropertyGraph, build_graph
-from attribution.results import RunRecord
-from attribution.settings import Neo4jSettings
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.results import RunRecord
+from attribution.contracts.settings import Neo4jSettings
+from attribution.stages.build import build_graph
 from tests.support.tables import tables, ts
 
 # --------------------------------------------------------------------------- a tiny world

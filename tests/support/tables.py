@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from attribution.schema import TABLES
+from attribution.contracts.schema import TABLES
 
 DTYPES: dict[str, Any] = {
     "str": pl.String,

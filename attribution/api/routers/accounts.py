@@ -11,7 +11,7 @@ from attribution.api.models import AccountDetail, AccountEntity, Page
 from attribution.api.problems import ApiProblem, responses
 from attribution.api.routers.common import Id, Limit, Offset, entity_rows, page
 from attribution.api.views import RunView
-from attribution.graph import UseKind
+from attribution.contracts.graph import UseKind
 
 router = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 404, 422, 503), route_class=AuthFirstRoute)

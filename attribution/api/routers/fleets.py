@@ -24,7 +24,7 @@ from attribution.api.routers.common import (
     utc,
 )
 from attribution.api.views import RunView
-from attribution.graph import UseKind
+from attribution.contracts.graph import UseKind
 
 router = APIRouter(prefix="/fleets", tags=["fleets"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from attribution.api.deps import AuthFirstRoute, ServiceDep, require_read, set_rows
 from attribution.api.models import NamedQuery, QueryResult, QueryRun
 from attribution.api.problems import ApiProblem, responses
-from attribution.masking import mask_row, merge_duplicates, scrub_text
+from attribution.contracts.masking import mask_row, merge_duplicates, scrub_text
 
 router = APIRouter(prefix="/queries", tags=["queries"], dependencies=[Depends(require_read)],
                    responses=responses(401, 403, 422, 503), route_class=AuthFirstRoute)
@@ -28,7 +28,7 @@ NEEDS_NEO4J = "named Cypher queries need the Neo4j store (set NEO4J_URI and rest
 
 def _library() -> dict[str, Any]:
     try:
-        from attribution import cypher
+        from attribution.store import named_queries as cypher
     except ImportError:  # pragma: no cover - the loader ships with the package
         return {}
     try:
@@ -87,7 +87,7 @@ def _shown(rows: list[dict[str, Any]], returns: tuple[str, ...], limit: int
 def _check_params(query: Any, params: dict[str, Any]) -> None:
     """422 unless ``params`` fit the query's header, before any store is asked (Neo4j
     answered a limit of -1 with an error the API could only call a 503)."""
-    from attribution import cypher
+    from attribution.store import named_queries as cypher
 
     try:
         query.bind(params)

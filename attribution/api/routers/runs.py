@@ -15,7 +15,7 @@ from attribution.api.models import JobInfo, Page, RunDetail, RunDiff, RunRequest
 from attribution.api.problems import ApiProblem, response, responses
 from attribution.api.routers.common import Limit, Offset, Order, page
 from attribution.api.service import RUN_ID_PATTERN, NoCurrentRun, Service
-from attribution.diff import run_diff
+from attribution.engine.diff import run_diff
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 403, 422, 503),
                    route_class=AuthFirstRoute)

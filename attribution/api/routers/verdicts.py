@@ -1,6 +1,6 @@
 """Analyst verdicts (admin): recorded in the same append-only log the CLI writes.
 
-``attribution.verdicts`` owns the log and its validation; the batch job
+``attribution.contracts.verdicts`` owns the log and its validation; the batch job
 applies what is recorded here in every later run (attribution_confirmed ->
 confirm, attribution_rejected -> reject, not_sybil on an account -> legit;
 the other combinations are kept for the record only).
@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from attribution.api.deps import AdminKey, AuthFirstRoute, ServiceDep, ViewDep, set_rows
 from attribution.api.models import Verdict, VerdictIn
 from attribution.api.problems import ApiProblem, responses
-from attribution.verdicts import API_ACTIONS, VerdictError, VerdictStore, make_verdict
+from attribution.contracts.verdicts import API_ACTIONS, VerdictError, VerdictStore, make_verdict
 
 router = APIRouter(prefix="/verdicts", tags=["verdicts"],
                    responses=responses(401, 403, 404, 422, 503), route_class=AuthFirstRoute)

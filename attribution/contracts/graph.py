@@ -1,0 +1,72 @@
+"""The property graph, in columnar form, that every store holds and returns.
+
+Nodes: Account (with behaviour aggregates), PaymentMethod (one node per card
+*fingerprint*, so the same card used through per-account payment ids is one
+node), Device, IP, Proxy, ASN, EmailDomain, PromptTemplate, Organization.
+Account relationships are one long ``uses`` table, one row per
+(account, kind, entity) with first/last seen and a count; IP nodes carry their
+ASN and proxy. ``known_links`` are resolved to the same (kind, key) space so
+attribution can join them to ``uses`` directly.
+
+Both stores return exactly this structure from ``read_graph``; the algorithm
+modules see only it, never a store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import polars as pl
+
+from attribution.contracts.vocabulary import LINK_KIND, USE_KINDS, UseKind
+
+__all__ = ["LINK_KIND", "TS", "USES_SCHEMA", "USE_KINDS", "PropertyGraph", "UseKind"]
+
+TS = pl.Datetime("us", "UTC")
+
+USES_SCHEMA = {
+    "account_id": pl.String,
+    "kind": pl.String,
+    "entity_id": pl.String,
+    "first_seen": TS,
+    "last_seen": TS,
+    "count": pl.Int64,
+}
+
+
+@dataclass
+class PropertyGraph:
+    """Nodes and relationships of one loaded snapshot, as polars frames."""
+
+    accounts: pl.DataFrame
+    uses: pl.DataFrame
+    payments: pl.DataFrame
+    devices: pl.DataFrame
+    ips: pl.DataFrame
+    proxies: pl.DataFrame
+    organizations: pl.DataFrame
+    known_links: pl.DataFrame
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        """The frames by name, for stores that persist them one by one."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_frames(cls, frames: dict[str, pl.DataFrame]) -> PropertyGraph:
+        return cls(**{f.name: frames[f.name] for f in fields(cls)})
+
+    def canonical(self) -> PropertyGraph:
+        """Rows in a fixed order, so stores that lose order give identical graphs."""
+        keys = {
+            "accounts": ["account_id"],
+            "uses": ["account_id", "kind", "entity_id"],
+            "payments": ["fingerprint"],
+            "devices": ["device_id"],
+            "ips": ["ip"],
+            "proxies": ["proxy_id"],
+            "organizations": ["org_id"],
+            "known_links": ["kind", "key", "org_id", "entity_type", "entity_id"],
+        }
+        return PropertyGraph(**{
+            name: frame.sort(keys[name], nulls_last=True) for name, frame in self.frames().items()
+        })

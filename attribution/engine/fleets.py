@@ -1,0 +1,377 @@
+"""Fleets: connected components of the inferred links, split by Louvain.
+
+Components come first, so small fleets are never swallowed by big ones, and
+Louvain (python-louvain, seeded) runs only inside components large enough to
+hold more than one fleet. Louvain's first dendrogram level is used (the final
+level suffers the resolution limit), and because modularity also "finds"
+communities inside a uniformly linked group, communities are merged back
+while the weight between them is not clearly below what the configuration
+model expects: a real fleet boundary is a near-absence of links, not a dip.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import polars as pl
+from community import community_louvain
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from attribution.contracts.settings import FleetParams, LinkParams
+from attribution.contracts.vocabulary import (
+    IDENTITY_FAMILIES,
+    KIND_FAMILY,
+    STRENGTH_COLUMNS,
+    families_agreeing,
+    total_weight,
+)
+from attribution.engine.linking import anchored, rarity
+
+
+def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
+    """Label accounts with a fleet number.
+
+    ``edges`` has a, b (account indices) and weight. Returns idx, fleet (an
+    int, deterministic for the same input), attachment (the account's link
+    weight inside its fleet), for accounts in fleets of two or more only.
+
+    >>> e = pl.DataFrame({"a": [0, 1, 3], "b": [1, 2, 4], "weight": [3.0, 3.0, 2.0]})
+    >>> find_fleets(6, e, FleetParams()).sort("idx")["fleet"].to_list()
+    [0, 0, 0, 1, 1]
+    """
+    if not edges.height:
+        return pl.DataFrame(schema={"idx": pl.Int32, "fleet": pl.Int64, "attachment": pl.Float64})
+    a = edges["a"].to_numpy().astype(np.int64)
+    b = edges["b"].to_numpy().astype(np.int64)
+    w = edges["weight"].to_numpy().astype(np.float64)
+    matrix = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_accounts, n_accounts))
+    _, comp = connected_components(matrix, directed=False)
+    labels = comp.astype(np.int64).copy()
+    sizes = np.bincount(comp)
+    next_label = int(comp.max()) + 1
+    edge_comp = comp[a]
+    big = np.flatnonzero(sizes >= params.louvain_min_size)
+    order = np.argsort(edge_comp, kind="stable")
+    bounds = np.searchsorted(edge_comp[order], [big, big + 1])
+    for c, lo, hi in zip(big, bounds[0], bounds[1], strict=True):
+        sel = order[lo:hi]
+        parts = split_component(a[sel], b[sel], w[sel], params)
+        for part in parts[1:]:
+            labels[part] = next_label
+            next_label += 1
+        del c
+    in_edge = np.zeros(n_accounts, dtype=bool)
+    in_edge[a] = True
+    in_edge[b] = True
+    same = labels[a] == labels[b]
+    attach = np.bincount(a[same], w[same], n_accounts) + np.bincount(b[same], w[same], n_accounts)
+    frame = pl.DataFrame(
+        {"idx": np.arange(n_accounts, dtype=np.int32), "raw": labels, "attachment": attach}
+    ).filter(pl.Series(in_edge))
+    frame = frame.with_columns(pl.len().over("raw").alias("size")).filter(pl.col("size") >= 2)
+    # Renumber by the smallest member, so labels do not depend on component order.
+    first = frame.group_by("raw").agg(pl.col("idx").min().alias("m")).sort("m")
+    first = first.with_row_index("fleet").with_columns(pl.col("fleet").cast(pl.Int64))
+    return frame.join(first.select("raw", "fleet"), on="raw").select(
+        "idx", "fleet", "attachment"
+    ).sort("idx")
+
+
+def fleet_edges(edges: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFrame:
+    """The links whose two ends are in one fleet, with that fleet as ``fleet``."""
+    fleet = membership.select("idx", "fleet")
+    return edges.join(fleet.rename({"idx": "a"}), on="a").join(
+        fleet.rename({"idx": "b", "fleet": "fb"}), on="b").filter(
+        pl.col("fleet") == pl.col("fb")).drop("fb")
+
+
+def split_component(
+    a: np.ndarray, b: np.ndarray, w: np.ndarray, params: FleetParams
+) -> list[np.ndarray]:
+    """Louvain inside one component; returns the parts as arrays of account indices.
+
+    The largest part comes first (it keeps the component's label).
+    """
+    nodes = np.unique(np.concatenate([a, b]))
+    keep = _top_k(a, b, w, params.top_k_edges)
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes.tolist())
+    graph.add_weighted_edges_from(zip(a[keep].tolist(), b[keep].tolist(), w[keep].tolist(),
+                                      strict=True))
+    dendrogram = community_louvain.generate_dendrogram(
+        graph, weight="weight", random_state=params.seed
+    )
+    level0 = community_louvain.partition_at_level(dendrogram, 0)
+    comm = np.array([level0[int(n)] for n in nodes], dtype=np.int64)
+    comm = _merge_back(nodes, comm, a, b, w, params.merge_ratio)
+    parts = [nodes[comm == c] for c in np.unique(comm)]
+    parts.sort(key=lambda p: (-len(p), int(p.min())))
+    return parts
+
+
+def _top_k(a: np.ndarray, b: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """Edges among each endpoint's k strongest: keeps structure, bounds Louvain's work."""
+    frame = pl.DataFrame({"e": np.arange(len(a)), "a": a, "b": b, "w": w})
+    ends = pl.concat([
+        frame.select("e", pl.col("a").alias("n"), "w"),
+        frame.select("e", pl.col("b").alias("n"), "w"),
+    ])
+    ranked = ends.with_columns(
+        pl.col("w").rank("ordinal", descending=True).over("n").alias("r")
+    ).filter(pl.col("r") <= k)
+    mask = np.zeros(len(a), dtype=bool)
+    mask[ranked["e"].unique().to_numpy()] = True
+    return mask
+
+
+def _merge_back(
+    nodes: np.ndarray, comm: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray,
+    ratio: float,
+) -> np.ndarray:
+    """Merge communities whose mutual weight is near what chance predicts.
+
+    Uses all edges of the component (not only the top-k Louvain saw).
+    """
+    pos = {int(n): i for i, n in enumerate(nodes)}
+    ia = np.fromiter((pos[int(x)] for x in a), dtype=np.int64, count=len(a))
+    ib = np.fromiter((pos[int(x)] for x in b), dtype=np.int64, count=len(b))
+    total = 2.0 * w.sum()
+    comm = comm.copy()
+    for _ in range(20):
+        ca, cb = comm[ia], comm[ib]
+        vol = pl.DataFrame({"c": np.concatenate([ca, cb]), "w": np.concatenate([w, w])}).group_by(
+            "c").agg(pl.col("w").sum().alias("vol"))
+        between = (
+            pl.DataFrame({"x": np.minimum(ca, cb), "y": np.maximum(ca, cb), "w": w})
+            .filter(pl.col("x") != pl.col("y"))
+            .group_by("x", "y")
+            .agg(pl.col("w").sum().alias("wxy"))
+        )
+        if not between.height:
+            break
+        scored = (
+            between.join(vol.rename({"c": "x", "vol": "vx"}), on="x")
+            .join(vol.rename({"c": "y", "vol": "vy"}), on="y")
+            .with_columns((pl.col("wxy") * total / (pl.col("vx") * pl.col("vy"))).alias("ratio"))
+            .filter(pl.col("ratio") >= ratio)
+            .sort("ratio", "x", "y", descending=[True, False, False])
+        )
+        if not scored.height:
+            break
+        # Merge the best pair for each community once per round (no chains in one round).
+        used: set[int] = set()
+        mapping: dict[int, int] = {}
+        for x, y in zip(scored["x"].to_list(), scored["y"].to_list(), strict=True):
+            if x in used or y in used:
+                continue
+            used.update((x, y))
+            mapping[y] = x
+        comm = np.array([mapping.get(int(c), int(c)) for c in comm], dtype=np.int64)
+    return comm
+
+
+def attach_loners(
+    membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams
+) -> pl.DataFrame:
+    """Attach dormant accounts that formed no link to the fleet they were created with.
+
+    A new or dormant account often has nothing yet but its sign-up: created in
+    the same burst, with the same email pattern, as several accounts of one
+    fleet. One weak family never *forms* a fleet, but a burst whose placed
+    members are mostly one fleet (formed on other evidence) attaches its
+    dormant loners to it, each with a ``belief``: the chance it is the
+    operation's rather than an ordinary sign-up that fell into the window.
+    About ``lam`` ordinary sign-ups were expected in the burst's window, and
+    ordinary accounts are loners at the population's rate, so of the burst's
+    ``n`` loners about ``lam * loner_rate`` are bystanders. In a small world
+    that is nearly none; among millions it can be most of them, and then the
+    loners stay out.
+
+    ``membership`` gains ``belief`` (1.0 for linked members).
+    """
+    membership = membership.with_columns(pl.lit(1.0).alias("belief"))
+    if not bursts.height or not membership.height:
+        return membership
+    loner_rate = 1.0 - membership.height / max(n_accounts, 1)
+    fleet_of = membership.select("idx", "fleet")
+    members = bursts.join(fleet_of, on="idx", how="left")
+    placed = members.filter(pl.col("fleet").is_not_null())
+    per_fleet = placed.group_by("block", "fleet").agg(pl.len().alias("n"))
+    top = (
+        per_fleet.with_columns(pl.col("n").sum().over("block").alias("placed"))
+        .sort(["block", "n", "fleet"], descending=[False, True, False])
+        .group_by("block", maintain_order=True).first()
+        .filter((pl.col("n") >= params.attach_links)
+                & (pl.col("n") >= params.attach_share * pl.col("placed")))
+    )
+    loners = members.filter(pl.col("fleet").is_null())
+    n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
+    candidates = (
+        loners.filter(pl.col("dormant")).drop("fleet")
+        .join(top, on="block").join(n_loners, on="block")
+        .with_columns(
+            (
+                pl.col("n") / pl.col("placed")
+                * (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0)
+            ).alias("belief"),
+            (pl.col("n") * pl.col("s")).alias("attachment"),
+        )
+        .filter(pl.col("belief") >= params.attach_belief)
+        .sort(["idx", "belief", "attachment", "fleet"], descending=[False, True, True, False])
+        .group_by("idx", maintain_order=True).first()
+    )
+    added = candidates.select(
+        pl.col("idx").cast(pl.Int32), "fleet", "attachment", pl.col("belief").cast(pl.Float64))
+    return pl.concat([membership, added]).sort("idx")
+
+
+ATTACH_DOMINANCE = 3.0
+
+
+def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams
+                       ) -> pl.DataFrame:
+    """Attach an unlinked account whose evidence towards one fleet is spread over members.
+
+    An edge needs two families agreeing on one pair. A lightly used account of
+    a large operation rarely has that: it shares a template with one member, a
+    proxy exit with another, a sign-up burst with a third. Taken towards the
+    fleet as a whole (per family, its strongest tie to any member), that is
+    the same evidence an edge asks for, and it is held to the same bar: two
+    families agreeing, one of them identity or synchrony (``linking.anchored``),
+    and the same total weight. The fleet must also hold
+    ``ATTACH_DOMINANCE`` times the candidate evidence of any other fleet, so
+    an account with ties in every direction (a busy shared network) is left
+    alone. Such a member has no identity edge, so attribution does not reach
+    it (``member_reach``).
+    """
+    if not near.height or not membership.height:
+        return membership
+    fleet_of = membership.select("idx", "fleet")
+    s_cols = STRENGTH_COLUMNS
+    sides = pl.concat([
+        near.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), *s_cols),
+        near.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), *s_cols),
+    ]).join(fleet_of, on="idx").join(fleet_of.select(pl.col("idx").alias("loner")),
+                                     on="loner", how="anti")
+    if not sides.height:
+        return membership
+    per_fleet = (
+        sides.group_by("loner", "fleet")
+        .agg(*[pl.col(c).max() for c in s_cols], total_weight().sum().alias("mass"))
+        .with_columns(
+            families_agreeing(params.family_threshold).alias("families"),
+            total_weight().alias("attachment"),
+        )
+        .sort(["loner", "mass", "fleet"], descending=[False, True, False])
+        .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
+        .group_by("loner", maintain_order=True).first()
+        .filter((pl.col("families") >= params.min_families)
+                & (pl.col("attachment") >= params.min_weight)
+                & anchored(params.family_threshold)
+                & (pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up")))
+    )
+    added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
+                             pl.col("attachment").cast(pl.Float64))
+    return pl.concat([membership.select("idx", "fleet", "attachment"), added]).sort("idx")
+
+
+# What an operator holds of its own: a card, a device, a prompt template. Not a
+# network (rented exits are shared by operators) nor an e-mail domain (throwaway
+# mail services are shared by operators, families and developers alike).
+FRAGMENT_FAMILIES = tuple(f for f in IDENTITY_FAMILIES if f != "email")
+
+
+def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
+                    params: FleetParams, concealment: pl.DataFrame | None = None,
+                    link: LinkParams | None = None) -> pl.DataFrame:
+    """Merge fleets that are fragments of one operation by the operator evidence they share.
+
+    Louvain and the components cut a large, sparsely linked operation into
+    pieces (each account links to a few others only), yet the pieces hold the
+    same card, device or prompt template: the operator's own tools
+    (``FRAGMENT_FAMILIES``). Two fleets merge when they share such an entity that is *specific*
+    (rare enough to be evidence of common control by itself, as linking judges
+    rarity with ``link``, or else used inside fleets far more than accounts are
+    at large, ``fragment_specific`` of the way from the population's rate to
+    all of its users: a popular tool's template or a public mail domain, used
+    mostly by ordinary loners, merges nothing) and that each
+    of the two uses substantially (at
+    least ``fragment_touch`` of its members, so one employee who touched an
+    operation's box does not pull in the team). Networks never merge: two
+    operators renting one proxy provider share its exits and nothing of their own.
+    Fragments of one operation also hide alike: with ``concealment`` (account_id,
+    infra: the share of an account's traffic through rented networks), two
+    fleets whose mean concealment differs by more than ``fragment_conceal_gap``
+    (a team on its office line whose corporate card an operation also used) stay
+    apart. Merged fleets take the smallest fleet number of their group;
+    membership rows keep their other columns.
+
+    >>> m = pl.DataFrame({"idx": [0, 1, 2, 3], "fleet": [0, 0, 1, 1],
+    ...                   "attachment": [1.0] * 4})
+    >>> acc = pl.DataFrame({"account_id": list("abcdefgh"), "idx": list(range(8))})
+    >>> u = pl.DataFrame({"account_id": ["a", "c"], "kind": ["payment"] * 2,
+    ...                   "entity_id": ["card1"] * 2})
+    >>> merge_fragments(m, acc, u, FleetParams())["fleet"].to_list()
+    [0, 0, 0, 0]
+    """
+    if not membership.height:
+        return membership
+    kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
+    used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
+        .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
+        .join(membership.select(pl.col("idx").cast(pl.Int32), "fleet"), on="idx", how="left")
+    users = used.group_by("kind", "entity_id").agg(
+        pl.col("idx").n_unique().alias("users"),
+        pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
+    rare = pl.lit(False)
+    if link is not None:
+        family = pl.col("kind").replace_strict(KIND_FAMILY, default=None)
+        rare = (family.replace_strict(link.cap, default=0.0, return_dtype=pl.Float64)
+                * rarity(pl.col("users"), family.replace_strict(
+                    link.hub_size, default=1.0, return_dtype=pl.Float64))
+                >= link.family_threshold)
+    # Against the population: accounts are in fleets at this rate by default (families,
+    # teams), so an entity is specific to fleets when its users are far more often.
+    base = membership.height / max(accounts.height, 1)
+    lift = (pl.col("in_fleets") / pl.col("users") - base) / max(1.0 - base, 1e-9)
+    specific = users.filter((pl.col("users") >= 2) & (
+        rare | (lift >= params.fragment_specific)))
+    sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
+    touch = (
+        used.filter(pl.col("fleet").is_not_null())
+        .join(specific.select("kind", "entity_id"), on=["kind", "entity_id"])
+        .group_by("kind", "entity_id", "fleet").agg(pl.col("idx").n_unique().alias("n"))
+        .join(sizes, on="fleet")
+        .filter(pl.col("n") >= params.fragment_touch * pl.col("size"))
+        .select("kind", "entity_id", "fleet")
+    )
+    pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
+        pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
+    if concealment is not None and pairs.height:
+        hidden = membership.join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)),
+                                 on="idx").join(concealment.select("account_id", "infra"),
+                                                on="account_id", how="left").group_by(
+            "fleet").agg(pl.col("infra").fill_null(0.0).mean().alias("c"))
+        pairs = pairs.join(hidden, on="fleet").join(
+            hidden.rename({"fleet": "fleet_b", "c": "c_b"}), on="fleet_b").filter(
+            (pl.col("c") - pl.col("c_b")).abs() <= params.fragment_conceal_gap).select(
+            "fleet", "fleet_b")
+    if not pairs.height:
+        return membership
+    # Union-find over fleet numbers; each group takes its smallest number.
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for x, y in sorted(pairs.iter_rows()):
+        rx, ry = root(int(x)), root(int(y))
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+    mapping = pl.DataFrame({"fleet": list(parent), "merged": [root(x) for x in parent]},
+                           schema={"fleet": pl.Int64, "merged": pl.Int64})
+    return membership.join(mapping, on="fleet", how="left").with_columns(
+        pl.coalesce("merged", "fleet").alias("fleet")).drop("merged").sort("idx")

@@ -1,0 +1,636 @@
+"""Link inference: account-to-account evidence, by family, without all pairs.
+
+Candidate pairs come only from *blocks*: accounts that share a card
+fingerprint, a device, an IP, an email domain, a prompt template, a creation
+burst, or a MinHash band of their active minutes. Inside a block of ``n``
+accounts every pair is formed while ``n`` is small; a larger block links each
+account to its next ``window`` neighbours in a block-specific pseudo-random
+order, so a block costs O(n) pairs and a big campaign still comes out as one
+well-mixed piece. Entities so common that their evidence is negligible
+(carrier NAT, public email domains, popular templates) form no pairs.
+
+Each family gives a strength in [0, cap]: rarer entities weigh more (an IP
+shared by thousands is worth next to nothing, a card shared by five a lot),
+shared use that does not overlap in time weighs less, and several entities of
+one family count as one piece of evidence plus a small bonus, never as
+independent evidence. An edge needs a strong identifier (card or device) or at
+least two families agreeing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.settings import LinkParams
+from attribution.contracts.vocabulary import (
+    COHERENCE_FAMILIES,
+    FAMILIES,
+    KIND_FAMILY,
+    STRENGTH_COLUMNS,
+    STRONG_FAMILIES,
+    families_agreeing,
+    total_weight,
+)
+from attribution.engine import features
+from attribution.engine.matrix import list_matrix
+from attribution.stages.behaviour import MINHASH_K
+
+# Families that show a group acting together (the same minutes, one sign-up burst).
+SYNCHRONY_FAMILIES = ("timing", "creation")
+
+
+@dataclass
+class Links:
+    """Inferred account-to-account edges over an account index.
+
+    ``edges`` has columns a, b (row numbers of ``accounts``, a < b), one
+    ``s_<family>`` strength column per family, ``families`` (how many agree)
+    and ``weight`` (their sum). ``candidates`` counts the pairs scored.
+    """
+
+    accounts: pl.DataFrame
+    edges: pl.DataFrame
+    candidates: int
+    # Members of strong sign-up bursts (block, idx, s, lam, dormant): may attach a
+    # dormant loner to the fleet most of its burst belongs to (see attach_loners).
+    bursts: pl.DataFrame
+    # Scored pairs between an account with no link and a linked one (a, b and the
+    # s_<family> columns): evidence spread over several members of one fleet
+    # may attach the loner to it (see attach_by_evidence).
+    near: pl.DataFrame
+
+
+def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
+    """1.0 for an entity shared by two accounts, falling towards 0 as ``n`` grows.
+
+    ``hub`` is the share count at which an entity is worth about a fifth of a
+    two-account one: log(1 + hub/n) / log(1 + hub/2).
+    """
+    hub_e = hub if isinstance(hub, pl.Expr) else pl.lit(hub)
+    n_f = n.cast(pl.Float64)
+    return (((hub_e / n_f) + 1.0).log() / ((hub_e / 2.0) + 1.0).log()).clip(0.0, 1.0)
+
+
+def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None
+                ) -> Links:
+    """Score candidate pairs from every blocking family and keep the edges."""
+    accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
+        pl.col("idx").cast(pl.Int32)
+    )
+    bursts = _creation_blocks(graph, accounts, params)
+    creation = _creation_evidence(bursts, params)
+    entity, open_network = _entity_evidence(
+        graph, accounts, params, feats if feats is not None else features.account_features(graph))
+    parts = [entity, creation, _timing_candidates(graph, params)]
+    # An empty part may carry other dtypes (nothing to infer them from): conform all.
+    rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
+                               pl.col("s").cast(pl.Float64)) for p in parts])
+    scored = _combine(rows, params)
+    scored = _add_pairwise_families(scored, graph, params)
+    scored = _rented_networks(scored, open_network, params)
+    edges = _decide(scored, params)
+    batch, batch_candidates = _batch_edges(graph, accounts, bursts, creation, edges, params)
+    if batch.height:
+        edges = pl.concat([edges, batch]).sort("a", "b")
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
+        "a", "b", *STRENGTH_COLUMNS)
+    return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
+                 bursts=_strong_bursts(bursts, graph, params), near=near)
+
+
+def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+                 creation: pl.DataFrame, edges: pl.DataFrame, p: LinkParams
+                 ) -> tuple[pl.DataFrame, int]:
+    """Edges inside sign-up batches that nothing else links: (edges, pairs scored).
+
+    A batch of accounts registered together that have not been used yet has
+    only its sign-up: the burst, and the network it came through. Only bursts
+    none of whose members is linked otherwise are considered: a burst with
+    linked members attaches its dormant loners through ``attach_loners``, and
+    two operators renting one proxy service can burst in the same window, so
+    the batch's sign-ups must not weld two fleets together.
+    """
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    touched = bursts.filter(pl.col("idx").is_in(linked))["block"].unique().implode()
+    quiet = bursts.filter(~pl.col("block").is_in(touched))
+    net = _burst_network_evidence(graph, index, quiet, p)
+    if not net.height:
+        return edges.clear(), 0
+    pairs = net.select("a", "b").unique()
+    rows = pl.concat([net, creation.join(pairs, on=["a", "b"])])
+    scored = _add_pairwise_families(_combine(rows, p), graph, p)
+    return _decide(scored, p).select(edges.columns), scored.height
+
+
+def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
+                   ) -> pl.DataFrame:
+    """Members of sign-up bursts strong enough to attach a dormant loner.
+
+    A new or dormant account has nothing yet but its sign-up (see
+    ``attach_loners``); an account with activity of its own that still formed
+    no link is not attached on its sign-up alone, so ``dormant`` marks who may
+    be. Only the creation family attaches: a template, domain or network may
+    be public and shared by an operation and bystanders alike, and one minute
+    shared with an orchestrated wave of a fleet's accounts is a single
+    coincidence seen many times over.
+    """
+    return bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
+        "block", "idx", "s", "lam", pl.col("idx").is_in(_dormant(graph, p)).alias("dormant"))
+
+
+def _dormant(graph: PropertyGraph, p: LinkParams) -> pl.Series:
+    """Row numbers of accounts that have done (almost) nothing yet, as one list value."""
+    return (graph.accounts["active_minutes"].fill_null(0) <= p.attach_max_minutes).arg_true(
+    ).cast(pl.Int32).implode()
+
+
+def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
+    """Pairs inside each block: all of them for small blocks, a band for big ones.
+
+    ``members``: block (u64), idx (i32), s, first_seen, last_seen. The result has
+    a, b, s and the two members' intervals (f1, l1, f2, l2).
+    """
+    ranked = members.with_columns(
+        pl.struct("block", "idx").hash(seed=17).rank("ordinal").over("block").alias("r")
+    )
+    right = ranked.select(
+        "block",
+        "r",
+        pl.col("idx").alias("idx_b"),
+        pl.col("first_seen").alias("f2"),
+        pl.col("last_seen").alias("l2"),
+    )
+    sizes = ranked.group_by("block").agg(pl.len().alias("n"))
+    max_n = int(sizes["n"].max() or 0)  # type: ignore[arg-type]
+    out = []
+    for d in range(1, min(window, max(max_n - 1, 0)) + 1):
+        shifted = ranked.with_columns((pl.col("r") + d).alias("r"))
+        out.append(shifted.join(right, on=["block", "r"], how="inner"))
+    if not out:
+        return pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64})
+    pairs = pl.concat(out).rename({"first_seen": "f1", "last_seen": "l1"})
+    return pairs.with_columns(
+        pl.min_horizontal("idx", "idx_b").alias("a"), pl.max_horizontal("idx", "idx_b").alias("b")
+    ).drop("idx", "idx_b", "r")
+
+
+def _entity_evidence(
+    graph: PropertyGraph, index: pl.DataFrame, p: LinkParams, feats: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(a, b, family, s) from shared cards, devices, IPs, email domains and templates,
+    and (a, b, s) of the network evidence through networks that are not rented
+    (neither a known proxy exit nor a hosting range): see ``_rented_networks``."""
+    uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
+        pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
+    )
+    rented = graph.ips.filter(
+        pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False))["ip"].implode()
+    # Who uses an entity tells a campaign's template or domain from a popular
+    # one: a large entity whose users are, together, far more anomalous than
+    # the population (rented networks, foreign time zones, harvesting) is a
+    # marker of one operation, however many accounts share it.
+    anomaly = index.join(
+        graph.accounts.select("account_id").with_columns(
+            features.anomaly(feats)),
+        on="account_id",
+    ).select("idx", "anomaly")
+    baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
+    degree = (
+        uses.join(anomaly, on="idx", how="left")
+        .group_by("kind", "entity_id", "family")
+        .agg(pl.col("idx").n_unique().alias("n"), pl.col("anomaly").mean().alias("coh"))
+    )
+    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
+    hub = pl.col("family").replace_strict(p.hub_size, return_dtype=pl.Float64)
+    coherent = (
+        pl.col("family").is_in(list(COHERENCE_FAMILIES))
+        & (pl.col("n") >= p.coherence_min_users)
+    )
+    lift = ((pl.col("coh") - baseline) / max(p.coherence_full * (1.0 - baseline), 1e-9)).clip(
+        0.0, 1.0)
+    blocks = (
+        degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
+        .with_columns(
+            pl.max_horizontal(
+                cap * rarity(pl.col("n"), hub),
+                pl.when(coherent).then(cap * p.coherence_share * lift).otherwise(0.0),
+            ).alias("s")
+        )
+        .filter(pl.col("s") >= p.min_block_strength)
+    )
+    members = uses.join(blocks.select("kind", "entity_id", "s"), on=["kind", "entity_id"])
+    members = members.select(
+        pl.struct("kind", "entity_id").hash(seed=3).alias("block"),
+        "idx",
+        "family",
+        "s",
+        "first_seen",
+        "last_seen",
+        ((pl.col("family") == "network") & ~pl.col("entity_id").is_in(rented)).alias("open"),
+    )
+    out = []
+    open_net = []
+    for family, group in members.partition_by("family", as_dict=True).items():
+        pairs = window_pairs(group.drop("family", "open"), p.window)
+        if not pairs.height:
+            continue
+        overlap = pl.max_horizontal("f1", "f2") <= pl.min_horizontal("l1", "l2")
+        factor = (
+            pl.when(overlap).then(1.0).otherwise(p.no_overlap_factor)
+            if family[0] in ("network", "device")
+            else pl.lit(1.0)
+        )
+        out.append(pairs.select("a", "b", _family(str(family[0])), pl.col("s") * factor))
+        if family[0] == "network":
+            mine = window_pairs(group.filter(pl.col("open")).drop("family", "open"), p.window)
+            if mine.height:
+                open_net.append(mine.select("a", "b", (pl.col("s") * factor).alias("s")))
+    opened = (pl.concat(open_net).group_by("a", "b").agg(pl.col("s").max()) if open_net
+              else pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64}))
+    return (pl.concat(out) if out else _empty_rows()), opened
+
+
+def _rented_networks(scored: pl.DataFrame, open_network: pl.DataFrame, p: LinkParams
+                     ) -> pl.DataFrame:
+    """Rented exits alone say nothing about who controls an account.
+
+    Residential proxy and VPN exits, and datacenter ranges, are shared by
+    strangers who rent the same service (developers from regions the service
+    does not reach, several operators at once), and such a crowd is anomalous
+    together (foreign time zones, the same popular tools). Sharing them is
+    evidence of one operator only beside identity-level evidence (a card or a
+    device) or group-level synchrony (the same minutes, one sign-up burst);
+    otherwise a pair's network strength is only what its open networks (an
+    office, a home line) give.
+    """
+    if not scored.height:
+        return scored
+    opened = open_network.select(pl.col("a", "b").cast(pl.Int32),
+                                 pl.col("s").cast(pl.Float64).alias("_open"))
+    backed = anchored(p.family_threshold)
+    return scored.join(opened, on=["a", "b"], how="left").with_columns(
+        pl.when(backed).then(pl.col("s_network"))
+        .otherwise(pl.min_horizontal("s_network", pl.col("_open").fill_null(0.0)))
+        .alias("s_network")
+    ).drop("_open")
+
+
+def email_shape(local: pl.Expr) -> pl.Expr:
+    """Letters to ``a``, digit runs to ``9``: "john.smith84" -> "a.a9"."""
+    return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
+
+
+def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst.
+
+    A burst is accounts created in one window with the same email pattern,
+    judged against its own base rate: k accounts of one (domain,
+    shape) in a window where about lambda were expected. The strength grows
+    with the Poisson surprise and with the share of the burst that is excess,
+    so background sign-ups in a busy window are not glued together.
+    """
+    acc = graph.accounts.join(index, on="account_id").select(
+        "idx",
+        (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
+        pl.col("email_domain").fill_null(""),
+        email_shape(pl.col("email_local").fill_null("")).alias("shape"),
+    )
+    if acc.height < 2:
+        return _empty_blocks()
+    span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
+    cap = p.cap["creation"]
+    out = []
+    # The base rate is the larger of the pattern's rate over the whole span and
+    # over the calendar day of the window (its own members not counted): sign-ups
+    # are not uniform in time (growth, launches, the newest days), and a busy day
+    # must not look like a burst.
+    acc = acc.with_columns((pl.col("minute") // 1440).alias("day"))
+    for keys in (("email_domain", "shape"), ("shape",)):
+        base = acc.group_by(*keys).agg(pl.len().alias("total"))
+        daily = acc.group_by(*keys, "day").agg(pl.len().alias("that_day"))
+        for offset in (0, p.burst_minutes // 2):
+            bucket = ((pl.col("minute") + offset) // p.burst_minutes).alias("bucket")
+            counted = acc.with_columns(bucket).join(base, on=list(keys)).join(
+                daily, on=[*keys, "day"])
+            blocks = (
+                counted.group_by("bucket", *keys)
+                .agg(pl.len().alias("k"), pl.col("total").first(), pl.col("that_day").max())
+                .filter(pl.col("k") >= p.burst_min_size)
+                .with_columns(pl.max_horizontal(
+                    pl.col("total") * p.burst_minutes / span,
+                    (pl.col("that_day") - pl.col("k")).clip(0) * p.burst_minutes / 1440.0,
+                ).alias("lam"))
+                .with_columns(
+                    (
+                        pl.col("k") * (pl.col("k") / pl.col("lam")).log()
+                        - pl.col("k")
+                        + pl.col("lam")
+                    ).alias("surprise")
+                )
+                .with_columns(
+                    (
+                        cap
+                        * (1.0 - pl.col("lam") / pl.col("k")).clip(0.0, 1.0)
+                        * (pl.col("surprise") / 10.0).clip(0.0, 1.0)
+                    ).alias("s")
+                )
+                .filter(pl.col("s") >= p.min_block_strength)
+            )
+            members = counted.join(blocks.select("bucket", *keys, "s", "lam"),
+                                   on=["bucket", *keys])
+            out.append(members.select(
+                pl.struct(pl.lit(offset), "bucket", *keys).hash(seed=5).alias("block"),
+                pl.col("idx").cast(pl.Int32),
+                "s",
+                pl.col("lam").cast(pl.Float64),
+            ))
+    return pl.concat(out) if out else _empty_blocks()
+
+
+def _empty_blocks() -> pl.DataFrame:
+    return pl.DataFrame(schema={"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64,
+                                "lam": pl.Float64})
+
+
+def _creation_evidence(bursts: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s) for accounts created in one burst with the same email pattern."""
+    if not bursts.height:
+        return _empty_rows()
+    members = bursts.select("block", "idx", "s", pl.lit(0).alias("first_seen"),
+                            pl.lit(0).alias("last_seen"))
+    pairs = window_pairs(members, p.window)
+    return pairs.select("a", "b", _family("creation"), "s")
+
+
+def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+                            p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s): members of one sign-up burst who signed up through one network.
+
+    A network here is the proxy service of the sign-up IP if it is a known
+    exit, else its ASN. Two ordinary users share a mid-sized ISP by chance,
+    so a pair is no evidence; m of a burst's k members on a network that
+    carries a share ``q`` of all sign-ups, where about k * q were expected,
+    is, with the same Poisson surprise as the burst itself. This is network
+    evidence, kept apart from the creation family: it gives accounts that
+    have done nothing yet (a batch registered through a rented proxy) a second
+    family besides their sign-up time, and only among them.
+    """
+    if not bursts.height:
+        return _empty_rows()
+    ips = graph.ips.select(
+        pl.col("ip").alias("signup_ip"),
+        pl.coalesce(pl.col("proxy_id"), pl.col("asn").cast(pl.String)).alias("net"))
+    nets = graph.accounts.join(index, on="account_id").join(ips, on="signup_ip").select(
+        "idx", "net").filter(pl.col("net").is_not_null())
+    if not nets.height:
+        return _empty_rows()
+    share = nets.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
+    sizes = bursts.group_by("block").agg(pl.len().alias("k"))
+    members = bursts.select("block", "idx").join(nets, on="idx").join(share, on="net")
+    cap = p.cap["network"]
+    blocks = (
+        members.group_by("block", "net")
+        .agg(pl.len().alias("m"), pl.col("q").first())
+        .join(sizes, on="block")
+        .filter(pl.col("m") >= p.burst_min_size)
+        .with_columns((pl.col("k") * pl.col("q")).alias("lam"))
+        .with_columns(
+            (pl.col("m") * (pl.col("m") / pl.col("lam")).log() - pl.col("m") + pl.col("lam"))
+            .alias("surprise"))
+        .with_columns(
+            (cap * (1.0 - pl.col("lam") / pl.col("m")).clip(0.0, 1.0)
+             * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s"))
+        .filter(pl.col("s") >= p.min_block_strength)
+    )
+    grouped = members.join(blocks.select("block", "net", "s"), on=["block", "net"]).select(
+        pl.struct("block", "net").hash(seed=9).alias("block"), "idx", "s",
+        pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen"))
+    pairs = window_pairs(grouped, p.window)
+    # Only between accounts that have done (almost) nothing yet: active
+    # accounts have their own traffic to link them.
+    dormant = _dormant(graph, p)
+    return pairs.filter(pl.col("a").is_in(dormant) & pl.col("b").is_in(dormant)).select(
+        "a", "b", _family("network"), "s")
+
+
+def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
+    """Candidate pairs whose active-minute MinHash signatures agree in a band.
+
+    These carry no strength themselves: the timing strength of every candidate
+    pair, whatever block produced it, is computed later from the signatures.
+    """
+    acc = graph.accounts.with_row_index("idx").filter(
+        (pl.col("active_minutes") >= p.min_minutes) & pl.col("minute_sig").is_not_null()
+    )
+    if acc.height < 2:
+        return _empty_rows()
+    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
+    idx = acc["idx"].cast(pl.Int32).to_numpy()
+    out = []
+    bands = MINHASH_K // p.lsh_rows
+    for band in range(bands):
+        cols = sig[:, band * p.lsh_rows:(band + 1) * p.lsh_rows]
+        key = np.zeros(len(idx), dtype=np.uint64)
+        for j in range(cols.shape[1]):
+            key = key * np.uint64(1_000_003) + cols[:, j].astype(np.uint64)
+        members = pl.DataFrame({"block": key, "idx": idx}).with_columns(
+            pl.lit(0.0).alias("s"), pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen")
+        )
+        sizes = members.group_by("block").agg(pl.len().alias("n"))
+        members = members.join(
+            sizes.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block)), on="block"
+        ).drop("n")
+        pairs = window_pairs(members, p.window)
+        if pairs.height:
+            out.append(pairs.select("a", "b", _family("timing"), "s"))
+    return pl.concat(out) if out else _empty_rows()
+
+
+def _num(value: object) -> float:
+    """A polars scalar aggregate as a float (0.0 for an empty column)."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+FAMILY = pl.Enum(FAMILIES)
+
+
+def _family(name: str) -> pl.Expr:
+    """A family label that costs a byte per row, not a string (tens of millions of rows)."""
+    return pl.lit(name, dtype=FAMILY).alias("family")
+
+
+def _empty_rows() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"a": pl.Int32, "b": pl.Int32, "family": FAMILY, "s": pl.Float64}
+    )
+
+
+def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """One row per pair, one strength per family: the strongest entity plus a bonus."""
+    cap = pl.col("family").cast(pl.String).replace_strict(p.cap, return_dtype=pl.Float64)
+    per_family = (
+        rows.with_columns(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32))
+        .filter(pl.col("a") != pl.col("b"))
+        .group_by("a", "b", "family")
+        .agg(pl.col("s").max().alias("top"), pl.col("s").sum().alias("total"))
+        .with_columns(
+            pl.min_horizontal(
+                pl.col("top") + p.same_family_bonus * (pl.col("total") - pl.col("top")), cap
+            ).alias("s")
+        )
+    )
+    wide = per_family.pivot(on="family", index=["a", "b"], values="s", aggregate_function="max")
+    for family in FAMILIES:
+        if family not in wide.columns:
+            wide = wide.with_columns(pl.lit(0.0).alias(family))
+    return wide.select(
+        "a", "b", *[pl.col(f).fill_null(0.0).alias(f"s_{f}") for f in FAMILIES]
+    ).sort("a", "b")
+
+
+def _add_pairwise_families(
+    scored: pl.DataFrame, graph: PropertyGraph, p: LinkParams
+) -> pl.DataFrame:
+    """Timing and profile strengths for every candidate pair, from per-account features."""
+    if not scored.height:
+        return scored
+    acc = graph.accounts
+    a = scored["a"].to_numpy()
+    b = scored["b"].to_numpy()
+    n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
+    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
+    matches = _rowwise(lambda x, y: (sig[x] == sig[y]).sum(axis=1), a, b)
+    null = TimingNull.fit(sig, n_min, p, seed=p.null_seed)
+    surprise = null.surprise(matches, n_min[a], n_min[b])
+    timing = p.cap["timing"] * np.clip((surprise - p.timing_from) / p.timing_span, 0.0, 1.0)
+    timing[(np.minimum(n_min[a], n_min[b]) < p.min_minutes) | (matches == 0)] = 0.0
+
+    hours = _normalised(acc["hours"], 24)
+    caps = _normalised(acc["capabilities"], 6)
+    hcos = _rowwise(lambda x, y: (hours[x] * hours[y]).sum(axis=1), a, b)
+    ccos = _rowwise(lambda x, y: (caps[x] * caps[y]).sum(axis=1), a, b)
+    active = (np.minimum(acc["exchanges"].fill_null(0).to_numpy()[a],
+                         acc["exchanges"].fill_null(0).to_numpy()[b]) >= 10)
+    tz_code, tz_rarity = _timezones(graph)
+    same_tz = (tz_code[a] == tz_code[b]) & (tz_code[a] >= 0)
+    profile = p.cap["profile"] * (
+        0.35 * np.clip((hcos - 0.6) / 0.4, 0.0, 1.0) * active
+        + 0.25 * np.clip((ccos - 0.7) / 0.3, 0.0, 1.0) * active
+        + 0.4 * np.where(same_tz, tz_rarity[a], 0.0)
+    )
+    return scored.with_columns(
+        pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
+        pl.Series("s_profile", profile),
+    )
+
+
+def _rowwise(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray,
+    chunk: int = 1_000_000,
+) -> np.ndarray:
+    """``fn`` over pair indices in chunks: gathered rows of millions of pairs would not fit."""
+    if len(a) <= chunk:
+        return fn(a, b)
+    return np.concatenate([fn(a[i:i + chunk], b[i:i + chunk]) for i in range(0, len(a), chunk)])
+
+
+@dataclass
+class TimingNull:
+    """How often two *unrelated* accounts agree on k of the K minute hashes.
+
+    Fitted on random account pairs of the same snapshot, binned by the product
+    of their active-minute counts, so heavy users (who overlap with everybody)
+    and the population's own diurnal rhythm set the bar, not a model of it.
+    ``surprise`` is -log10 of the chance of at least that many matches.
+    """
+
+    edges: np.ndarray  # bin edges over log2(n_a * n_b)
+    tail: np.ndarray   # [bin, k] -> P(matches >= k) under the null
+
+    @classmethod
+    def fit(cls, sig: np.ndarray, n_min: np.ndarray, p: LinkParams, *, seed: int) -> TimingNull:
+        rng = np.random.default_rng(seed)
+        active = np.flatnonzero(n_min >= p.min_minutes)
+        edges = np.arange(0.0, 40.0, 1.0)
+        tail = np.ones((len(edges) + 1, MINHASH_K + 2))
+        if len(active) < 2:
+            return cls(edges, tail)
+        a = rng.choice(active, p.null_pairs)
+        b = rng.choice(active, p.null_pairs)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        m = (sig[a] == sig[b]).sum(axis=1)
+        bins = np.digitize(np.log2(n_min[a] * n_min[b]), edges)
+        counts = np.zeros((len(edges) + 1, MINHASH_K + 1))
+        np.add.at(counts, (bins, m), 1.0)
+        at_least = counts[:, ::-1].cumsum(axis=1)[:, ::-1]
+        total = counts.sum(axis=1, keepdims=True)
+        # Add-one smoothing: a bin never seen gives no evidence, never certainty.
+        tail[:, : MINHASH_K + 1] = (at_least + 1.0) / (total + 1.0)
+        return cls(edges, tail)
+
+    def surprise(self, matches: np.ndarray, na: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        prod = np.maximum(na.astype(np.float64) * nb, 1.0)
+        bins = np.digitize(np.log2(prod), self.edges)
+        return -np.log10(self.tail[bins, np.clip(matches, 0, MINHASH_K)])
+
+
+def _normalised(col: pl.Series, width: int) -> np.ndarray:
+    """Rows of a list column as unit vectors (zeros where missing)."""
+    values = list_matrix(col, width, 0).astype(np.float64)
+    norm = np.linalg.norm(values, axis=1, keepdims=True)
+    return np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)
+
+
+def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Each account's most used device time zone (code, -1 if none) and its rarity."""
+    dev = graph.uses.filter(pl.col("kind") == "device").join(
+        graph.devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
+    ).filter(pl.col("timezone").is_not_null())
+    modal = (
+        dev.group_by("account_id", "timezone")
+        .agg(pl.col("count").sum())
+        .sort("count", "timezone", descending=[True, False])
+        .group_by("account_id", maintain_order=True)
+        .first()
+    )
+    acc = graph.accounts.select("account_id").join(modal, on="account_id", how="left")
+    codes = acc["timezone"].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
+    share = acc.group_by("timezone").agg(pl.len().alias("c")).with_columns(
+        (pl.col("c") / acc.height).alias("share")
+    )
+    rar = acc.join(share, on="timezone", how="left")["share"].fill_null(1.0).to_numpy()
+    return codes.astype(np.int64), 1.0 - rar
+
+
+def anchored(threshold: float) -> pl.Expr:
+    """Whether a pair's evidence holds identity-level (card, device) or group-level
+    (minutes, sign-up burst) evidence at ``threshold``.
+
+    A crowd (developers behind the same proxy resellers, users of one popular
+    tool, one throwaway mail service) shares networks, templates and domains
+    and is anomalous together, with no one controlling it: those families may
+    agree with each other on any pair of its members. Weak evidence makes a
+    link only with one of these families among those agreeing.
+    """
+    return pl.any_horizontal([pl.col(f"s_{f}") >= threshold
+                              for f in (*STRONG_FAMILIES, *SYNCHRONY_FAMILIES)])
+
+
+def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Keep pairs with a strong identifier, or several families agreeing, one of them
+    identity or synchrony (see ``anchored``)."""
+    strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
+    out = scored.with_columns(
+        families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight")
+    )
+    return out.filter(
+        strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight)
+                  & anchored(p.family_threshold))
+    )

@@ -1,0 +1,164 @@
+"""Fleet membership beyond edges, and how far attribution reaches inside a fleet.
+
+Hand-made frames: accounts are row numbers, fleets are numbers, as the
+pipeline passes them between stages.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from attribution.contracts.settings import AttributionParams, FleetParams, LinkParams
+from attribution.engine.attribute import CLOCK_ONLY_REACH, member_reach
+from attribution.engine.fleets import attach_by_evidence, attach_loners, merge_fragments
+from attribution.engine.linking import FAMILIES
+
+
+def _membership(fleets: dict[int, list[int]]) -> pl.DataFrame:
+    rows = [(i, f, 5.0) for f, members in fleets.items() for i in members]
+    return pl.DataFrame(rows, schema={"idx": pl.Int32, "fleet": pl.Int64,
+                                      "attachment": pl.Float64}, orient="row")
+
+
+def _burst(members: list[int], lam: float, dormant: set[int], block: int = 1) -> pl.DataFrame:
+    return pl.DataFrame({
+        "block": [block] * len(members), "idx": members, "s": [2.0] * len(members),
+        "lam": [lam] * len(members), "dormant": [i in dormant for i in members],
+    }, schema={"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64, "lam": pl.Float64,
+               "dormant": pl.Boolean})
+
+
+def test_a_dormant_loner_joins_its_burst_fleet_when_bystanders_are_unlikely() -> None:
+    fleets = _membership({0: [0, 1, 2, 3]})
+    burst = _burst([0, 1, 2, 3, 10, 11], lam=0.05, dormant={10})
+    out = attach_loners(fleets, burst, 5000, FleetParams())
+    added = out.filter(pl.col("idx") == 10)
+    assert added["fleet"].to_list() == [0]
+    assert added["belief"][0] > 0.9
+    # 11 was busy (not dormant): a coincidence of sign-up time does not attach it.
+    assert out.filter(pl.col("idx") == 11).height == 0
+    assert out.filter(pl.col("idx") < 4)["belief"].to_list() == [1.0] * 4
+
+
+def test_where_the_window_expects_bystanders_the_loners_stay_out() -> None:
+    fleets = _membership({0: [0, 1, 2, 3]})
+    # Three ordinary sign-ups were expected in the window: two loners are most likely them.
+    burst = _burst([0, 1, 2, 3, 10, 11], lam=3.0, dormant={10, 11})
+    out = attach_loners(fleets, burst, 5000, FleetParams())
+    assert out.filter(pl.col("idx") >= 10).height == 0
+
+
+def test_a_burst_split_between_two_fleets_attaches_nobody() -> None:
+    fleets = _membership({0: [0, 1, 2], 1: [3, 4, 5]})
+    burst = _burst([0, 1, 2, 3, 4, 5, 10], lam=0.01, dormant={10})
+    out = attach_loners(fleets, burst, 5000, FleetParams())
+    assert out.filter(pl.col("idx") == 10).height == 0
+
+
+def _near(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(a, b, *[s.get(f, 0.0) for f in FAMILIES]) for a, b, s in rows],
+        schema={"a": pl.Int32, "b": pl.Int32, **{f"s_{f}": pl.Float64 for f in FAMILIES}},
+        orient="row",
+    )
+
+
+def test_evidence_spread_over_members_of_one_fleet_attaches_a_loner() -> None:
+    fleets = _membership({0: [0, 1, 2], 1: [5, 6]})
+    # 9 shares a template with 0 and a sign-up burst with 1: two families towards fleet 0.
+    near = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6})])
+    out = attach_by_evidence(fleets, near, LinkParams())
+    assert out.filter(pl.col("idx") == 9)["fleet"].to_list() == [0]
+
+
+def test_one_family_or_evidence_in_every_direction_attaches_nobody() -> None:
+    fleets = _membership({0: [0, 1, 2], 1: [5, 6]})
+    one_family = _near([(0, 9, {"prompt": 2.0}), (1, 9, {"prompt": 1.9})])
+    assert attach_by_evidence(fleets, one_family, LinkParams()).filter(
+        pl.col("idx") == 9).height == 0
+    # Two families towards fleet 0, but as much towards fleet 1: a busy shared network.
+    scattered = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
+                       (5, 9, {"network": 1.5}), (6, 9, {"creation": 1.6})])
+    assert attach_by_evidence(fleets, scattered, LinkParams()).filter(
+        pl.col("idx") == 9).height == 0
+
+
+def _edges(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
+    frame = _near(rows)
+    return frame.with_columns(pl.sum_horizontal([f"s_{f}" for f in FAMILIES]).alias("weight"))
+
+
+def test_attribution_reaches_members_only_through_identity_ties() -> None:
+    membership = _membership({0: [0, 1, 2, 3]}).with_columns(pl.lit(1.0).alias("belief"))
+    accounts = pl.DataFrame({"idx": [0, 1, 2, 3], "account_id": ["a", "b", "c", "d"]},
+                            schema={"idx": pl.Int32, "account_id": pl.String})
+    # a-b share a card, b-c a device; d is tied to c by timing and sign-up only.
+    edges = _edges([(0, 1, {"payment": 4.0}), (1, 2, {"device": 4.0}),
+                    (2, 3, {"timing": 2.0, "creation": 1.5})])
+    # The organization's evidence sits on a (an employee's card).
+    bearers = pl.DataFrame({"account_id": ["a"], "fleet": [0], "org_id": ["org1"]})
+    named = pl.DataFrame({"fleet": [0], "org_id": ["org1"]})
+    reach = dict(member_reach(edges, membership, accounts, bearers, named,
+                              AttributionParams().identity_tie).iter_rows())
+    assert reach == {"a": 1.0, "b": 1.0, "c": 1.0, "d": CLOCK_ONLY_REACH}
+    # so d is not accused at any fleet confidence short of certainty
+    assert AttributionParams().abstain_below > 0.99 * CLOCK_ONLY_REACH
+    # Named by an analyst's verdict (no bearers): the whole fleet is reached.
+    verdict = member_reach(edges, membership, accounts, bearers.clear(), named,
+                           AttributionParams().identity_tie)
+    assert verdict["reach"].to_list() == [1.0] * 4
+
+
+def test_a_crowd_pair_attaches_nobody_without_identity_or_synchrony() -> None:
+    fleets = _membership({0: [0, 1, 2], 1: [5, 6]})
+    # 9 shares a proxy exit with 0 and a popular template with 1: crowd evidence only.
+    crowd = _near([(0, 9, {"network": 1.5}), (1, 9, {"prompt": 1.6})])
+    assert attach_by_evidence(fleets, crowd, LinkParams()).filter(
+        pl.col("idx") == 9).height == 0
+
+
+def _fragments(uses: list[tuple[int, str, str]], fleets: dict[int, list[int]], n: int = 40
+               ) -> list[set[int]]:
+    membership = _membership(fleets)
+    accounts = pl.DataFrame({"account_id": [f"a{i}" for i in range(n)],
+                             "idx": list(range(n))}, schema={"account_id": pl.String,
+                                                             "idx": pl.Int32})
+    frame = pl.DataFrame({"account_id": [f"a{i}" for i, _, _ in uses],
+                          "kind": [k for _, k, _ in uses], "entity_id": [e for _, _, e in uses]})
+    out = merge_fragments(membership, accounts, frame, FleetParams())
+    return sorted(({int(x) for x in g} for g in out.group_by("fleet").agg("idx")["idx"]),
+                  key=min)
+
+
+def test_two_fragments_sharing_a_card_merge() -> None:
+    # Fleets 0 and 1 hold the operator's card on two members each; fleet 2 is elsewhere.
+    got = _fragments([(0, "payment", "fp1"), (1, "payment", "fp1"), (4, "payment", "fp1"),
+                      (5, "payment", "fp1")], {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [10, 11]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6}, {10, 11}]
+
+
+def test_operators_sharing_a_proxy_provider_a_public_template_or_mail_service_stay_apart(
+) -> None:
+    # Every member of both fleets uses the same proxy exit and a template that thirty
+    # ordinary loners use too: rented or public, nobody's own.
+    uses = [(i, "ip", "198.18.0.7") for i in range(7)]
+    uses += [(i, "prompt", "popular") for i in [*range(7), *range(10, 40)]]
+    # ... and a throwaway mail service that nobody outside the two fleets uses.
+    uses += [(i, "email_domain", "10min-inbox.test") for i in range(7)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
+    assert got == [{0, 1, 2, 3}, {4, 5, 6}]
+
+
+def test_one_member_touching_an_operation_does_not_pull_its_team_in() -> None:
+    # A team of 8 (fleet 1) one of whose members used the operation's device.
+    uses = [(i, "device", "box") for i in (0, 1, 2, 10)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: list(range(10, 18))})
+    assert got == [{0, 1, 2, 3}, set(range(10, 18))]
+
+
+def test_an_operations_template_merges_its_fragments_though_some_users_are_loners() -> None:
+    # 4 of the template's 6 users are in fleets, where 7 of 40 accounts are: far more
+    # than chance, though its stragglers formed no link.
+    uses = [(i, "prompt", "op-template") for i in (0, 1, 4, 5, 20, 21)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6}]
