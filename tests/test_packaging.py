@@ -51,7 +51,7 @@ def test_a_wheel_ships_the_queries_and_notebooks_and_lists_without_the_extra(tmp
         assert any(line.startswith(nb.stem) for line in lines), nb.stem
     assert result["render"] == 2 and "attribution[notebooks]" in done.stderr
     # The calibration map of the engine's confidence ships with the engine.
-    assert (target / "attribution" / "calibration.json").is_file()
+    assert (target / "attribution" / "engine" / "calibration.json").is_file()
     assert not (tmp_path / "page.html").exists()
 
 

@@ -160,7 +160,7 @@ def test_the_calibration_map_is_monotone_and_bounded() -> None:
 
 def test_the_shipped_map_is_the_engines_and_says_how_to_regenerate_it() -> None:
     from importlib import resources
-    data = json.loads(resources.files("attribution").joinpath("calibration.json").read_text())
+    data = json.loads(resources.files("attribution.engine").joinpath("calibration.json").read_text())
     assert data["engine_version"] == __version__ and data["method"] == "isotonic"
     assert "fixtures.fit_calibration" in data["regenerate"]
     assert not set(data["fitted_on"]["seeds"]) & set(range(201, 211))  # never held-out seeds
