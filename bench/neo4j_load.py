@@ -73,9 +73,9 @@ def counting(store: Neo4jStore) -> list[int]:
     sizes: list[int] = []
     real = store._write
 
-    def spy(query: Any, **params: Any) -> Any:
-        sizes.append(len(params.get("rows", params.get("keys", []))))
-        return real(query, **params)
+    def spy(query: Any, fallback: Any = None, **params: Any) -> Any:
+        sizes.append(int(params["n"]) if "n" in params else len(params.get("rows", [])))
+        return real(query, fallback, **params)
 
     store._write = spy  # type: ignore[method-assign]
     return sizes
@@ -94,24 +94,28 @@ def world(accounts: int, seed: int) -> Path:
 
 
 def load_figures(settings: Neo4jSettings, graph: PropertyGraph, digest: str,
-                 batch_sizes: list[int], repeat: int) -> list[dict[str, Any]]:
+                 batch_sizes: list[int], repeat: int, workers: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for batch in batch_sizes:
         times = []
         sent = 0
         for _ in range(repeat):
-            with Neo4jStore(settings, batch_size=batch) as store:
+            with Neo4jStore(settings, batch_size=batch, workers=workers) as store:
                 wipe(store)
                 sizes = counting(store)
                 started = time.perf_counter()
-                store.load_snapshot(graph, digest=digest)
+                store.load_snapshot(graph, digest=digest,
+                                    progress=lambda line: print(line, file=sys.stderr))
                 times.append(time.perf_counter() - started)
                 sent = sum(sizes)
         best = min(times)
-        rows.append({"batch_size": batch, "rows": sent, "seconds": round(best, 2),
-                     "median_seconds": round(statistics.median(times), 2),
-                     "rows_per_second": round(sent / best)})
-        print(f"batch {batch:>6}: {sent} rows in {best:.1f}s = {sent / best:,.0f} rows/s "
+        median = statistics.median(times)
+        rows.append({"batch_size": batch, "workers": workers, "rows": sent,
+                     "seconds": round(best, 2), "median_seconds": round(median, 2),
+                     "rows_per_second": round(sent / best),
+                     "median_rows_per_second": round(sent / median)})
+        print(f"batch {batch:>6}, {workers} workers: {sent} rows, best {best:.1f}s = "
+              f"{sent / best:,.0f} rows/s, median {median:.1f}s = {sent / median:,.0f} rows/s "
               f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
     return rows
 
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[5000, 10000, 20000])
+    parser.add_argument("--workers", type=int, default=2, help="sessions writing at once")
     parser.add_argument("--repeat", type=int, default=1, help="loads per batch size (best kept)")
     parser.add_argument("--no-run", action="store_true", help="skip the whole-pipeline runs")
     parser.add_argument("--port", type=int, default=7797)
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                               "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}
     with server(args) as settings:
         report["load"] = load_figures(settings, graph, snap.digest, args.batch_sizes,
-                                      args.repeat)
+                                      args.repeat, args.workers)
         with Neo4jStore(settings) as store:
             started = time.perf_counter()
             back = store.read_graph()

@@ -56,8 +56,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal, LiteralString, TypeVar
 
@@ -79,6 +81,7 @@ from attribution.contracts.results import RunRecord
 from attribution.contracts.settings import Neo4jSettings
 from attribution.job.killpoints import checkpoint
 from attribution.store.neo4j_codec import (
+    ColumnBatches,
     Columns,
     endpoint_keys,
     payload,
@@ -93,14 +96,28 @@ from attribution.store.neo4j_cypher import (
     COUNT_NODES,
     COUNT_RELS,
     COUNT_RUN,
+    CREATE_EXIT_OF,
+    CREATE_IN_ASN,
+    CREATE_KEYS,
+    CREATE_KNOWN,
+    CREATE_ROWS,
+    CREATE_USES,
     CURRENT_RUN,
     DROP_RUN_STEPS,
     FINISH_LOAD,
     FRAME_LABEL,
+    GRAPH_EMPTY,
     GRAPH_STATE,
     LINK_LABEL,
     LIST_RUNS,
     MAKE_CURRENT,
+    MERGE_EXIT_OF,
+    MERGE_IN_ASN,
+    MERGE_KEYS,
+    MERGE_KNOWN,
+    MERGE_ROWS,
+    MERGE_USES,
+    NODE_KEYS,
     READ_ACCOUNTS,
     READ_ASSIGNMENTS,
     READ_EVIDENCE,
@@ -116,12 +133,6 @@ from attribution.store.neo4j_cypher import (
     SWEEP_NODES,
     SWEEP_ORPHANS,
     SWEEP_RELS,
-    TOUCH_NODES,
-    UPSERT_EXIT_OF,
-    UPSERT_IN_ASN,
-    UPSERT_KNOWN,
-    UPSERT_ROWS,
-    UPSERT_USES,
     USE_REL,
     WRITE_ASSIGNMENTS,
     WRITE_ATTRIBUTED,
@@ -129,8 +140,8 @@ from attribution.store.neo4j_cypher import (
     WRITE_FLEETS,
 )
 
-__all__ = ["FINISH_LOAD", "LINK_LABEL", "SCHEMA", "UPSERT_ROWS", "UPSERT_USES", "USE_REL",
-           "Neo4jStore", "StoreError", "StoreUnavailable"]
+__all__ = ["CREATE_ROWS", "CREATE_USES", "FINISH_LOAD", "LINK_LABEL", "MERGE_ROWS", "MERGE_USES",
+           "SCHEMA", "USE_REL", "Neo4jStore", "StoreError", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +155,9 @@ T = TypeVar("T")
 # plateau is 5k-10k, and larger batches only hold larger transactions.
 DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10_000
+# Sessions writing load batches at once (nodes freely; relationships CREATEd on a
+# fresh graph take their node locks at commit, sorted, and a deadlock is retried).
+DEFAULT_WORKERS = 2
 RESERVED = ("_snapshot", "_row")
 
 
@@ -177,10 +191,11 @@ class Neo4jStore:
         keep_runs: KeepRuns = "all",
         retry_seconds: float = 15.0,
         retries: int = 3,
+        workers: int = DEFAULT_WORKERS,
         driver: Driver | None = None,
     ) -> None:
-        if batch_size < 1 or page_size < 2:
-            raise ValueError("batch_size must be >= 1 and page_size >= 2")
+        if batch_size < 1 or page_size < 2 or workers < 1:
+            raise ValueError("batch_size and workers must be >= 1 and page_size >= 2")
         if keep_runs not in ("all", "current"):
             raise ValueError(f"keep_runs must be 'all' or 'current', not {keep_runs!r}")
         self.settings = settings
@@ -188,6 +203,7 @@ class Neo4jStore:
         self.page_size = page_size
         self.keep_runs: KeepRuns = keep_runs
         self.retries = retries
+        self.workers = workers
         self._schema_ready = False
         self._meter = LoadMeter(0, None)  # the load in progress, if any
         if driver is not None:
@@ -258,11 +274,21 @@ class Neo4jStore:
     def _session(self) -> Session:
         return self._driver.session(database=self.settings.database)
 
-    def _write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
-        """One managed write transaction (retried by the driver, resent on unknown commit)."""
+    def _write(self, query: LiteralString, fallback: LiteralString | None = None,
+               **params: Any) -> list[dict[str, Any]]:
+        """One managed write transaction (retried by the driver, resent on unknown commit).
+
+        ``fallback`` is what a resend runs instead: a CREATE batch whose commit outcome
+        is unknown may have committed, so it is resent as its MERGE twin.
+        """
+        sent = False
+
         def work() -> list[dict[str, Any]]:
+            nonlocal sent
+            text = fallback if sent and fallback is not None else query
+            sent = True
             with self._session() as session:
-                return session.execute_write(_records, query, params)
+                return session.execute_write(_records, text, params)
         return self._guarded(work)
 
     def _read(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
@@ -276,13 +302,47 @@ class Neo4jStore:
         for start in range(0, rows.height, self.batch_size):
             chunk = rows.slice(start, self.batch_size).to_dicts()
             self._write(query, rows=chunk, **params)
-            self._meter.add(len(chunk))
 
-    def _write_keys(self, query: LiteralString, keys: list[Any], **params: Any) -> None:
-        for start in range(0, len(keys), self.batch_size):
-            batch = keys[start:start + self.batch_size]
-            self._write(query, keys=batch, **params)
-            self._meter.add(len(batch))
+    def _send_all(self, batches: Iterable[tuple[LiteralString, LiteralString | None,
+                                                dict[str, Any]]]) -> None:
+        """Write ``(query, fallback, params)`` batches on ``workers`` sessions at once.
+
+        At most twice ``workers`` batches are built ahead (memory stays flat on a
+        large load); the first failure stops the submission and is raised once the
+        batches in flight have ended.
+        """
+        def one(query: LiteralString, fallback: LiteralString | None,
+                params: dict[str, Any]) -> None:
+            self._write(query, fallback=fallback, **params)
+            self._meter.add(int(params["n"]))
+
+        if self.workers == 1:
+            for query, fallback, params in batches:
+                one(query, fallback, params)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="neo4j-load") as pool:
+            pending: set[Future[None]] = set()
+            try:
+                for query, fallback, params in batches:
+                    if len(pending) >= 2 * self.workers:
+                        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                        for future in done:
+                            future.result()
+                    pending.add(pool.submit(one, query, fallback, params))
+                for future in pending:
+                    future.result()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+
+    def _batches(self, create: LiteralString, merge: LiteralString, columns: ColumnBatches,
+                 fresh: bool, **params: Any
+                 ) -> Iterator[tuple[LiteralString, LiteralString | None, dict[str, Any]]]:
+        """One frame's batches: CREATE (MERGE on a resend) on a fresh graph, else MERGE."""
+        for start in range(0, columns.height, self.batch_size):
+            batch = {**columns.batch(start, self.batch_size), **params}
+            yield (create, merge, batch) if fresh else (merge, None, batch)
 
     def _pages(self, query: LiteralString, start: Any, **params: Any
                ) -> Iterator[dict[str, Any]]:
@@ -322,13 +382,15 @@ class Neo4jStore:
 
     def load_snapshot(self, graph: PropertyGraph, *, digest: str, force: bool = False,
                       progress: Callable[[str], None] | None = None) -> dict[str, int]:
-        """MERGE the graph in batches, then sweep what an older graph left.
+        """Write the graph in column batches, then sweep what an older graph left.
 
         The graph is stamped with its *stamp*: the snapshot digest and a hash of
         the frames (the same snapshot read by another engine version may give
         another graph). A graph already loaded whole under the same stamp is not
-        sent again unless ``force``. ``progress`` gets a line every few seconds:
-        rows sent, rows/s and the time left.
+        sent again unless ``force``. Into an empty database the batches CREATE
+        (nothing to look up, nothing to sweep); otherwise they MERGE. Nodes first,
+        then relationships, each on ``workers`` sessions. ``progress`` gets a line
+        every few seconds: rows sent, rows/s and the time left.
         """
         self.ensure_schema()
         frames = graph.frames()
@@ -342,50 +404,77 @@ class Neo4jStore:
         loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])
         if loaded and not force:
             return counts
-        schema = json.dumps({name: schema_blob(frame) for name, frame in frames.items()})
-        self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
-        touched = endpoint_keys(graph)
-        self._meter = LoadMeter(
-            sum(counts.values()) + sum(len(k) for k in touched.values())
-            + graph.ips.filter(pl.col("asn").is_not_null()).height
-            + graph.ips.filter(pl.col("proxy_id").is_not_null()).height,
-            progress)
-
-        for name, label in FRAME_LABEL.items():
-            self._write_batches(UPSERT_ROWS[label], payload(frames[name]), stamp=stamp)
-        for label, keys in touched.items():
-            self._write_keys(TOUCH_NODES[label], keys, stamp=stamp)
-
-        uses = graph.uses
+        uses, links = graph.uses, graph.known_links
         unknown = set(uses["kind"].unique().to_list()) - set(USE_REL)
         if unknown:
             raise StoreError(f"uses has unknown kind(s): {', '.join(sorted(map(str, unknown)))}")
-        for kind in USE_REL:
-            part = payload(uses.filter(pl.col("kind") == kind),
-                            a="account_id", e="entity_id", drop=("kind",))
-            self._write_batches(UPSERT_USES[kind], part, stamp=stamp)
-
-        ips = graph.ips
-        in_asn = ips.filter(pl.col("asn").is_not_null()).select(
-            "ip", pl.col("asn").cast(pl.String))
-        self._write_batches(UPSERT_IN_ASN, in_asn, stamp=stamp)
-        exit_of = ips.filter(pl.col("proxy_id").is_not_null()).select("ip", "proxy_id")
-        self._write_batches(UPSERT_EXIT_OF, exit_of, stamp=stamp)
-
-        links = graph.known_links
         unknown = set(links["kind"].unique().to_list()) - set(LINK_LABEL)
         if unknown:
             raise StoreError("known_links has unresolvable kind(s): "
                              + ", ".join(sorted(map(str, unknown))))
-        for kind in LINK_LABEL:
-            part = payload(links.filter(pl.col("kind") == kind), org_id="org_id",
-                            key="key", keep=("key",))
-            self._write_batches(UPSERT_KNOWN[kind], part, stamp=stamp)
+        empty = self._read(GRAPH_EMPTY) if state is None else []
+        fresh = bool(empty and empty[0]["empty"])
+        schema = json.dumps({name: schema_blob(frame) for name, frame in frames.items()})
+        self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
 
+        touched = endpoint_keys(graph)
+        nodes = [(label, ColumnBatches(frames[name], lift={"keys": NODE_KEYS[label]}),
+                  _unique(frames[name], NODE_KEYS[label]))
+                 for name, label in FRAME_LABEL.items()]
+        keys = [(label, ColumnBatches(pl.DataFrame({"k": values}), lift={"keys": "k"}))
+                for label, values in touched.items()]
+        use_parts = [(kind, ColumnBatches(uses.filter(pl.col("kind") == kind),
+                                          lift={"a": "account_id", "e": "entity_id"},
+                                          drop=("kind",)))
+                     for kind in USE_REL]
+        ips = graph.ips
+        in_asn = ColumnBatches(ips.filter(pl.col("asn").is_not_null()).select(
+            "ip", pl.col("asn").cast(pl.String)), lift={"ip": "ip", "asn": "asn"})
+        exit_of = ColumnBatches(ips.filter(pl.col("proxy_id").is_not_null()).select(
+            "ip", "proxy_id"), lift={"ip": "ip", "proxy": "proxy_id"})
+        link_parts = [(kind, ColumnBatches(
+            links.filter(pl.col("kind") == kind),
+            lift={"org": "org_id", "key": "key", "etype": "entity_type", "eid": "entity_id"},
+            keep=("key", "entity_type", "entity_id")))
+            for kind in LINK_LABEL]
+        # CREATE only where a row cannot meet another of its own kind: frames whose
+        # keys repeat go through MERGE as before, whatever the database holds.
+        rels_unique = (_unique(uses, "account_id", "kind", "entity_id")
+                       and _unique(ips, "ip")
+                       and _unique(links, "kind", "key", "org_id", "entity_type", "entity_id"))
+        self._meter = LoadMeter(
+            sum(c.height for _, c, _ in nodes) + sum(c.height for _, c in keys)
+            + sum(c.height for _, c in use_parts) + in_asn.height + exit_of.height
+            + sum(c.height for _, c in link_parts), progress)
+
+        def node_batches() -> Iterator[tuple[LiteralString, LiteralString | None,
+                                             dict[str, Any]]]:
+            for label, columns, unique in nodes:
+                yield from self._batches(CREATE_ROWS[label], MERGE_ROWS[label], columns,
+                                         fresh and unique, stamp=stamp)
+            for label, columns in keys:
+                yield from self._batches(CREATE_KEYS[label], MERGE_KEYS[label], columns,
+                                         fresh, stamp=stamp)
+
+        def rel_batches() -> Iterator[tuple[LiteralString, LiteralString | None,
+                                            dict[str, Any]]]:
+            create = fresh and rels_unique
+            for kind, columns in use_parts:
+                yield from self._batches(CREATE_USES[kind], MERGE_USES[kind], columns,
+                                         create, stamp=stamp)
+            yield from self._batches(CREATE_IN_ASN, MERGE_IN_ASN, in_asn, create, stamp=stamp)
+            yield from self._batches(CREATE_EXIT_OF, MERGE_EXIT_OF, exit_of, create,
+                                     stamp=stamp)
+            for kind, columns in link_parts:
+                yield from self._batches(CREATE_KNOWN[kind], MERGE_KNOWN[kind], columns,
+                                         create, stamp=stamp)
+
+        self._send_all(node_batches())  # every end exists before a relationship needs it
+        self._send_all(rel_batches())
         self._meter.finish()
         self._meter = LoadMeter(0, None)
-        checkpoint("load:rows")  # every batch merged, nothing of the older graph swept
-        if not loaded:
+        checkpoint("load:rows")  # every batch written, nothing of the older graph swept
+        if not loaded and not fresh:
             self._sweep(stamp)
         checkpoint("load:swept")  # swept, not marked complete
         done = self._write(FINISH_LOAD, stamp=stamp, counts=json.dumps(counts))
@@ -606,12 +695,16 @@ class LoadMeter:
         self.total, self.say, self.every = total, say, every
         self.done = 0
         self.started = self._last = time.perf_counter()
+        self._lock = threading.Lock()  # batches end on several threads
 
     def add(self, rows: int) -> None:
-        self.done += rows
-        now = time.perf_counter()
-        if self.say is not None and now - self._last >= self.every:
-            self._last = now
+        with self._lock:
+            self.done += rows
+            now = time.perf_counter()
+            due = self.say is not None and now - self._last >= self.every
+            if due:
+                self._last = now
+        if due and self.say is not None:
             self.say(self.line(now))
 
     def line(self, now: float) -> str:
@@ -644,6 +737,11 @@ def _line(exc: BaseException) -> str:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _unique(frame: pl.DataFrame, *key: str) -> bool:
+    """Whether no two rows of ``frame`` share ``key`` (then CREATE cannot double one)."""
+    return frame.select(key).is_unique().all() if frame.height else True
 
 
 def _stamp(graph: PropertyGraph, digest: str) -> str:

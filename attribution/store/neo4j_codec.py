@@ -52,6 +52,46 @@ def payload(frame: pl.DataFrame, *, drop: tuple[str, ...] = (), keep: tuple[str,
     return frame.select(exprs)
 
 
+class ColumnBatches:
+    """A frame cut into batches of column lists for the graph load statements.
+
+    ``lift`` maps a parameter name to a column sent as its own list (a key or a
+    relationship end); lifted columns are not properties unless in ``keep``;
+    ``drop`` columns are not sent. Every other column travels under ``$cols``
+    (values in ``$vals``) or, if a timestamp, ``$times`` (``$secs`` / ``$nanos``:
+    floor epoch seconds and nanoseconds). Only whole columns are converted
+    (``Series.to_list``): the client builds no per-row map, and Bolt packs plain
+    lists of scalars.
+    """
+
+    def __init__(self, frame: pl.DataFrame, *, lift: dict[str, str] | None = None,
+                 keep: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> None:
+        lift = lift or {}
+        lifted = set(lift.values()) - set(keep)
+        columns = [c for c in frame.columns if c not in lifted and c not in drop]
+        self.times = [c for c in columns if isinstance(frame.schema[c], pl.Datetime)]
+        self.cols = [c for c in columns if c not in self.times]
+        self.lift = list(lift)
+        exprs = [pl.col(source).alias(f"l:{name}") for name, source in lift.items()]
+        exprs += [_plain(c, frame.schema[c]).alias(f"c:{c}") for c in self.cols]
+        for c in self.times:
+            seconds, nanos = _epoch_parts(c, frame.schema[c])
+            exprs += [seconds.alias(f"s:{c}"), nanos.alias(f"n:{c}")]
+        self.frame = frame.select(exprs) if exprs else frame.clear()
+        self.height = frame.height
+
+    def batch(self, start: int, size: int) -> dict[str, Any]:
+        """Parameters for rows ``start`` to ``start + size`` (``n`` is their number)."""
+        part = self.frame.slice(start, size)
+        params: dict[str, Any] = {name: part[f"l:{name}"].to_list() for name in self.lift}
+        params.update(
+            n=part.height, cols=self.cols, times=self.times,
+            vals=[part[f"c:{c}"].to_list() for c in self.cols],
+            secs=[part[f"s:{c}"].to_list() for c in self.times],
+            nanos=[part[f"n:{c}"].to_list() for c in self.times])
+        return params
+
+
 def _plain(column: str, dtype: pl.DataType) -> pl.Expr:
     return pl.col(column).cast(pl.String) if isinstance(dtype, pl.Decimal) else pl.col(column)
 
@@ -68,6 +108,15 @@ def _epoch_pair(column: str, dtype: pl.DataType) -> pl.Expr:
     nanos = (epoch - seconds * per) * (10**9 // per)
     return pl.when(epoch.is_null()).then(None).otherwise(
         pl.concat_list([seconds, nanos])).alias(column)
+
+
+def _epoch_parts(column: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """A timestamp as floor epoch seconds and nanoseconds, two integer columns."""
+    assert isinstance(dtype, pl.Datetime)
+    per = _PER_SECOND[dtype.time_unit or "us"]
+    epoch = pl.col(column).dt.epoch(dtype.time_unit or "us")
+    seconds = epoch // per
+    return seconds, (epoch - seconds * per) * (10**9 // per)
 
 
 def with_seq(frame: pl.DataFrame) -> pl.DataFrame:

@@ -114,41 +114,86 @@ def _times(var: LiteralString) -> LiteralString:
     return _expand(SET_TIMES, V=var)
 
 
-UPSERT_ROWS = _per_label(
-    "UNWIND $rows AS row MERGE (n:<L> {<K>: row.props.<K>}) "
-    "SET n = row.props, n._snapshot = $stamp, n._row = $stamp" + _times("n")
+# Graph loads send columns, not row maps: ``$n`` rows, the key lists named in
+# each statement, and for the remaining columns their names (``$cols``,
+# ``$times``) with one list of values per name (``$vals``; timestamps as
+# ``$secs`` / ``$nanos``), so no property name travels per row and the client
+# builds no dict per row. Each statement comes twice: CREATE for a first load
+# into an empty graph (no lookup before the write), MERGE for a load over an
+# older graph or the resend of a batch whose commit outcome is unknown.
+SET_COLUMNS: LiteralString = (
+    " FOREACH (j IN range(0, size($cols) - 1) | SET <V>[$cols[j]] = $vals[j][i])"
+    " FOREACH (j IN range(0, size($times) - 1) | SET <V>[$times[j]] ="
+    " CASE WHEN $secs[j][i] IS NULL THEN NULL"
+    " ELSE datetime({epochSeconds: $secs[j][i], nanosecond: $nanos[j][i]}) END)"
 )
-TOUCH_NODES = _per_label(
-    "UNWIND $keys AS key MERGE (n:<L> {<K>: key}) SET n._snapshot = $stamp"
+
+
+def _set_columns(var: LiteralString) -> LiteralString:
+    return _expand(SET_COLUMNS, V=var)
+
+
+CREATE_ROWS = _per_label(
+    "UNWIND range(0, $n - 1) AS i "
+    "CREATE (n:<L> {<K>: $keys[i], _snapshot: $stamp, _row: $stamp})" + _set_columns("n")
 )
-UPSERT_USES = {
-    kind: _expand(
-        "UNWIND $rows AS row "
-        "MATCH (a:Account {account_id: row.a}) MATCH (e:<L> {<K>: row.e}) "
-        "MERGE (a)-[r:<T>]->(e) SET r = coalesce(row.props, {}), r._snapshot = $stamp"
-        + _times("r"),
-        L=label, K=NODE_KEYS[label], T=rel,
-    )
+MERGE_ROWS = _per_label(
+    "UNWIND range(0, $n - 1) AS i MERGE (n:<L> {<K>: $keys[i]}) "
+    "SET n = {<K>: $keys[i], _snapshot: $stamp, _row: $stamp}" + _set_columns("n")
+)
+CREATE_KEYS = _per_label(
+    "UNWIND range(0, $n - 1) AS i CREATE (:<L> {<K>: $keys[i], _snapshot: $stamp})"
+)
+MERGE_KEYS = _per_label(
+    "UNWIND range(0, $n - 1) AS i MERGE (n:<L> {<K>: $keys[i]}) SET n._snapshot = $stamp"
+)
+USE_ENDS: LiteralString = (
+    "UNWIND range(0, $n - 1) AS i "
+    "MATCH (a:Account {account_id: $a[i]}) MATCH (e:<L> {<K>: $e[i]}) "
+)
+CREATE_USES = {
+    kind: _expand(USE_ENDS + "CREATE (a)-[r:<T> {_snapshot: $stamp}]->(e)" + _set_columns("r"),
+                  L=label, K=NODE_KEYS[label], T=rel)
     for kind, (rel, label) in USE_REL.items()
 }
-UPSERT_KNOWN = {
-    kind: _expand(
-        "UNWIND $rows AS row "
-        "MATCH (e:<L> {<K>: row.key}) MATCH (o:Organization {org_id: row.org_id}) "
-        "MERGE (e)-[r:KNOWN_AS {entity_type: row.props.entity_type, "
-        "entity_id: row.props.entity_id}]->(o) "
-        "SET r = row.props, r._snapshot = $stamp" + _times("r"),
-        L=label, K=NODE_KEYS[label],
-    )
+MERGE_USES = {
+    kind: _expand(USE_ENDS + "MERGE (a)-[r:<T>]->(e) SET r = {_snapshot: $stamp}"
+                  + _set_columns("r"), L=label, K=NODE_KEYS[label], T=rel)
+    for kind, (rel, label) in USE_REL.items()
+}
+KNOWN_ENDS: LiteralString = (
+    "UNWIND range(0, $n - 1) AS i "
+    "MATCH (e:<L> {<K>: $key[i]}) MATCH (o:Organization {org_id: $org[i]}) "
+)
+CREATE_KNOWN = {
+    kind: _expand(KNOWN_ENDS + "CREATE (e)-[r:KNOWN_AS {_snapshot: $stamp}]->(o)"
+                  + _set_columns("r"), L=label, K=NODE_KEYS[label])
     for kind, label in LINK_LABEL.items()
 }
-UPSERT_IN_ASN: LiteralString = (
-    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (a:ASN {asn: row.asn}) "
-    "MERGE (i)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
+MERGE_KNOWN = {
+    kind: _expand(KNOWN_ENDS + "MERGE (e)-[r:KNOWN_AS {entity_type: $etype[i], "
+                  "entity_id: $eid[i]}]->(o) SET r = {_snapshot: $stamp}" + _set_columns("r"),
+                  L=label, K=NODE_KEYS[label])
+    for kind, label in LINK_LABEL.items()
+}
+IN_ASN_ENDS: LiteralString = (
+    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP {ip: $ip[i]}) MATCH (a:ASN {asn: $asn[i]}) "
 )
-UPSERT_EXIT_OF: LiteralString = (
-    "UNWIND $rows AS row MATCH (i:IP {ip: row.ip}) MATCH (p:Proxy {proxy_id: row.proxy_id}) "
-    "MERGE (i)-[r:EXIT_OF]->(p) SET r._snapshot = $stamp"
+CREATE_IN_ASN: LiteralString = IN_ASN_ENDS + "CREATE (i4)-[:IN_ASN {_snapshot: $stamp}]->(a)"
+MERGE_IN_ASN: LiteralString = IN_ASN_ENDS + "MERGE (i4)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
+EXIT_OF_ENDS: LiteralString = (
+    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP {ip: $ip[i]}) "
+    "MATCH (p:Proxy {proxy_id: $proxy[i]}) "
+)
+CREATE_EXIT_OF: LiteralString = EXIT_OF_ENDS + "CREATE (i4)-[:EXIT_OF {_snapshot: $stamp}]->(p)"
+MERGE_EXIT_OF: LiteralString = (
+    EXIT_OF_ENDS + "MERGE (i4)-[r:EXIT_OF]->(p) SET r._snapshot = $stamp"
+)
+# A first load may CREATE: the database holds no graph node and no graph state.
+GRAPH_EMPTY: LiteralString = (
+    "RETURN NOT EXISTS { MATCH (:GraphState) } "
+    + "".join(_expand("AND NOT EXISTS { MATCH (:<L>) } ", L=label) for label in NODE_KEYS)
+    + "AS empty"
 )
 # The sweep: three passes over the whole store, each in batches of its own
 # transactions (an implicit transaction; every pass can simply be run again).
