@@ -8,19 +8,24 @@ Account relationships are one long ``uses`` table, one row per
 ASN and proxy. ``known_links`` are resolved to the same (kind, key) space so
 attribution can join them to ``uses`` directly.
 
+``activity`` keeps the raw incidences the group-level lockstep method reads: one row
+per account, minute and network it acted on (the network is the proxy provider of a
+known exit, else the ASN, else the /24). Pairwise evidence needs only aggregates, but
+a group acting a few accounts at a time in the same minutes is visible only in these.
+
 Both stores return exactly this structure from ``read_graph``; the algorithm
 modules see only it, never a store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import polars as pl
 
 from attribution.contracts.vocabulary import LINK_KIND, USE_KINDS, UseKind
 
-__all__ = ["LINK_KIND", "TS", "USES_SCHEMA", "USE_KINDS", "PropertyGraph", "UseKind"]
+__all__ = ["ACTIVITY_SCHEMA", "LINK_KIND", "TS", "USES_SCHEMA", "USE_KINDS", "PropertyGraph", "UseKind"]
 
 TS = pl.Datetime("us", "UTC")
 
@@ -31,6 +36,13 @@ USES_SCHEMA = {
     "first_seen": TS,
     "last_seen": TS,
     "count": pl.Int64,
+}
+
+# The raw incidences of the lockstep method (see ``attribution.engine.lockstep``).
+ACTIVITY_SCHEMA = {
+    "account_id": pl.String,
+    "minute": pl.Int32,  # minutes since the Unix epoch
+    "network": pl.String,
 }
 
 
@@ -46,6 +58,7 @@ class PropertyGraph:
     proxies: pl.DataFrame
     organizations: pl.DataFrame
     known_links: pl.DataFrame
+    activity: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ACTIVITY_SCHEMA))
 
     def frames(self) -> dict[str, pl.DataFrame]:
         """The frames by name, for stores that persist them one by one."""
@@ -53,7 +66,8 @@ class PropertyGraph:
 
     @classmethod
     def from_frames(cls, frames: dict[str, pl.DataFrame]) -> PropertyGraph:
-        return cls(**{f.name: frames[f.name] for f in fields(cls)})
+        """A graph from its frames; a graph stored before ``activity`` existed gets an empty one."""
+        return cls(**{f.name: frames[f.name] for f in fields(cls) if f.name in frames})
 
     def canonical(self) -> PropertyGraph:
         """Rows in a fixed order, so stores that lose order give identical graphs."""
@@ -66,6 +80,7 @@ class PropertyGraph:
             "proxies": ["proxy_id"],
             "organizations": ["org_id"],
             "known_links": ["kind", "key", "org_id", "entity_type", "entity_id"],
+            "activity": ["account_id", "minute", "network"],
         }
         return PropertyGraph(**{
             name: frame.sort(keys[name], nulls_last=True) for name, frame in self.frames().items()

@@ -24,12 +24,12 @@ class LinkParams:
     # Strength of an entity shared by two accounts, per family (its cap).
     cap: dict[str, float] = field(default_factory=lambda: _family_table(
         payment=4.0, device=4.0, network=2.0, email=1.5, prompt=2.5,
-        timing=3.0, creation=2.0, profile=1.0,
+        timing=3.0, creation=2.0, profile=1.0, lockstep=1.0,
     ))
     # Share count at which an entity is worth about a fifth of a two-account one.
     hub_size: dict[str, float] = field(default_factory=lambda: _family_table(
         payment=1000.0, device=300.0, network=30.0, email=50.0, prompt=100.0,
-        timing=1.0, creation=1.0, profile=1.0,
+        timing=1.0, creation=1.0, profile=1.0, lockstep=1.0,
     ))
     min_block_strength: float = 0.2   # blocks weaker than this form no pairs
     max_block: int = 20000            # no pairs from blocks larger than this
@@ -87,10 +87,43 @@ class AttributionParams:
 
 
 @dataclass(frozen=True)
+class LockstepParams:
+    """The group-level lockstep detector (``attribution.engine.lockstep``)."""
+
+    # Time scales of a cell, in minutes: operators fire waves with minutes of jitter.
+    scales: tuple[int, ...] = (5, 15)
+    # A cell is hot with this many distinct accounts at least (a wave of one or two is
+    # a coincidence) ...
+    min_occupancy: int = 3
+    # ... and when its occupancy is this surprising against the network's own mean
+    # occupancy at that hour (-log10 of the Poisson tail: 1 in 100).
+    cell_surprise: float = 2.0
+    # Seeds: accounts with at least this many hot buckets on a network, making at
+    # least this share of their buckets there.
+    seed_hits: int = 2
+    seed_share: float = 0.5
+    # A member's hits must be this surprising against its own day-shifted timeline
+    # (-log10; 1 in 100, after paying for the scales tried).
+    member_surprise: float = 2.0
+    # A session, for counting a member's chances to meet a wave: the buckets of one
+    # hour are one trial (a long session is not many independent chances).
+    session_minutes: int = 60
+    # Rounds of re-deriving a block from its members and re-testing every account.
+    rounds: int = 2
+    # Passes of the whole search, the members found before taken out each time.
+    passes: int = 3
+    # A block has at least this many members and its hits are at least this
+    # surprising against the sum of its members' null expectations (1 in 10^6).
+    min_block: int = 5
+    block_surprise: float = 6.0
+
+
+@dataclass(frozen=True)
 class RunParams:
     """Everything a run depends on besides its input."""
 
     link: LinkParams = field(default_factory=LinkParams)
+    lockstep: LockstepParams = field(default_factory=LockstepParams)
     fleet: FleetParams = field(default_factory=FleetParams)
     attribution: AttributionParams = field(default_factory=AttributionParams)
     max_rejected_share: float = 0.01

@@ -81,7 +81,9 @@ LINK_KIND: dict[str, str] = {
 # ---------------------------------------------------------------- evidence families
 
 # Families of link evidence, kept apart so that correlated evidence counts once.
-FAMILIES = ("payment", "device", "network", "email", "prompt", "timing", "creation", "profile")
+# ``lockstep`` is group-level: two members of one lockstep block (engine.lockstep).
+FAMILIES = ("payment", "device", "network", "email", "prompt", "timing", "creation", "profile",
+            "lockstep")
 # A card or a device shared by few accounts links them on its own.
 STRONG_FAMILIES = ("payment", "device")
 # Families whose big entities may still link when their users are anomalous together

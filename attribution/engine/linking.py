@@ -20,7 +20,7 @@ least two families agreeing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -37,11 +37,17 @@ from attribution.contracts.vocabulary import (
     total_weight,
 )
 from attribution.engine import features
+from attribution.engine.lockstep import Blocks
 from attribution.engine.matrix import list_matrix
 from attribution.stages.behaviour import MINHASH_K
 
 # Families that show a group acting together (the same minutes, one sign-up burst).
-SYNCHRONY_FAMILIES = ("timing", "creation")
+# Group-level synchrony: a sign-up burst, a lockstep block. A pair's own minutes
+# (timing) are not among them: among the many pairs compared, two developers behind
+# one proxy match a few minutes as often as two members of a careful campaign do
+# (the same -log10 chance, 2.9-3.7, on the development worlds); what tells them apart
+# is the group, which the lockstep block measures.
+SYNCHRONY_FAMILIES = ("creation", "lockstep")
 
 
 @dataclass
@@ -63,6 +69,11 @@ class Links:
     # s_<family> columns): evidence spread over several members of one fleet
     # may attach the loner to it (see attach_by_evidence).
     near: pl.DataFrame
+    # Members of lockstep blocks (idx, block) and the blocks (see engine.lockstep):
+    # the sybil score counts them as coordination and quotes the block.
+    lockstep: Blocks = field(default_factory=Blocks.empty)
+    lockstep_members: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"idx": pl.Int32, "block": pl.Int64}))
 
 
 def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
@@ -76,21 +87,27 @@ def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
     return (((hub_e / n_f) + 1.0).log() / ((hub_e / 2.0) + 1.0).log()).clip(0.0, 1.0)
 
 
-def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None
-                ) -> Links:
-    """Score candidate pairs from every blocking family and keep the edges."""
+def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None,
+                blocks: Blocks | None = None) -> Links:
+    """Score candidate pairs from every blocking family and keep the edges.
+
+    ``blocks`` (group-level lockstep, ``engine.lockstep``) give their members the
+    lockstep family: a synchrony family, so it anchors weak evidence, and it links
+    two members only beside one other family agreeing."""
     accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
         pl.col("idx").cast(pl.Int32)
     )
+    blocks = blocks if blocks is not None else Blocks.empty()
+    in_block = blocks.members.join(accounts, on="account_id").select("idx", "block")
     bursts = _creation_blocks(graph, accounts, params)
     creation = _creation_evidence(bursts, params)
     entity, open_network = _entity_evidence(
         graph, accounts, params, feats if feats is not None else features.account_features(graph))
-    parts = [entity, creation, _timing_candidates(graph, params)]
+    parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
     # An empty part may carry other dtypes (nothing to infer them from): conform all.
     rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
                                pl.col("s").cast(pl.Float64)) for p in parts])
-    scored = _combine(rows, params)
+    scored = _same_block(_combine(rows, params), in_block, params)
     scored = _add_pairwise_families(scored, graph, params)
     scored = _rented_networks(scored, open_network, params)
     edges = _decide(scored, params)
@@ -101,7 +118,32 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
     return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
-                 bursts=_strong_bursts(bursts, graph, params), near=near)
+                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks,
+                 lockstep_members=in_block)
+
+
+def _same_block(scored: pl.DataFrame, in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Every candidate pair inside one lockstep block carries the lockstep family, whatever
+    block proposed it (a shared exit, a MinHash band): the band of ``_lockstep_pairs``
+    only makes sure that members with nothing else in common are scored at all."""
+    if in_block.height == 0 or scored.height == 0:
+        return scored
+    a = in_block.select(pl.col("idx").cast(pl.Int32).alias("a"), pl.col("block").alias("_ba"))
+    b = in_block.select(pl.col("idx").cast(pl.Int32).alias("b"), pl.col("block").alias("_bb"))
+    return scored.join(a, on="a", how="left").join(b, on="b", how="left").with_columns(
+        pl.when(pl.col("_ba") == pl.col("_bb")).then(pl.lit(p.cap["lockstep"]))
+        .otherwise(pl.col("s_lockstep")).alias("s_lockstep")).drop("_ba", "_bb")
+
+
+def _lockstep_pairs(in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(a, b, family, s) between members of one lockstep block (a band for big blocks)."""
+    if in_block.height < 2:
+        return _empty_rows()
+    members = in_block.select(pl.col("block").cast(pl.UInt64), pl.col("idx").cast(pl.Int32),
+                              pl.lit(p.cap["lockstep"]).alias("s"), pl.lit(0).alias("first_seen"),
+                              pl.lit(0).alias("last_seen"))
+    pairs = window_pairs(members, p.window)
+    return pairs.select("a", "b", _family("lockstep"), "s") if pairs.height else _empty_rows()
 
 
 def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
@@ -611,7 +653,7 @@ def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
 
 def anchored(threshold: float) -> pl.Expr:
     """Whether a pair's evidence holds identity-level (card, device) or group-level
-    (minutes, sign-up burst) evidence at ``threshold``.
+    (a lockstep block, a sign-up burst) evidence at ``threshold``.
 
     A crowd (developers behind the same proxy resellers, users of one popular
     tool, one throwaway mail service) shares networks, templates and domains

@@ -23,6 +23,7 @@ from attribution.engine.features import excess as _excess
 from attribution.engine.features import ratio as _ratio
 from attribution.engine.fleets import fleet_edges
 from attribution.engine.linking import Links
+from attribution.engine.lockstep import describe_network
 from attribution.engine.matrix import list_matrix
 
 HARVEST = ("coding", "agentic", "reasoning")
@@ -32,6 +33,7 @@ FEATURES: dict[str, tuple[float, str, str]] = {
     "tz_leak": (2.5, "timezone",
                 "{pct} of accounts report a device time zone foreign to their network's country"),
     "sync": (2.0, "synchronized_timing", "accounts active in the same minutes (mean sync {val})"),
+    "lockstep": (2.0, "lockstep", "{detail}"),
     "burst": (0.6, "creation_burst", "{pct} of accounts created in sign-up bursts with one email pattern"),
     "uniform": (1.5, "uniform_behaviour",
                 "scripted sameness: volume spread {val} and capability mixes alike"),
@@ -66,7 +68,7 @@ DECLARED = ("claimed", "team_plan")
 # in proportion to how much the fleet conceals, from OPEN_FLOOR with nothing
 # hidden to in full when everything is.
 CONCEALMENT = ("infra", "tz_leak")
-COORDINATION = ("sync", "burst", "uniform", "harvest", "unclaimed")
+COORDINATION = ("sync", "lockstep", "burst", "uniform", "harvest", "unclaimed")
 OPEN_FLOOR = 0.3
 
 
@@ -124,11 +126,13 @@ def sybil_scores(
     capsim = _capability_similarity(members, graph)
     fleets = (
         fleets.join(sync, on="fleet", how="left")
+        .join(_lockstep(members, links), on="fleet", how="left")
         .join(burst, on="fleet", how="left")
         .join(claim_mode, on="fleet", how="left")
         .join(capsim, on="fleet", how="left")
         .with_columns(
             pl.col("sync").fill_null(0.0),
+            pl.col("lockstep").fill_null(0.0),
             (pl.col("burst_n").fill_null(0) / pl.col("size")).alias("burst"),
             (pl.col("claim_n").fill_null(0) / pl.col("size")).alias("claimed"),
             (
@@ -231,6 +235,34 @@ def sybil_scores(
     return fleets, accounts, _feature_evidence(fleets)
 
 
+def _lockstep(members: pl.DataFrame, links: Links) -> pl.DataFrame:
+    """Per fleet: the share of its members in a lockstep block, and the sentence of the
+    block most of them are in."""
+    tagged = members.select("fleet", "idx", pl.len().over("fleet").alias("size")).join(
+        links.lockstep_members, on="idx")
+    if tagged.height == 0:
+        return pl.DataFrame(schema={"fleet": members.schema["fleet"], "lockstep": pl.Float64,
+                                    "lockstep_detail": pl.String})
+    main = (tagged.group_by("fleet", "block").agg(pl.len().alias("n"), pl.col("size").first())
+            .sort("n", "block", descending=[True, False]).group_by("fleet", maintain_order=True).first())
+    share = tagged.group_by("fleet").agg(pl.len().alias("in_blocks"))
+    main = main.join(share, on="fleet").join(
+        links.lockstep.blocks.rename({"size": "block_size"}), on="block")
+    details = [describe_block(r) for r in main.iter_rows(named=True)]
+    return main.select("fleet", (pl.col("in_blocks") / pl.col("size")).alias("lockstep")).with_columns(
+        pl.Series("lockstep_detail", details, dtype=pl.String))
+
+
+def describe_block(row: dict[str, object]) -> str:
+    """A block as a sentence an analyst can repeat: who, how often, where, and the odds."""
+    where = describe_network(str(row["network"]))
+    chance = float(row["log10_chance"])  # type: ignore[arg-type]
+    odds = "less than 1 in 10^100" if chance >= 100 else f"1 in 10^{int(chance)}"
+    return (f"{row['n']} of the fleet's accounts are in a group of {row['block_size']} that acted "
+            f"{row['waves']} times in the same {row['bucket_minutes']} minutes on {where} over "
+            f"{row['days']} days; {odds} by chance")
+
+
 def _capability_similarity(members: pl.DataFrame, graph: PropertyGraph) -> pl.DataFrame:
     """Mean cosine of each member's capability mix to its fleet's mix."""
     caps = graph.accounts.select("account_id", "capabilities")
@@ -265,6 +297,7 @@ def _feature_evidence(fleets: pl.DataFrame) -> pl.DataFrame:
             pl.col(f).alias("value"),
             pl.col(f"w_{f}").alias("contribution"),
             pl.lit(template).alias("template"),
+            (pl.col("lockstep_detail") if f == "lockstep" else pl.lit(None, pl.String)).alias("detail"),
         )
         rows.append(part)
     ev = pl.concat(rows)
@@ -273,8 +306,9 @@ def _feature_evidence(fleets: pl.DataFrame) -> pl.DataFrame:
         (pl.col("contribution") / pl.col("t")).alias("weight")
     )
     details = [
-        template.format(pct=f"{round(100 * v)}%", val=f"{v:.2f}")
-        for template, v in zip(ev["template"].to_list(), ev["value"].to_list(), strict=True)
+        template.format(pct=f"{round(100 * v)}%", val=f"{v:.2f}", detail=d or "")
+        for template, v, d in zip(ev["template"].to_list(), ev["value"].to_list(),
+                                  ev["detail"].to_list(), strict=True)
     ]
     return ev.with_columns(pl.Series("detail", details)).select(
         "fleet", "kind", "detail", "weight"

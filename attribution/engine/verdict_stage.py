@@ -11,6 +11,7 @@ applied is shown as evidence.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -68,8 +69,7 @@ def pin_links(links: Links, pins: pl.DataFrame, params: RunParams) -> Links:
     ]).with_columns(
         families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight"),
     ).select("a", "b", *STRENGTH_COLUMNS, "families", "weight").sort("a", "b")
-    return Links(accounts=links.accounts, edges=edges, candidates=links.candidates,
-                 bursts=links.bursts, near=links.near)
+    return replace(links, edges=edges)
 
 
 def _stable_block(key: str) -> int:

@@ -23,6 +23,7 @@ from attribution.engine.features import account_features
 from attribution.engine.fleet_ids import assign_fleet_ids
 from attribution.engine.fleets import attach_by_evidence, attach_loners, find_fleets, merge_fragments
 from attribution.engine.linking import infer_links
+from attribution.engine.lockstep import find_blocks
 from attribution.engine.scoring import sybil_scores
 from attribution.engine.verdict_stage import apply_verdicts, cap_legit, confirmed_accounts, pin_links
 from attribution.job.progress import Stages
@@ -184,9 +185,12 @@ def attribute_graph(
     hidden = hidden_uses(graph.uses, verdicts)
     if hidden.height:
         graph = replace(graph, uses=drop_hidden(graph.uses, verdicts))
+    with stages.stage("lockstep"):
+        blocks = find_blocks(graph.activity, params.lockstep)
+    stages.say(f"{blocks.blocks.height} lockstep blocks, {blocks.members.height} accounts in them")
     with stages.stage("links"):
         feats = account_features(graph)
-        links = infer_links(graph, params.link, feats)
+        links = infer_links(graph, params.link, feats, blocks)
         pins = pinned_members(graph.uses, links.accounts, verdicts)
         if pins.height:
             links = pin_links(links, pins, params)

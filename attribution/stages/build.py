@@ -11,6 +11,7 @@ import polars as pl
 from attribution.contracts.graph import TS, PropertyGraph
 from attribution.contracts.vocabulary import LINK_KIND
 from attribution.stages import behaviour
+from attribution.stages.activity import activity
 
 
 def _ts(col: str) -> pl.Expr:
@@ -103,6 +104,7 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
         proxies=tables["proxies"].sort("proxy_id"),
         organizations=tables["organizations"].sort("org_id"),
         known_links=_resolve_links(tables["known_links"], pm),
+        activity=activity(tables["exchanges"], tables["ips"], tables["proxies"]),
     )
 
 

@@ -1,0 +1,307 @@
+"""Group-level lockstep: fleets whose members are pairwise unremarkable.
+
+A careful operator shares no card or device between accounts, rents residential or
+mobile exits that ordinary people use too, and fires its accounts a few at a time.
+Two given members then share a minute or two in forty days, so no *pair* is
+suspicious; the *group* is: hundreds of accounts that keep turning up a few at a time
+in the same minutes on one network service, far more often than that service's own
+traffic at that hour explains.
+
+Method: dense blocks of the account x time x network tensor, found per network value
+by per-mode thresholding in the manner of D-Cube (Shin et al., WSDM 2017) and judged
+with the CrossSpot suspiciousness (Jiang et al., 2015: the Poisson surprise of a
+block's mass against what its volume would hold by chance). What we changed, and why:
+
+1. Cells are (network value, time bucket) at a few scales (5 and 15 minutes:
+   operators schedule in windows with minutes of jitter). A cell is *hot* when its
+   distinct accounts are surprising against that value's own mean occupancy at that
+   hour of day: a carrier NAT or a busy proxy exit holds many ordinary users every
+   minute and yields no hot cells, a quiet rented service holding six accounts at
+   once does (``-log10 P(Poisson(lambda) >= n)``).
+2. Seeds: accounts that spend most of their activity on a value in its hot cells,
+   grouped by the hot cells they share (connected components). Blocks are found
+   one pass after another, the members of earlier ones taken out (as D-Cube finds
+   its blocks), so that a second operation on the same service, joined to the first
+   by a chance shared minute, gets a block of its own on the next pass.
+3. Members: an account belongs to a block when the block's cells (hot cells holding
+   two other members) take a share of its activity its own timeline cannot explain
+   by chance. The null is drawn from the snapshot: the account's own buckets shifted
+   to other days of the same kind (weekday or weekend: its daily and weekly rhythm
+   stay, any coordination goes), in closed form: a bucket at time of day t lands in a
+   block cell with the share of such days on which the block has a cell at t. The
+   binomial tail of its hits against that expectation is its surprise; the test is
+   repeated (the block re-derived from its members) so that a block does not depend on
+   where its seeds happened to be. Trials and hits are counted per session (an hour
+   of an account on a network), not per bucket: the minutes of one long session are
+   one chance to meet a wave, not thirty. A bystander that crosses a wave now and then (a
+   developer on the same proxy, a heavy chat user on the carrier NAT) has many buckets
+   and few hits; a member has few buckets, most of them in the waves.
+4. A block is kept when its total hits against the total expected by chance (the
+   sum of its members' null expectations) is surprising: ``1 in 10^k by chance``.
+   Cron jobs and daily stand-ups repeat at the same time every day, so the day shift
+   keeps them coordinated in the null and they are not blocks; one-off bursts (an
+   onboarding day, an evaluation run) have no repetition to accumulate hits.
+
+The detector reports a network value as the data names it (a proxy provider, an ASN,
+a /24) and never names an organization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from scipy.special import betainc, gammainc
+
+from attribution.contracts.settings import LockstepParams
+
+MINUTES_PER_DAY = 1440
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """What the detector found: one row per member and one per block.
+
+    ``members``: account_id, block, surprise (-log10 chance of the account's hits).
+    ``blocks``: block, size, network, waves (distinct buckets where at least
+    ``min_occupancy`` members acted together), days (distinct days of those waves),
+    bucket_minutes, log10_chance (the block's hits against its null, as -log10).
+    """
+
+    members: pl.DataFrame
+    blocks: pl.DataFrame
+
+    @classmethod
+    def empty(cls) -> Blocks:
+        return cls(
+            members=pl.DataFrame(schema={"account_id": pl.String, "block": pl.Int64,
+                                         "surprise": pl.Float64}),
+            blocks=pl.DataFrame(schema={"block": pl.Int64, "size": pl.UInt32, "network": pl.String,
+                                        "waves": pl.UInt32, "days": pl.UInt32,
+                                        "bucket_minutes": pl.Int64, "log10_chance": pl.Float64}),
+        )
+
+
+def describe_network(network: str) -> str:
+    """A block's network in a sentence: a proxy provider or an ASN by name, a /24 (an
+    address range of people's homes or offices) not at all."""
+    kind, _, value = network.partition(":")
+    if kind == "proxy":
+        return f"the same proxy service ({value})"
+    if kind == "asn":
+        return f"the same network (AS{value})"
+    return "the same network range"
+
+
+def poisson_surprise(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """-log10 P(Poisson(lam) >= k)."""
+    k = np.asarray(k, dtype=np.float64)
+    lam = np.maximum(np.asarray(lam, dtype=np.float64), 1e-12)
+    p = np.where(k <= 0, 1.0, gammainc(np.maximum(k, 1e-9), lam))
+    return -np.log10(np.maximum(p, 1e-300))
+
+
+def binomial_surprise(k: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """-log10 P(Binomial(n, q) >= k)."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    q = np.clip(np.asarray(q, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    p = np.where(k <= 0, 1.0, betainc(np.maximum(k, 1e-9), np.maximum(n - k + 1.0, 1e-9), q))
+    return -np.log10(np.maximum(p, 1e-300))
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """One time scale: every (account, network, bucket) and the hot cells among them."""
+
+    minutes: int
+    occupied: pl.DataFrame  # acc, net, b
+    hot: pl.DataFrame       # acc, net, b: the occupied buckets that are hot cells
+    buckets: pl.DataFrame   # acc, net, m: buckets per account and network
+    sessions: pl.DataFrame  # acc, net, trials: distinct sessions (see LockstepParams.session_minutes)
+    per_session: int        # buckets of this scale per session
+
+
+def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams) -> _Scale:
+    occ = act.select("acc", "net", (pl.col("minute") // minutes).alias("b")).unique()
+    per_hour = max(60 // minutes, 1)
+    cells = occ.group_by("net", "b").agg(pl.len().alias("n")).with_columns(
+        (pl.col("b") * minutes // 60 % 24).alias("h"))
+    lam = cells.group_by("net", "h").agg((pl.col("n").sum() / (days * per_hour)).alias("lam"))
+    cells = cells.join(lam, on=["net", "h"])
+    surprise = poisson_surprise(cells["n"].to_numpy(), cells["lam"].to_numpy())
+    hot = cells.filter((pl.col("n") >= p.min_occupancy) & pl.Series(surprise >= p.cell_surprise))
+    return _Scale(
+        minutes=minutes,
+        occupied=occ,
+        hot=occ.join(hot.select("net", "b"), on=["net", "b"], how="semi"),
+        buckets=occ.group_by("acc", "net").agg(pl.len().alias("m")),
+        sessions=occ.group_by("acc", "net").agg(
+            (pl.col("b") // (p.session_minutes // minutes)).n_unique().alias("trials")),
+        per_session=max(p.session_minutes // minutes, 1),
+    )
+
+
+def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
+    """(acc, net, block): accounts mostly in hot cells, grouped by the hot cells they share;
+    accounts already in a block (``taken``: acc, net) are not seeds again."""
+    k = s.hot.join(taken, on=["acc", "net"], how="anti").group_by("acc", "net").agg(
+        pl.len().alias("k")).join(s.buckets, on=["acc", "net"])
+    seeds = k.filter((pl.col("k") >= p.seed_hits) & (pl.col("k") >= p.seed_share * pl.col("m")))
+    if seeds.height < p.min_block:
+        return pl.DataFrame(schema={"acc": pl.Int64, "net": pl.Int64, "block": pl.Int64})
+    nodes = seeds.select("acc", "net").with_row_index("node")
+    inc = s.hot.join(nodes, on=["acc", "net"])
+    cells = inc.select("net", "b").unique().with_row_index("cell")
+    inc = inc.join(cells, on=["net", "b"])
+    m = sp.csr_matrix((np.ones(inc.height), (inc["node"].to_numpy(), inc["cell"].to_numpy())),
+                      shape=(nodes.height, cells.height))
+    _, label = connected_components((m @ m.T).tocsr(), directed=False)
+    size = np.bincount(label)
+    return nodes.with_columns(pl.Series("block", label, dtype=pl.Int64)).filter(
+        pl.Series(size[label] >= p.min_block)).select("acc", "net", "block")
+
+
+def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
+    """(block, acc, net, hits, expected, m, surprise) for every account on a block's network.
+
+    A block's cells are the hot cells holding two of its members besides the one tested;
+    ``expected`` is the account's hits with its own buckets moved to another day of the
+    same kind (a weekday to a weekday, a weekend day to a weekend day): daily and weekly
+    rhythms stay (office hours, cron jobs that skip the weekend), coordination goes."""
+    per_day = MINUTES_PER_DAY // s.minutes
+
+    def slots(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns((pl.col("b") // per_day).alias("day"), (pl.col("b") % per_day).alias("tod")
+                                  ).join(calendar, on="day")
+
+    tagged = s.hot.join(members, on=["acc", "net"])
+    cells = tagged.group_by("block", "net", "b").agg(pl.len().alias("nm")).filter(pl.col("nm") >= 2)
+    on_net = s.occupied.join(cells.select("block", "net").unique(), on="net")
+    hits = (
+        on_net.join(cells, on=["block", "net", "b"])
+        .join(members.with_columns(pl.lit(1).alias("me")), on=["acc", "net", "block"], how="left")
+        .filter(pl.col("nm") - pl.col("me").fill_null(0) >= 2)
+        .group_by("block", "acc", "net").agg((pl.col("b") // s.per_session).n_unique().alias("hits"))
+    )
+    slot_share = slots(cells).group_by("block", "net", "kind", "tod").agg(
+        (pl.len() / pl.col("days_of_kind").first()).alias("share"))
+    expected = (
+        slots(on_net).join(slot_share, on=["block", "net", "kind", "tod"])
+        .group_by("block", "acc", "net", pl.col("b") // s.per_session)
+        .agg(pl.col("share").sum().clip(upper_bound=1.0))
+        .group_by("block", "acc", "net").agg(pl.col("share").sum().alias("expected"))
+    )
+    t = (hits.join(expected, on=["block", "acc", "net"], how="left")
+         .with_columns(pl.col("expected").fill_null(0.0))
+         .join(s.sessions, on=["acc", "net"]))
+    floor = 1.0 / float(calendar["days_of_kind"].max())  # type: ignore[arg-type]
+    q = np.clip(np.maximum(t["expected"].to_numpy(), floor) / t["trials"].to_numpy(), 0.0, 1.0)
+    return t.with_columns(pl.Series("surprise", binomial_surprise(
+        t["hits"].to_numpy(), t["trials"].to_numpy(), q)))
+
+
+def _calendar(first_day: int, days: int) -> pl.DataFrame:
+    """day (from the first) -> kind (weekend or not) and how many days of that kind there are."""
+    day = np.arange(days)
+    weekend = (first_day + day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+    cal = pl.DataFrame({"day": day.astype(np.int64), "kind": weekend})
+    return cal.join(cal.group_by("kind").agg(pl.len().alias("days_of_kind")), on="kind")
+
+
+def find_blocks(act: pl.DataFrame, p: LockstepParams) -> Blocks:
+    """Lockstep blocks in an activity table (``ACTIVITY_SCHEMA``)."""
+    if act.height == 0 or not p.scales:
+        return Blocks.empty()
+    accounts = act.select(pl.col("account_id").unique().sort()).with_row_index("acc")
+    networks = act.select(pl.col("network").unique().sort()).with_row_index("net")
+    start = int(act["minute"].min()) // MINUTES_PER_DAY * MINUTES_PER_DAY  # type: ignore[arg-type]
+    coded = act.join(accounts, on="account_id").join(networks, on="network").select(
+        pl.col("acc").cast(pl.Int64), pl.col("net").cast(pl.Int64),
+        (pl.col("minute").cast(pl.Int64) - start).alias("minute"))
+    days = int(coded["minute"].max()) // MINUTES_PER_DAY + 1  # type: ignore[arg-type]
+    scales = [_scale(coded, m, days, p) for m in p.scales]
+    calendar = _calendar(start // MINUTES_PER_DAY, days)
+    finals = []
+    taken = pl.DataFrame(schema={"acc": pl.Int64, "net": pl.Int64})
+    for n in range(p.passes):
+        found = _one_pass(scales, calendar, p, taken)
+        if found is None:
+            break
+        found = found.with_columns(pl.col("block") + n * accounts.height)
+        finals.append(found)
+        taken = pl.concat([taken, found.select("acc", "net")])
+    if not finals:
+        return Blocks.empty()
+    final = pl.concat(finals)
+    judged = final.group_by("block").agg(
+        pl.len().alias("size"), pl.col("hits").sum(), pl.col("expected").sum(), pl.col("net").first())
+    judged = judged.with_columns(pl.Series("log10_chance", poisson_surprise(
+        judged["hits"].to_numpy(), judged["expected"].to_numpy() + 1.0)))
+    kept = judged.filter((pl.col("size") >= p.min_block) & (pl.col("log10_chance") >= p.block_surprise))
+    if kept.height == 0:
+        return Blocks.empty()
+    waves = _waves(scales[0], final.join(kept.select("block"), on="block"), p)
+    blocks = (kept.join(waves, on="block", how="left").join(networks, on="net")
+              .with_columns(pl.col("waves").fill_null(0), pl.col("days").fill_null(0))
+              .select("block", pl.col("size").cast(pl.UInt32), "network",
+                      pl.col("waves").cast(pl.UInt32), pl.col("days").cast(pl.UInt32),
+                      pl.lit(scales[0].minutes, pl.Int64).alias("bucket_minutes"), "log10_chance")
+              .sort("size", "block", descending=[True, False]))
+    renumber = blocks.select("block").with_row_index("new").select("block", pl.col("new").cast(pl.Int64))
+    out = final.join(renumber, on="block").join(accounts, on="acc").select(
+        "account_id", pl.col("new").alias("block"), "surprise").sort("account_id")
+    return Blocks(members=out, blocks=blocks.join(renumber, on="block").drop("block")
+                  .rename({"new": "block"}).select(Blocks.empty().blocks.columns).sort("block"))
+
+
+def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
+              taken: pl.DataFrame) -> pl.DataFrame | None:
+    """Seeds, then ``rounds`` of member tests: the tests of the final members, or None."""
+    members = _seeds(scales[0], p, taken)
+    if members.height == 0:
+        return None
+    tests = members
+    for _ in range(p.rounds):
+        tests = pl.concat([_member_tests(s, members, calendar).with_columns(pl.lit(s.minutes).alias("scale"))
+                           for s in scales])
+        # the best scale per account and block, paid for by the number of scales tried
+        tests = (tests.sort("surprise", descending=True).unique(["block", "acc", "net"], keep="first")
+                 .with_columns(pl.col("surprise") - float(np.log10(len(scales))))
+                 .join(taken, on=["acc", "net"], how="anti"))
+        members = (tests.filter(pl.col("surprise") >= p.member_surprise)
+                   .sort("surprise", "block", descending=[True, False])
+                   .unique(["acc"], keep="first").select("acc", "net", "block"))
+        if members.height == 0:
+            return None
+    return tests.join(members, on=["acc", "net", "block"])
+
+
+def _waves(s: _Scale, members: pl.DataFrame, p: LockstepParams) -> pl.DataFrame:
+    """Per block: buckets where at least ``min_occupancy`` members acted together, and their days."""
+    per_day = MINUTES_PER_DAY // s.minutes
+    w = (s.occupied.join(members.select("acc", "net", "block"), on=["acc", "net"])
+         .group_by("block", "b").agg(pl.len().alias("n")).filter(pl.col("n") >= p.min_occupancy))
+    return w.group_by("block").agg(pl.len().alias("waves"), (pl.col("b") // per_day).n_unique().alias("days"))
+
+
+def shifted(act: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """The null world: every account's activity moved by its own random whole number of
+    days (circularly within the horizon). Daily rhythm and volume stay, coordination goes;
+    the detector should find nothing in it."""
+    if act.height == 0:
+        return act
+    start = int(act["minute"].min()) // MINUTES_PER_DAY * MINUTES_PER_DAY  # type: ignore[arg-type]
+    span = (int(act["minute"].max()) - start) // MINUTES_PER_DAY + 1  # type: ignore[arg-type]
+    accounts = act.select(pl.col("account_id").unique().sort())
+    rng = np.random.default_rng(seed)
+    days = rng.integers(0, span, accounts.height)
+    offsets = accounts.with_columns(pl.Series("off", days * MINUTES_PER_DAY))
+    return act.join(offsets, on="account_id").select(
+        "account_id",
+        ((pl.col("minute").cast(pl.Int64) - start + pl.col("off")) % (span * MINUTES_PER_DAY) + start)
+        .cast(pl.Int32).alias("minute"),
+        "network").unique().sort("account_id", "minute", "network")
