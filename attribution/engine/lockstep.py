@@ -134,14 +134,16 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams) -> _Sc
     cells = cells.join(lam, on=["net", "h"])
     surprise = poisson_surprise(cells["n"].to_numpy(), cells["lam"].to_numpy())
     hot = cells.filter((pl.col("n") >= p.min_occupancy) & pl.Series(surprise >= p.cell_surprise))
+    per_session = max(p.session_minutes // minutes, 1)
+    counts = occ.group_by("acc", "net").agg(
+        pl.len().alias("m"), (pl.col("b") // per_session).n_unique().alias("trials"))
     return _Scale(
         minutes=minutes,
         occupied=occ,
         hot=occ.join(hot.select("net", "b"), on=["net", "b"], how="semi"),
-        buckets=occ.group_by("acc", "net").agg(pl.len().alias("m")),
-        sessions=occ.group_by("acc", "net").agg(
-            (pl.col("b") // (p.session_minutes // minutes)).n_unique().alias("trials")),
-        per_session=max(p.session_minutes // minutes, 1),
+        buckets=counts.select("acc", "net", "m"),
+        sessions=counts.select("acc", "net", "trials"),
+        per_session=per_session,
     )
 
 
@@ -152,7 +154,7 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
         pl.len().alias("k")).join(s.buckets, on=["acc", "net"])
     seeds = k.filter((pl.col("k") >= p.seed_hits) & (pl.col("k") >= p.seed_share * pl.col("m")))
     if seeds.height < p.min_block:
-        return pl.DataFrame(schema={"acc": pl.Int64, "net": pl.Int64, "block": pl.Int64})
+        return pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32, "block": pl.Int64})
     nodes = seeds.select("acc", "net").with_row_index("node")
     inc = s.hot.join(nodes, on=["acc", "net"])
     cells = inc.select("net", "b").unique().with_row_index("cell")
@@ -220,13 +222,13 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams) -> Blocks:
     networks = act.select(pl.col("network").unique().sort()).with_row_index("net")
     start = int(act["minute"].min()) // MINUTES_PER_DAY * MINUTES_PER_DAY  # type: ignore[arg-type]
     coded = act.join(accounts, on="account_id").join(networks, on="network").select(
-        pl.col("acc").cast(pl.Int64), pl.col("net").cast(pl.Int64),
-        (pl.col("minute").cast(pl.Int64) - start).alias("minute"))
+        pl.col("acc").cast(pl.Int32), pl.col("net").cast(pl.Int32),
+        (pl.col("minute") - start).cast(pl.Int32).alias("minute"))
     days = int(coded["minute"].max()) // MINUTES_PER_DAY + 1  # type: ignore[arg-type]
     scales = [_scale(coded, m, days, p) for m in p.scales]
     calendar = _calendar(start // MINUTES_PER_DAY, days)
     finals = []
-    taken = pl.DataFrame(schema={"acc": pl.Int64, "net": pl.Int64})
+    taken = pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32})
     for n in range(p.passes):
         found = _one_pass(scales, calendar, p, taken)
         if found is None:

@@ -30,16 +30,25 @@ def _prefix(ip: pl.Expr) -> pl.Expr:
 
 def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame) -> pl.DataFrame:
     """The raw incidences the group method reads: (account, minute, network), one row per
-    account and minute and network it acted on (minutes since the Unix epoch)."""
+    account and minute and network it acted on (minutes since the Unix epoch).
+
+    Accounts and networks are integer codes (in sorted order) while the tens of millions
+    of exchange rows are reduced, and names again only for the rows that remain."""
     net = network_of(ips, proxies)
-    return (
+    ip_net = (exchanges.select(pl.col("ip").unique()).drop_nulls().join(net, on="ip", how="left")
+              .select("ip", pl.coalesce("network", _prefix(pl.col("ip"))).alias("network")))
+    networks = ip_net.select(pl.col("network").unique().sort()).with_row_index("net")
+    ip_net = ip_net.join(networks, on="network").select("ip", "net")
+    accounts = exchanges.select(pl.col("account_id").unique().sort()).with_row_index("acc")
+    coded = (
         exchanges.lazy().select("account_id", "ts", "ip").filter(pl.col("ip").is_not_null())
-        .join(net.lazy(), on="ip", how="left")
-        .select("account_id",
-                (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32).alias("minute"),
-                pl.coalesce("network", _prefix(pl.col("ip"))).alias("network"))
-        .unique()
-        .sort("account_id", "minute", "network")
+        .join(ip_net.lazy(), on="ip").join(accounts.lazy(), on="account_id")
+        .select("acc", (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32).alias("minute"), "net")
+        .unique().sort("acc", "minute", "net")
         .collect()
-        .cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
     )
+    return coded.select(
+        pl.col("acc").replace_strict(accounts["acc"], accounts["account_id"]).alias("account_id"),
+        "minute",
+        pl.col("net").replace_strict(networks["net"], networks["network"]).alias("network"),
+    ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
