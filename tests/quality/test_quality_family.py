@@ -10,6 +10,10 @@ asserted at what it reaches, so that nothing slides back, and say so.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import polars as pl
 import pytest
 
 from attribution.job.jobs import run_job
@@ -28,17 +32,22 @@ OPEN_POPULATIONS = ("company_team", "lab_employee", "ci_bot", "api_customer", "h
 # Below the issue's bars, at what the engine reaches on these seeds (README: all ten).
 RECALL_FLOOR = 0.70
 ARI_FLOOR = 0.60
-PROXIED_CEILING = 0.10
+PROXIED_CEILING = 0.03  # seed 202: 2.4 %
 
 
 @pytest.fixture(scope="module", params=SEEDS)
-def quality(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Quality:
+def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A held-out world and the engine's run over it (``world/``, ``run/`` under the path)."""
     root = tmp_path_factory.mktemp(f"family{request.param}")
     generate_world(root / "world", accounts=ACCOUNTS, seed=request.param, family=True)
     run_job(EmbeddedStore(root / "store"), home=root, snapshot=root / "world" / "snapshot",
             out=root / "run")
-    return evaluate(root / "run", root / "world")
+    return root
+
+
+@pytest.fixture(scope="module")
+def quality(family_run: Path) -> Quality:
+    return evaluate(family_run / "run", family_run / "world")
 
 
 def test_no_false_accusation_and_no_operator_without_evidence_named(quality: Quality) -> None:
@@ -68,3 +77,18 @@ def test_precision_and_what_recall_reaches(quality: Quality) -> None:
     assert quality.ari >= ARI_FLOOR
     proxied = quality.legit_flagged_by_kind.get("proxied_developer", 0.0)
     assert proxied <= PROXIED_CEILING  # issue 12's bar is 0.02
+
+
+def test_lockstep_blocks_are_campaigns_and_read_as_sentences(family_run: Path) -> None:
+    """Issue 13: group-level evidence on the hard tactics, never naming an organization."""
+    run, world = family_run / "run", family_run / "world"
+    evidence = pl.read_parquet(run / "evidence.parquet").filter(pl.col("kind") == "lockstep")
+    assert evidence.height > 0
+    assert evidence["org_id"].null_count() == evidence.height
+    sentence = re.compile(r"^\d+ of the fleet's accounts are in a group of \d+ that acted \d+ times in "
+                          r"the same \d+ minutes on the same .+ over \d+ days; .*1 in 10\^\d+ by chance$")
+    assert all(sentence.match(d) for d in evidence["detail"]), evidence["detail"].to_list()
+    labels = pl.read_parquet(world / "truth" / "labels.parquet")
+    members = (pl.read_parquet(run / "assignments.parquet")
+               .join(evidence.select("fleet_id").unique(), on="fleet_id").join(labels, on="account_id"))
+    assert members.select(pl.col("is_sybil").mean()).item() >= 0.95
