@@ -84,9 +84,11 @@ from attribution.store.neo4j_codec import (
     ColumnBatches,
     Columns,
     endpoint_keys,
+    pack_activity,
     payload,
     schema_blob,
     schema_from_blob,
+    unpack_activity,
     with_seq,
 )
 from attribution.store.neo4j_cypher import (
@@ -206,6 +208,8 @@ class Neo4jStore:
         self.workers = workers
         self._schema_ready = False
         self._meter = LoadMeter(0, None)  # the load in progress, if any
+        # (stamp, graph): a graph this store found already loaded whole under its stamp
+        self._vouched: tuple[str, PropertyGraph] | None = None
         if driver is not None:
             self._driver = driver
         else:
@@ -394,15 +398,18 @@ class Neo4jStore:
         """
         self.ensure_schema()
         frames = graph.frames()
+        counts = {name: frame.height for name, frame in frames.items()}
+        frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
         for name, frame in frames.items():
             clash = [c for c in frame.columns if c in RESERVED]
             if clash:
                 raise StoreError(f"frame {name} has reserved column(s) {', '.join(clash)}")
-        counts = {name: frame.height for name, frame in frames.items()}
         stamp = _stamp(graph, digest)
         state = self.graph_state()
         loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])
+        self._vouched = None
         if loaded and not force:
+            self._vouched = (stamp, graph)
             return counts
         uses, links = graph.uses, graph.known_links
         unknown = set(uses["kind"].unique().to_list()) - set(USE_REL)
@@ -497,7 +504,13 @@ class Neo4jStore:
         return str(state["digest"]) if state and state["complete"] else None
 
     def read_graph(self) -> PropertyGraph:
-        """The graph of the last complete load, read page by page."""
+        """The graph of the last complete load, read page by page.
+
+        Unless this store was just handed that very graph: a ``load_snapshot`` that
+        found it loaded whole under the same stamp (a hash of every row) sent nothing,
+        and the same stamp, still current, vouches for the read-back too. A re-run of
+        an unchanged snapshot then reads nothing over Bolt (2.8M rows at 200k accounts).
+        """
         state = self.graph_state()
         if state is None:
             raise StoreError("no graph loaded in Neo4j yet")
@@ -505,6 +518,8 @@ class Neo4jStore:
         if not state["complete"]:
             raise StoreError(f"the load of snapshot {str(state['digest'])[:12]} did not finish; "
                              "run it again to complete it")
+        if self._vouched is not None and self._vouched[0] == stamp:
+            return self._vouched[1]
         schemas = {name: schema_from_blob(blob)
                    for name, blob in json.loads(state["schema"]).items()}
 
@@ -521,7 +536,8 @@ class Neo4jStore:
                                 **organizations.params(), **links.params("l")):
             organizations.extend(page)
             links.extend(page, "l", (page["l_org"],))
-        frames = {"accounts": accounts.frame(), "uses": uses.frame(),
+        account_frame, activity = unpack_activity(accounts.frame())
+        frames = {"accounts": account_frame, "uses": uses.frame(), "activity": activity,
                   "organizations": organizations.frame(), "known_links": links.frame()}
         for name in ("payments", "devices", "ips", "proxies"):
             columns = Columns(schemas[name])
