@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 from neo4j import time as neo4j_time
 
-from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.graph import ACTIVITY_SCHEMA, PropertyGraph
 from attribution.store.neo4j_cypher import FRAME_LABEL, LINK_LABEL, NODE_KEYS, USE_REL
 
 
@@ -226,3 +226,34 @@ def _datetimes(name: str, seconds: list[Any], nanos: list[Any], dtype: pl.Dateti
     if dtype.time_zone is not None:
         out = out.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)
     return out.cast(dtype).rename(name)
+
+
+# An account's activity (the lockstep method's raw incidences) rides on its Account
+# node as two parallel lists: one row per account keeps the load at the batch rate
+# (a relationship per account-minute would be tens of millions of rows), and an
+# analyst can still UNWIND them in Cypher. The embedded store keeps the table as is.
+ACTIVITY_MINUTES = "activity_minutes"
+ACTIVITY_NETWORKS = "activity_networks"
+
+
+def pack_activity(accounts: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
+    """The accounts frame with each account's activity as two list columns (in order)."""
+    lists = activity.sort("account_id", "minute", "network").group_by(
+        "account_id", maintain_order=True).agg(
+        pl.col("minute").alias(ACTIVITY_MINUTES), pl.col("network").alias(ACTIVITY_NETWORKS))
+    return accounts.join(lists, on="account_id", how="left", maintain_order="left")
+
+
+def unpack_activity(accounts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(accounts, activity) back from a frame that ``pack_activity`` made; a graph loaded
+    before activity was kept has none."""
+    if ACTIVITY_MINUTES not in accounts.columns:
+        return accounts, pl.DataFrame(schema=ACTIVITY_SCHEMA)
+    activity = (accounts.select("account_id", ACTIVITY_MINUTES, ACTIVITY_NETWORKS)
+                .filter(pl.col(ACTIVITY_MINUTES).is_not_null())
+                .explode(ACTIVITY_MINUTES, ACTIVITY_NETWORKS)
+                .select("account_id", pl.col(ACTIVITY_MINUTES).alias("minute"),
+                        pl.col(ACTIVITY_NETWORKS).alias("network"))
+                .drop_nulls("minute")
+                .cast(ACTIVITY_SCHEMA))  # type: ignore[arg-type]
+    return accounts.drop(ACTIVITY_MINUTES, ACTIVITY_NETWORKS), activity
