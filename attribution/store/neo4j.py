@@ -409,7 +409,7 @@ class Neo4jStore:
         loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])
         self._vouched = None
         if loaded and not force:
-            self._vouched = (stamp, graph)
+            self._vouched = (stamp, graph)  # every frame is in the database (activity too)
             return counts
         uses, links = graph.uses, graph.known_links
         unknown = set(uses["kind"].unique().to_list()) - set(USE_REL)

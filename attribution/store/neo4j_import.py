@@ -29,7 +29,13 @@ from typing import Any
 import polars as pl
 
 from attribution.contracts.graph import PropertyGraph
-from attribution.store.neo4j_codec import endpoint_keys, schema_blob, schema_from_blob
+from attribution.store.neo4j_codec import (
+    endpoint_keys,
+    pack_activity,
+    schema_blob,
+    schema_from_blob,
+    unpack_activity,
+)
 from attribution.store.neo4j_cypher import FRAME_LABEL, LINK_LABEL, NODE_KEYS, USE_REL
 
 ARRAY_DELIMITER = ";"
@@ -140,6 +146,9 @@ def write_import_files(graph: PropertyGraph, digest: str, folder: Path | str) ->
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     frames = graph.frames()
+    counts = {name: frame.height for name, frame in frames.items()}
+    # as the Bolt load does: activity rides on the Account nodes as two lists
+    frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
     for name, frame in frames.items():
         clash = [c for c in frame.columns if c in RESERVED]
         if clash:
@@ -195,7 +204,6 @@ def write_import_files(graph: PropertyGraph, digest: str, folder: Path | str) ->
                                      *_props(part, skip=("org_id",)), *marks),
              f"KNOWN_AS_{kind}")
 
-    counts = {name: frame.height for name, frame in frames.items()}
     state = pl.DataFrame({
         "id:ID(GraphState)": ["graph"], "digest": [digest], "stamp": [stamp],
         "complete:boolean": [True],
@@ -275,4 +283,33 @@ def read_import_files(folder: Path | str) -> tuple[PropertyGraph, dict[str, Any]
         raw = raw.rename({raw.columns[1]: "org_id"})
         parts.append(_typed(raw, schemas["known_links"]).select(list(schemas["known_links"])))
     frames["known_links"] = pl.concat(parts)
+    frames["accounts"], frames["activity"] = unpack_activity(frames["accounts"])
     return PropertyGraph.from_frames(frames), state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attribution.store.neo4j_import SNAPSHOT --out DIR``: ingest the snapshot,
+    build its graph, write the import files and print the command to run on the server."""
+    import argparse
+
+    from attribution.stages.build import build_graph
+    from attribution.stages.ingest import read_snapshot
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("snapshot", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the CSV files")
+    parser.add_argument("--database", default="neo4j")
+    parser.add_argument("--server-dir", default=None,
+                        help="where the Neo4j server will see the files (default: --out)")
+    parser.add_argument("--admin", default="neo4j-admin", help="the neo4j-admin executable")
+    args = parser.parse_args(argv)
+    snap = read_snapshot(args.snapshot)
+    files = write_import_files(build_graph(snap.tables), snap.digest, args.out)
+    print(f"wrote {files.rows:,} rows in {len(files.nodes) + len(files.relationships)} files "
+          f"to {args.out}; with the database stopped, run:")
+    print(files.command_line(args.database, args.admin, args.server_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
