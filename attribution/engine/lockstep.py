@@ -182,13 +182,15 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
 
     tagged = s.hot.join(members, on=["acc", "net"])
     cells = tagged.group_by("block", "net", "b").agg(pl.len().alias("nm")).filter(pl.col("nm") >= 2)
-    on_net = s.occupied.join(cells.select("block", "net").unique(), on="net")
     hits = (
-        on_net.join(cells, on=["block", "net", "b"])
+        s.occupied.join(cells, on=["net", "b"])
         .join(members.with_columns(pl.lit(1).alias("me")), on=["acc", "net", "block"], how="left")
         .filter(pl.col("nm") - pl.col("me").fill_null(0) >= 2)
         .group_by("block", "acc", "net").agg((pl.col("b") // s.per_session).n_unique().alias("hits"))
     )
+    # Only an account with a hit can be a member: the null is computed for those alone
+    # (every bucket of theirs on the network, against every block they hit).
+    on_net = s.occupied.join(hits.select("block", "acc", "net"), on=["acc", "net"])
     slot_share = slots(cells).group_by("block", "net", "kind", "tod").agg(
         (pl.len() / pl.col("days_of_kind").first()).alias("share"))
     expected = (
