@@ -125,8 +125,14 @@ class _Scale:
     per_session: int        # buckets of this scale per session
 
 
-def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams) -> _Scale:
-    occ = act.select("acc", "net", (pl.col("minute") // minutes).alias("b")).unique()
+def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
+           finer: _Scale | None = None) -> _Scale:
+    """Occupied buckets and hot cells at one scale; from a ``finer`` scale that divides this
+    one when there is one (its buckets are far fewer rows than the minutes)."""
+    if finer is not None and minutes % finer.minutes == 0:
+        occ = finer.occupied.select("acc", "net", pl.col("b") // (minutes // finer.minutes)).unique()
+    else:
+        occ = act.select("acc", "net", (pl.col("minute") // minutes).alias("b")).unique()
     per_hour = max(60 // minutes, 1)
     cells = occ.group_by("net", "b").agg(pl.len().alias("n")).with_columns(
         (pl.col("b") * minutes // 60 % 24).alias("h"))
@@ -227,7 +233,9 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams) -> Blocks:
         pl.col("acc").cast(pl.Int32), pl.col("net").cast(pl.Int32),
         (pl.col("minute") - start).cast(pl.Int32).alias("minute"))
     days = int(coded["minute"].max()) // MINUTES_PER_DAY + 1  # type: ignore[arg-type]
-    scales = [_scale(coded, m, days, p) for m in p.scales]
+    scales: list[_Scale] = []
+    for minutes in sorted(p.scales):
+        scales.append(_scale(coded, minutes, days, p, scales[-1] if scales else None))
     calendar = _calendar(start // MINUTES_PER_DAY, days)
     finals = []
     taken = pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32})
