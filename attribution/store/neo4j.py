@@ -22,9 +22,10 @@ plus a hash of its frames. Every node and relationship a load writes gets
 batch, what carries another stamp is deleted, except nodes that run results
 still point at, which are stripped to their key. A ``(:GraphState)`` node
 records digest, stamp and whether the load finished: ``read_graph`` refuses a
-graph whose load did not finish, and re-running that load completes it (every
-batch is an idempotent ``MERGE``). A graph already loaded whole under the same
-stamp is not sent again. Column dtypes are kept on the state node as empty
+graph whose load did not finish, and re-running that load completes it (over a
+graph already there every batch is an idempotent ``MERGE``; only a first load
+into an empty database CREATEs, and needs no sweep). A graph already loaded whole
+under the same stamp is not sent again, nor read back. Column dtypes are kept on the state node as empty
 Arrow IPC frames, so ``read_graph`` returns exactly the loaded frames.
 
 Runs::
@@ -155,6 +156,10 @@ T = TypeVar("T")
 # 5k 6.3-6.5k, 10k 7.4-8.6k, 20k 4.6k; with neo4j-rust-ext 8.4k / 12.8k / 10.7k /
 # 6.0k; 200k accounts, 2.59M rows, rust-ext: 5k 9.4k, 10k 11.1k. 10k it is: the
 # plateau is 5k-10k, and larger batches only hold larger transactions.
+# Column batches, CREATE on a fresh database (family world seed 11, 200k accounts,
+# 2.84M rows, before activity was stored): 10k rows, 1 session 20.8k-33k rows/s,
+# 2 sessions 49k-53k (the old row maps with MERGE: 17.0k); 50k-row batches were
+# slower (27k). 1M accounts (seed 11, 13.3M rows, activity on the accounts): 30.4k.
 DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10_000
 # Sessions writing load batches at once (nodes freely; relationships CREATEd on a
@@ -251,7 +256,8 @@ class Neo4jStore:
     def _guarded(self, work: Callable[[], T]) -> T:
         """Run ``work``, resending it after ``IncompleteCommit`` and mapping driver errors.
 
-        Every unit of work here is idempotent (MERGE, or SET to fixed values), so
+        Every unit of work here is idempotent (MERGE, or SET to fixed values), or
+        carries a MERGE twin to resend (``_write``'s fallback for CREATE batches), so
         a commit whose outcome is unknown is simply sent again.
         """
         for attempt in range(self.retries + 1):
