@@ -73,7 +73,9 @@ def test_fleet_ids_survive_two_weeks_of_growth(two_runs: tuple[Path, Path, Path]
     assert result.eligible_fleets >= 3
     assert result.kept_share >= 0.95
     assert result.new_campaign_accounts > 0
-    assert result.joined_existing_share >= 0.7  # measured 0.81-0.91 on seeds 21 and 22
+    # measured 0.81-0.91 on seeds 21 and 22 before lockstep blocks and group-only timing
+    # anchors (issue 13), 0.64-0.68 since: fewer week-two accounts link by minutes alone
+    assert result.joined_existing_share >= 0.6
 
 
 def test_run_with_previous_writes_its_diff(two_runs: tuple[Path, Path, Path]) -> None:
