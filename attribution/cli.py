@@ -37,6 +37,7 @@ from attribution.job.locks import Locked
 from attribution.job.progress import Stages
 from attribution.stages.ingest import BadInput
 from attribution.store import default_home, open_store
+from attribution.store.neo4j_import import write_for_snapshot
 
 __all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 
@@ -50,6 +51,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(summary(result.record.manifest, result.record.fleets, Path(args.out)))
+    return 0
+
+
+def _neo4j_import(args: argparse.Namespace) -> int:
+    print(write_for_snapshot(Path(args.snapshot), args.out, database=args.database,
+                             admin=args.admin, server_dir=args.server_dir))
     return 0
 
 
@@ -222,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the counts, as one line of key=value (for a job's log)")
     d.set_defaults(handler=_diff)
     _register_batch(sub)
+
+    i = sub.add_parser(
+        "neo4j-import", help="write neo4j-admin bulk import files for a snapshot",
+        description="For the first load of a very large snapshot: write the graph as "
+        "neo4j-admin import files (one CSV per label and relationship type) into a new or "
+        "empty --out, and print the neo4j-admin command to run with the database stopped. "
+        "A later `attribution run` of the same snapshot finds the graph loaded.")
+    i.add_argument("snapshot", help="snapshot directory (see the contract)")
+    i.add_argument("--out", required=True, type=Path, help="a new or empty folder for the files")
+    i.add_argument("--database", default="neo4j", help="the database to import into")
+    i.add_argument("--server-dir", help="where the server will see the files (default: --out)")
+    i.add_argument("--admin", default="neo4j-admin", help="the neo4j-admin executable")
+    i.set_defaults(handler=_neo4j_import)
 
     neo4j_dev.register(sub)
     api_cli.register(sub)

@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from attribution.contracts.graph import PropertyGraph
+from attribution.errors import UsageError
 from attribution.store.neo4j_codec import (
     endpoint_keys,
     pack_activity,
@@ -287,29 +288,33 @@ def read_import_files(folder: Path | str) -> tuple[PropertyGraph, dict[str, Any]
     return PropertyGraph.from_frames(frames), state
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m attribution.store.neo4j_import SNAPSHOT --out DIR``: ingest the snapshot,
-    build its graph, write the import files and print the command to run on the server."""
-    import argparse
+def check_import_dir(out: Path, snapshot: Path) -> Path:
+    """The absolute folder for import files, or ``UsageError``: a new or empty directory,
+    not the snapshot nor inside it (the files replace nothing of anyone's)."""
+    given = Path(out).expanduser().absolute()
+    if given.is_symlink():
+        raise UsageError(f"--out {out} is a symbolic link; name the directory itself")
+    path = given.resolve()
+    snap = Path(snapshot).expanduser().resolve()
+    if path == snap or snap in path.parents or path in snap.parents:
+        raise UsageError(f"--out {out} is the snapshot, inside it or holding it; "
+                         "choose a directory of its own")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--out {out} exists and is not an empty directory; import files "
+                         "are written only into a new or empty one")
+    return path
 
+
+def write_for_snapshot(snapshot: Path, out: Path, *, database: str = "neo4j",
+                       admin: str = "neo4j-admin", server_dir: str | None = None) -> str:
+    """Ingest ``snapshot``, write its graph's import files into ``out`` (checked first) and
+    return what to tell the user: the files written and the command to run."""
     from attribution.stages.build import build_graph
     from attribution.stages.ingest import read_snapshot
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("snapshot", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the CSV files")
-    parser.add_argument("--database", default="neo4j")
-    parser.add_argument("--server-dir", default=None,
-                        help="where the Neo4j server will see the files (default: --out)")
-    parser.add_argument("--admin", default="neo4j-admin", help="the neo4j-admin executable")
-    args = parser.parse_args(argv)
-    snap = read_snapshot(args.snapshot)
-    files = write_import_files(build_graph(snap.tables), snap.digest, args.out)
-    print(f"wrote {files.rows:,} rows in {len(files.nodes) + len(files.relationships)} files "
-          f"to {args.out}; with the database stopped, run:")
-    print(files.command_line(args.database, args.admin, args.server_dir))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    folder = check_import_dir(out, snapshot)
+    snap = read_snapshot(snapshot)
+    files = write_import_files(build_graph(snap.tables), snap.digest, folder)
+    return (f"wrote {files.rows:,} rows in {len(files.nodes) + len(files.relationships)} files "
+            f"to {folder}; with the database stopped, run:\n"
+            + files.command_line(database, admin, server_dir))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from attribution.store.neo4j_import import (
     read_import_files,
     write_import_files,
 )
-from tests.support.store_world import assert_graph_equal, settings_of, tiny_graph
+from tests.support.api_world import write_snapshot
+from tests.support.store_world import assert_graph_equal, settings_of, tiny_graph, tiny_tables
 
 
 def odd_graph() -> PropertyGraph:
@@ -75,6 +77,32 @@ def test_the_command_names_every_file(tmp_path: Path) -> None:
     assert named == written
     assert "--multiline-fields=true" not in cmd
     assert files.command_line().startswith("neo4j-admin database import full ")
+
+
+def test_the_command_writes_files_only_into_a_new_or_empty_folder(tmp_path: Path) -> None:
+    """``attribution neo4j-import``: files and the command for a snapshot; a folder that
+    holds anything, or the snapshot itself, is refused before any work (exit 2)."""
+    snapshot = write_snapshot(tmp_path / "snap", tiny_tables())
+    out = tmp_path / "import"
+    done = subprocess.run([sys.executable, "-m", "attribution.cli", "neo4j-import", str(snapshot),
+                           "--out", str(out), "--server-dir", "/srv/import"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "neo4j-admin database import full neo4j" in done.stdout
+    assert "--nodes=Account=/srv/import/nodes_Account.csv" in done.stdout
+    assert (out / "nodes_Account.csv").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for target in (mine, snapshot, snapshot / "sub"):
+        refused = subprocess.run([sys.executable, "-m", "attribution.cli", "neo4j-import",
+                                  str(snapshot), "--out", str(target)],
+                                 capture_output=True, text=True, check=False)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert not (snapshot / "sub").exists()
 
 
 def test_values_the_importer_cannot_carry_are_refused(tmp_path: Path) -> None:
