@@ -28,7 +28,7 @@ from attribution.store.neo4j_import import (
     write_import_files,
 )
 from tests.support.api_world import write_snapshot
-from tests.support.store_world import assert_graph_equal, settings_of, tiny_graph, tiny_tables
+from tests.support.store_world import assert_graph_equal, record_queries, settings_of, tiny_graph, tiny_tables
 
 
 def odd_graph() -> PropertyGraph:
@@ -150,14 +150,7 @@ def test_the_real_importer_loads_what_bolt_loads(neo4j_clean: Any, tmp_path: Pat
         assert store.graph_digest() == "bulk"
         assert store.stats() == over_bolt
         assert_graph_equal(store.read_graph(), graph)
-        sent: list[Any] = []
-        real = store._write
-
-        def spy(query: Any, **params: Any) -> Any:
-            sent.append(query)
-            return real(query, **params)
-
-        store._write = spy  # type: ignore[method-assign]
+        sent = record_queries(store, "_write")
         store.load_snapshot(graph, digest="bulk")
         assert sent == []  # the imported graph is the loaded graph: nothing sent again
         rows = server.query("MATCH (:Account {account_id: 'a01'})-[u:USES_IP]->(i:IP) "

@@ -42,6 +42,7 @@ from attribution.store.neo4j import (
 from tests.support.fake_neo4j import FakeDriver
 from tests.support.store_world import (
     assert_graph_equal,
+    record_queries,
     settings_of,
     tiny_graph,
     tiny_record,
@@ -209,14 +210,7 @@ def test_reloading_merges_without_changing_anything(server: Any) -> None:
     with make_store(server, batch_size=5) as store:
         store.load_snapshot(graph, digest="g")
         before = store.stats()
-        sent: list[Any] = []
-        real = store._write
-
-        def spy(query: Any, **params: Any) -> Any:
-            sent.append(query)
-            return real(query, **params)
-
-        store._write = spy  # type: ignore[method-assign]
+        sent = record_queries(store, "_write")
         store.load_snapshot(graph, digest="g")
         assert sent == []  # already loaded whole under the same stamp: nothing sent
         store.load_snapshot(graph, digest="g", force=True)
@@ -238,14 +232,7 @@ def test_a_rerun_of_the_loaded_graph_reads_nothing_back(server: Any) -> None:
     with make_store(server) as first:
         first.load_snapshot(graph, digest="g")
     with make_store(server) as store:
-        reads: list[Any] = []
-        real = store._read
-
-        def spy(query: Any, **params: Any) -> Any:
-            reads.append(query)
-            return real(query, **params)
-
-        store._read = spy  # type: ignore[method-assign]
+        reads = record_queries(store, "_read")
         assert_graph_equal(store.read_graph(), graph)
         paged = len(reads)
         assert paged > 3

@@ -206,3 +206,16 @@ def roundtrip_manifest(record: RunRecord) -> dict[str, Any]:
     return json.loads(json.dumps(record.manifest, default=str))
 
 
+
+
+def record_queries(store: Any, method: str) -> list[Any]:
+    """The queries ``store`` sends through one of its methods from now on (still sent)."""
+    sent: list[Any] = []
+    real = getattr(store, method)
+
+    def spy(query: Any, *args: Any, **params: Any) -> Any:
+        sent.append(query)
+        return real(query, *args, **params)
+
+    setattr(store, method, spy)
+    return sent
