@@ -85,10 +85,10 @@ from attribution.store.neo4j_codec import (
     ColumnBatches,
     Columns,
     endpoint_keys,
-    pack_activity,
     payload,
     schema_blob,
     schema_from_blob,
+    stored_frames,
     unpack_activity,
     with_seq,
 )
@@ -403,13 +403,7 @@ class Neo4jStore:
         every few seconds: rows sent, rows/s and the time left.
         """
         self.ensure_schema()
-        frames = graph.frames()
-        counts = {name: frame.height for name, frame in frames.items()}
-        frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
-        for name, frame in frames.items():
-            clash = [c for c in frame.columns if c in RESERVED]
-            if clash:
-                raise StoreError(f"frame {name} has reserved column(s) {', '.join(clash)}")
+        frames, counts = stored_frames(graph, RESERVED, StoreError)
         stamp = _stamp(graph, digest)
         state = self.graph_state()
         loaded = state is not None and state["stamp"] == stamp and bool(state["complete"])

@@ -257,3 +257,18 @@ def unpack_activity(accounts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
                 .drop_nulls("minute")
                 .cast(ACTIVITY_SCHEMA))  # type: ignore[arg-type]
     return accounts.drop(ACTIVITY_MINUTES, ACTIVITY_NETWORKS), activity
+
+
+def stored_frames(graph: PropertyGraph, reserved: tuple[str, ...],
+                  error: type[Exception]) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """The graph's frames as Neo4j holds them (activity packed onto the accounts) and each
+    frame's row count as given; a column named like one of the store's own (``reserved``)
+    raises ``error``. The Bolt load and the bulk import files both start here."""
+    frames = graph.frames()
+    counts = {name: frame.height for name, frame in frames.items()}
+    frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
+    for name, frame in frames.items():
+        clash = [c for c in frame.columns if c in reserved]
+        if clash:
+            raise error(f"frame {name} has reserved column(s) {', '.join(clash)}")
+    return frames, counts

@@ -32,9 +32,9 @@ from attribution.contracts.graph import PropertyGraph
 from attribution.errors import UsageError
 from attribution.store.neo4j_codec import (
     endpoint_keys,
-    pack_activity,
     schema_blob,
     schema_from_blob,
+    stored_frames,
     unpack_activity,
 )
 from attribution.store.neo4j_cypher import FRAME_LABEL, LINK_LABEL, NODE_KEYS, USE_REL
@@ -146,14 +146,7 @@ def write_import_files(graph: PropertyGraph, digest: str, folder: Path | str) ->
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    frames = graph.frames()
-    counts = {name: frame.height for name, frame in frames.items()}
-    # as the Bolt load does: activity rides on the Account nodes as two lists
-    frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
-    for name, frame in frames.items():
-        clash = [c for c in frame.columns if c in RESERVED]
-        if clash:
-            raise BulkImportError(f"frame {name} has reserved column(s) {', '.join(clash)}")
+    frames, counts = stored_frames(graph, RESERVED, BulkImportError)  # as the Bolt load does
     stamp = _stamp(graph, digest)
     files = ImportFiles(out)
     text = [frame.select(pl.col(pl.String)) for frame in frames.values()]
