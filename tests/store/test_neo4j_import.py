@@ -28,24 +28,22 @@ from attribution.store.neo4j_import import (
     write_import_files,
 )
 from tests.support.api_world import write_snapshot
-from tests.support.store_world import assert_graph_equal, record_queries, settings_of, tiny_graph, tiny_tables
+from tests.support.store_world import (
+    assert_graph_equal,
+    record_queries,
+    settings_of,
+    tiny_graph,
+    tiny_tables,
+    with_odd_accounts,
+)
 
 
 def odd_graph() -> PropertyGraph:
-    graph = tiny_graph()
-    n = graph.accounts.height
-    accounts = graph.accounts.with_columns(
-        pl.Series("born", [dt.date(1950 + i, 1, 2) for i in range(n)]),
-        pl.Series("old_ts", [dt.datetime(1969, 12, 31, 23, 59, 59, 500_001)] * (n - 1) + [None],
-                  dtype=pl.Datetime("us", "UTC")),
-        pl.Series("naive_ns", [dt.datetime(2030, 1, 1, 0, 0, 0, 7)] * n,
-                  dtype=pl.Datetime("ns")).dt.offset_by("123ns"),
-        pl.Series("flag", [True, None] * (n // 2), dtype=pl.Boolean),
-        pl.Series("words", [["a", "b,c"]] * n, dtype=pl.List(pl.String)),
-        pl.Series("quote", ['say "hi"', "", None] * (n // 3), dtype=pl.String),
-        pl.Series("nan", [float("nan")] * n),
-    )
-    return PropertyGraph.from_frames({**graph.frames(), "accounts": accounts})
+    n = tiny_graph().accounts.height
+    return with_odd_accounts(
+        tiny_graph(),
+        words=pl.Series("words", [["a", "b,c"]] * n, dtype=pl.List(pl.String)),
+        quote=pl.Series("quote", ['say "hi"', "", None] * (n // 3), dtype=pl.String))
 
 
 def test_import_files_round_trip_exactly(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from tests.support.store_world import (
     settings_of,
     tiny_graph,
     tiny_record,
+    with_odd_accounts,
 )
 
 
@@ -267,27 +268,18 @@ def test_a_replaced_graph_leaves_nothing_behind(server: Any) -> None:
 
 @pytest.mark.neo4j
 def test_odd_dtypes_and_old_timestamps_round_trip_exactly(server: Any) -> None:
-    graph = tiny_graph()
-    n = graph.accounts.height
-    accounts = graph.accounts.with_columns(
-        pl.Series("born", [dt.date(1950 + i, 1, 2) for i in range(n)]),
-        pl.Series("old_ts", [dt.datetime(1969, 12, 31, 23, 59, 59, 500_001)] * (n - 1) + [None],
-                  dtype=pl.Datetime("us", "UTC")),
-        pl.Series("naive_ns", [dt.datetime(2030, 1, 1, 0, 0, 0, 7)] * n,
-                  dtype=pl.Datetime("ns")).dt.offset_by("123ns"),
-        pl.Series("berlin", [dt.datetime(2026, 3, 29, 1, 30)] * n,
-                  dtype=pl.Datetime("ms")).dt.replace_time_zone("Europe/Berlin"),
-        pl.Series("ratio", [1.5] * n, dtype=pl.Float32),
-        pl.Series("flag", [True, None] * (n // 2), dtype=pl.Boolean),
-        pl.Series("empty", [[] for _ in range(n)], dtype=pl.List(pl.Int64)),
-        pl.Series("words", [["a", "b"]] * n, dtype=pl.List(pl.String)),
-        pl.Series("nan", [float("nan")] * n),
-    )
-    odd = PropertyGraph.from_frames({**graph.frames(), "accounts": accounts})
+    n = tiny_graph().accounts.height
+    odd = with_odd_accounts(
+        tiny_graph(),
+        berlin=pl.Series("berlin", [dt.datetime(2026, 3, 29, 1, 30)] * n,
+                         dtype=pl.Datetime("ms")).dt.replace_time_zone("Europe/Berlin"),
+        ratio=pl.Series("ratio", [1.5] * n, dtype=pl.Float32),
+        empty=pl.Series("empty", [[] for _ in range(n)], dtype=pl.List(pl.Int64)),
+        words=pl.Series("words", [["a", "b"]] * n, dtype=pl.List(pl.String)))
     with make_store(server) as store:
         store.load_snapshot(odd, digest="odd")
         back = store.read_graph()
-    assert back.accounts.schema == accounts.schema
+    assert back.accounts.schema == odd.accounts.schema
     assert_graph_equal(back, odd)
 
 

@@ -6,6 +6,7 @@ other tests that need a small graph or run in a store.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -219,3 +220,20 @@ def record_queries(store: Any, method: str) -> list[Any]:
 
     setattr(store, method, spy)
     return sent
+
+
+def with_odd_accounts(graph: PropertyGraph, **extra: pl.Series) -> PropertyGraph:
+    """``graph`` with account columns a store must carry exactly: pre-1970 and nanosecond
+    timestamps, dates, nullable booleans, NaN (plus ``extra`` columns of the caller's)."""
+    n = graph.accounts.height
+    accounts = graph.accounts.with_columns(
+        pl.Series("born", [dt.date(1950 + i, 1, 2) for i in range(n)]),
+        pl.Series("old_ts", [dt.datetime(1969, 12, 31, 23, 59, 59, 500_001)] * (n - 1) + [None],
+                  dtype=pl.Datetime("us", "UTC")),
+        pl.Series("naive_ns", [dt.datetime(2030, 1, 1, 0, 0, 0, 7)] * n,
+                  dtype=pl.Datetime("ns")).dt.offset_by("123ns"),
+        pl.Series("flag", [True, None] * (n // 2), dtype=pl.Boolean),
+        pl.Series("nan", [float("nan")] * n),
+        *extra.values(),
+    )
+    return PropertyGraph.from_frames({**graph.frames(), "accounts": accounts})
