@@ -41,7 +41,6 @@ from attribution.engine.lockstep import Blocks
 from attribution.engine.matrix import list_matrix
 from attribution.stages.behaviour import MINHASH_K
 
-# Families that show a group acting together (the same minutes, one sign-up burst).
 # Group-level synchrony: a sign-up burst, a lockstep block. A pair's own minutes
 # (timing) are not among them: among the many pairs compared, two developers behind
 # one proxy match a few minutes as often as two members of a careful campaign do
@@ -69,11 +68,19 @@ class Links:
     # s_<family> columns): evidence spread over several members of one fleet
     # may attach the loner to it (see attach_by_evidence).
     near: pl.DataFrame
-    # Members of lockstep blocks (idx, block) and the blocks (see engine.lockstep):
-    # the sybil score counts them as coordination and quotes the block.
+    # The lockstep blocks (see engine.lockstep): the sybil score counts their members
+    # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
-    lockstep_members: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
-        schema={"idx": pl.Int32, "block": pl.Int64}))
+
+    @property
+    def lockstep_members(self) -> pl.DataFrame:
+        """(idx, block) of every account in a lockstep block."""
+        return _in_block(self.lockstep, self.accounts)
+
+
+def _in_block(blocks: Blocks, accounts: pl.DataFrame) -> pl.DataFrame:
+    """(idx, block): the blocks' members by their row in the account index."""
+    return blocks.members.join(accounts, on="account_id").select("idx", "block")
 
 
 def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
@@ -98,7 +105,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
         pl.col("idx").cast(pl.Int32)
     )
     blocks = blocks if blocks is not None else Blocks.empty()
-    in_block = blocks.members.join(accounts, on="account_id").select("idx", "block")
+    in_block = _in_block(blocks, accounts)
     bursts = _creation_blocks(graph, accounts, params)
     creation = _creation_evidence(bursts, params)
     entity, open_network = _entity_evidence(
@@ -118,8 +125,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
     return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
-                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks,
-                 lockstep_members=in_block)
+                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks)
 
 
 def _same_block(scored: pl.DataFrame, in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
@@ -307,7 +313,7 @@ def _rented_networks(scored: pl.DataFrame, open_network: pl.DataFrame, p: LinkPa
     does not reach, several operators at once), and such a crowd is anomalous
     together (foreign time zones, the same popular tools). Sharing them is
     evidence of one operator only beside identity-level evidence (a card or a
-    device) or group-level synchrony (the same minutes, one sign-up burst);
+    device) or group-level synchrony (a lockstep block, one sign-up burst);
     otherwise a pair's network strength is only what its open networks (an
     office, a home line) give.
     """

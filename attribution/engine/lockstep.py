@@ -174,7 +174,7 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
 
 
 def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
-    """(block, acc, net, hits, expected, m, surprise) for every account on a block's network.
+    """(block, acc, net, hits, expected, trials, surprise) for every account with a hit on a block.
 
     A block's cells are the hot cells holding two of its members besides the one tested;
     ``expected`` is the account's hits with its own buckets moved to another day of the
