@@ -98,6 +98,10 @@ class LockstepParams:
     # ... and when its occupancy is this surprising against the network's own mean
     # occupancy at that hour (-log10 of the Poisson tail: 1 in 100).
     cell_surprise: float = 2.0
+    # The network's mean at that hour is re-estimated this many times without the hot
+    # cells found so far: a campaign that is most of a rented service's traffic must not
+    # set the baseline it is judged against (sigma clipping, in Poisson terms).
+    baseline_rounds: int = 2
     # Seeds: accounts with at least this many hot buckets on a network, making at
     # least this share of their buckets there.
     seed_hits: int = 2

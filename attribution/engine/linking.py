@@ -39,6 +39,7 @@ from attribution.contracts.vocabulary import (
 from attribution.engine import features
 from attribution.engine.lockstep import Blocks
 from attribution.engine.matrix import list_matrix
+from attribution.stages.activity import network_of
 from attribution.stages.behaviour import MINHASH_K
 
 # Group-level synchrony: a sign-up burst, a lockstep block. A pair's own minutes
@@ -337,17 +338,25 @@ def email_shape(local: pl.Expr) -> pl.Expr:
 def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     """Sign-up bursts: (block, idx, s, lam), one row per member of each burst.
 
-    A burst is accounts created in one window with the same email pattern,
-    judged against its own base rate: k accounts of one (domain,
-    shape) in a window where about lambda were expected. The strength grows
-    with the Poisson surprise and with the share of the burst that is excess,
-    so background sign-ups in a busy window are not glued together.
+    A burst is accounts created in one window with the same email pattern, or
+    signed up from the same network (proxy service, ASN or /24, as the lockstep
+    step names it: an operator that varies its e-mail shapes still signs its
+    accounts up through the service it rents), judged against its own base rate:
+    k accounts of one (domain, shape) or one network in a window where about
+    lambda were expected. The strength grows with the Poisson surprise and with
+    the share of the burst that is excess, so background sign-ups in a busy
+    window (a carrier NAT, a popular proxy service) are not glued together.
     """
-    acc = graph.accounts.join(index, on="account_id").select(
+    signup = (graph.uses.filter(pl.col("kind") == "signup_ip")
+              .join(network_of(graph.ips, graph.proxies), left_on="entity_id", right_on="ip")
+              .group_by("account_id").agg(pl.col("network").min().alias("signup_net")))
+    acc = graph.accounts.join(index, on="account_id").join(
+        signup, on="account_id", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
         email_shape(pl.col("email_local").fill_null("")).alias("shape"),
+        "signup_net",
     )
     if acc.height < 2:
         return _empty_blocks()
@@ -359,12 +368,13 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
     # are not uniform in time (growth, launches, the newest days), and a busy day
     # must not look like a burst.
     acc = acc.with_columns((pl.col("minute") // 1440).alias("day"))
-    for keys in (("email_domain", "shape"), ("shape",)):
-        base = acc.group_by(*keys).agg(pl.len().alias("total"))
-        daily = acc.group_by(*keys, "day").agg(pl.len().alias("that_day"))
+    for keys in (("email_domain", "shape"), ("shape",), ("signup_net",)):
+        keyed = acc.drop_nulls(list(keys))
+        base = keyed.group_by(*keys).agg(pl.len().alias("total"))
+        daily = keyed.group_by(*keys, "day").agg(pl.len().alias("that_day"))
         for offset in (0, p.burst_minutes // 2):
             bucket = ((pl.col("minute") + offset) // p.burst_minutes).alias("bucket")
-            counted = acc.with_columns(bucket).join(base, on=list(keys)).join(
+            counted = keyed.with_columns(bucket).join(base, on=list(keys)).join(
                 daily, on=[*keys, "day"])
             blocks = (
                 counted.group_by("bucket", *keys)

@@ -17,7 +17,9 @@ block's mass against what its volume would hold by chance). What we changed, and
    distinct accounts are surprising against that value's own mean occupancy at that
    hour of day: a carrier NAT or a busy proxy exit holds many ordinary users every
    minute and yields no hot cells, a quiet rented service holding six accounts at
-   once does (``-log10 P(Poisson(lambda) >= n)``).
+   once does (``-log10 P(Poisson(lambda) >= n)``). The mean is estimated again
+   without the hot cells (``LockstepParams.baseline_rounds``): a campaign that is
+   most of a rented service's traffic would otherwise set its own baseline.
 2. Seeds: accounts that spend most of their activity on a value in its hot cells,
    grouped by the hot cells they share (connected components). Blocks are found
    one pass after another, the members of earlier ones taken out (as D-Cube finds
@@ -136,10 +138,17 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
     per_hour = max(60 // minutes, 1)
     cells = occ.group_by("net", "b").agg(pl.len().alias("n")).with_columns(
         (pl.col("b") * minutes // 60 % 24).alias("h"))
-    lam = cells.group_by("net", "h").agg((pl.col("n").sum() / (days * per_hour)).alias("lam"))
-    cells = cells.join(lam, on=["net", "h"])
-    surprise = poisson_surprise(cells["n"].to_numpy(), cells["lam"].to_numpy())
-    hot = cells.filter((pl.col("n") >= p.min_occupancy) & pl.Series(surprise >= p.cell_surprise))
+    slots = days * per_hour
+    hot_mask = pl.Series("hot", np.zeros(cells.height, dtype=bool))
+    for _ in range(p.baseline_rounds + 1):
+        lam = (cells.with_columns(hot_mask).group_by("net", "h")
+               .agg((pl.col("n").filter(~pl.col("hot")).sum()
+                     / (slots - pl.col("hot").sum()).clip(lower_bound=1)).alias("lam")))
+        joined = cells.join(lam, on=["net", "h"], how="left", maintain_order="left")
+        surprise = poisson_surprise(joined["n"].to_numpy(), joined["lam"].to_numpy())
+        hot_mask = pl.Series("hot", (joined["n"].to_numpy() >= p.min_occupancy)
+                             & (surprise >= p.cell_surprise))
+    hot = cells.filter(hot_mask)
     per_session = max(p.session_minutes // minutes, 1)
     counts = occ.group_by("acc", "net").agg(
         pl.len().alias("m"), (pl.col("b") // per_session).n_unique().alias("trials"))

@@ -60,7 +60,12 @@ def test_big_blocks_cost_linear_pairs() -> None:
     assert links.candidates <= 2000 * params.window * 3
 
 
-def batch_world(same_network: bool) -> dict[str, pl.DataFrame]:
+# A batch whose operator varied the e-mail of every account (no two share a shape or domain).
+MIXED_EMAILS = ("amber.falcon1@mailbox.test", "k9x2q@inbox.test", "jsmith@post.test",
+                "lee_77@mail.test", "z.q.r@box.test")
+
+
+def batch_world(same_network: bool, emails: tuple[str, ...] | None = None) -> dict[str, pl.DataFrame]:
     """200 ordinary sign-ups over a month, and a batch of 5 created in 5 minutes, unused."""
     accounts = [
         {"account_id": f"o{i:03d}", "created_at": ts(i * 211.0),
@@ -68,7 +73,8 @@ def batch_world(same_network: bool) -> dict[str, pl.DataFrame]:
         for i in range(200)
     ] + [
         {"account_id": f"b{i}", "created_at": ts(20_000.0 + i),
-         "email": f"amber.falcon{i}@mailbox.test", "signup_ip": f"203.0.113.{i + 1}"}
+         "email": emails[i] if emails else f"amber.falcon{i}@mailbox.test",
+         "signup_ip": f"203.0.113.{i + 1}"}
         for i in range(5)
     ]
     ips = [{"ip": f"198.51.100.{i + 1}", "asn": 64501 + i % 20} for i in range(200)] + [
@@ -90,6 +96,31 @@ def test_an_unused_batch_signed_up_through_one_rented_network_is_linked() -> Non
 def test_an_unused_batch_from_unrelated_networks_is_not() -> None:
     # The sign-up burst alone is one family: no edge.
     links = infer_links(build_graph(batch_world(same_network=False)), LinkParams())
+    assert links.edges.height == 0
+
+
+def test_a_batch_with_varied_emails_signed_up_through_one_rented_network_is_linked() -> None:
+    # No e-mail pattern in common: the burst is the sign-ups on one proxy service.
+    links = infer_links(build_graph(batch_world(same_network=True, emails=MIXED_EMAILS)),
+                        LinkParams())
+    assert pairs(links.edges, links.accounts) == {
+        (f"b{i}", f"b{j}") for i in range(5) for j in range(i + 1, 5)}
+    unrelated = infer_links(build_graph(batch_world(same_network=False, emails=MIXED_EMAILS)),
+                            LinkParams())
+    assert unrelated.edges.height == 0
+
+
+def test_steady_sign_ups_through_one_busy_network_are_no_burst() -> None:
+    # 400 people sign up through one carrier NAT over a month, two minutes apart at the busiest:
+    # the network's own rate explains every window.
+    accounts = [{"account_id": f"o{i:03d}", "created_at": ts(i * 100.0 + (i % 3) * 49.0),
+                 "email": f"person{i}@mailbox.test", "signup_ip": f"198.51.100.{i % 250 + 1}"}
+                for i in range(400)]
+    ips = [{"ip": f"198.51.100.{i + 1}", "asn": 64501, "proxy_id": "prx_nat"} for i in range(250)]
+    account_ips = [{"account_id": a["account_id"], "ip": a["signup_ip"], "first_seen": ts(0),
+                    "last_seen": ts(5000), "requests": 5} for a in accounts]
+    links = infer_links(build_graph(tables(accounts=accounts, ips=ips, account_ips=account_ips)),
+                        LinkParams())
     assert links.edges.height == 0
 
 
