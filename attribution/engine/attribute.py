@@ -7,7 +7,8 @@ earlier case) or in two hops (a member shares a card or device with a known
 employee account, or, weaker, with an account the organization's known
 evidence places in its team: its own card or email domain is the
 organization's). Each kind of evidence has its own strength, scaled by the
-analyst's confidence in the fact, by how much of the fleet it touches, and by
+analyst's confidence in the fact, by how much of the fleet it touches (a
+template also by how often the fleet ran it: one use is a leak), and by
 how specific the entity is to the fleet: the share of its users that are the
 fleet's kind of user (members of likely-sybil fleets, or the organization's
 own people) rather than the public, so a template thousands of ordinary
@@ -58,6 +59,11 @@ TEAM_HOP = 0.6       # shared with an account placed in the team only by its car
 TEAM_KINDS = ("payment", "email_domain")  # an account's own facts that place it in a team
 RENTED = 0.1         # proxy exits and hosting ranges say little about who rents them
 SAME_KIND_BONUS = 0.3
+# An operation runs its template over and over (hundreds of uses in a fleet); one or
+# two uses by one member is how a template leaks or gets copied, not how it is run.
+# A template's evidence reaches full strength at this many uses inside the fleet
+# (log scale: 1 use 0.29, 3 uses 0.58).
+TEMPLATE_RUN = 10
 
 
 def member_reach(edges: pl.DataFrame, membership: pl.DataFrame, accounts: pl.DataFrame,
@@ -158,7 +164,7 @@ def attribute(
     sentences = [
         _sentence(*row)
         for row in evidence.select(
-            "kind", "key", "n_members", "via", "name", "org_id", "source", "rented"
+            "kind", "key", "n_members", "via", "name", "org_id", "source", "rented", "requests"
         ).iter_rows()
     ]
     evidence = evidence.with_columns(
@@ -198,7 +204,7 @@ def _rank(per_org: pl.DataFrame, params: AttributionParams) -> pl.DataFrame:
 
 def _sentence(
     kind: str, key: str, n: int, via: str | None, name: str | None, org: str, source: str,
-    rented: bool,
+    rented: bool, uses: int,
 ) -> str:
     who = name or org
     accounts = f"{n} account{'s' if n != 1 else ''}"
@@ -215,7 +221,9 @@ def _sentence(
                 f"{via} employee account{'s' if via != '1' else ''} of {who}")
     else:
         verb = "uses" if n == 1 else "use"
-        text = f"{accounts} {verb} {STRENGTH[kind][2]} {mask(kind, key)}, known as {who}'s ({source})"
+        times = f" ({uses:,} time{'s' if uses != 1 else ''})" if kind == "prompt" else ""
+        text = (f"{accounts} {verb} {STRENGTH[kind][2]} {mask(kind, key)}{times}, "
+                f"known as {who}'s ({source})")
     if rented:
         text += "; rented infrastructure, discounted"
     return text
@@ -364,6 +372,10 @@ def _evidence_pieces(
                     .otherwise(0.0),
                 )
                 * pl.when(pl.col("rented")).then(RENTED).otherwise(1.0)
+                * pl.when(pl.col("kind") == "prompt")
+                .then(((1.0 + pl.col("requests").cast(pl.Float64)).log10()
+                       / np.log10(1.0 + TEMPLATE_RUN)).clip(0.0, 1.0))
+                .otherwise(1.0)
                 # An entity that ordinary accounts also use (a public template,
                 # a NAT shared with an employee) is no tie to the fleet.
                 * pl.col("specificity")

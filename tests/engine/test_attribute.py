@@ -86,6 +86,22 @@ def test_specificity_falls_with_the_ordinary_users_of_the_entity() -> None:
     assert strengths == sorted(strengths, reverse=True) and strengths[-1] < 0.1 * strengths[0]
 
 
+def _one_member_template(uses: int) -> PropertyGraph:
+    """One member of six used the organization's own template (nobody else ever did)."""
+    graph = _graph([("f0", "prompt", "tpl")], [("prompt", "tpl", "org_a", "prior_case", 0.85)])
+    return PropertyGraph.from_frames({**graph.frames(), "uses": graph.uses.with_columns(
+        pl.lit(uses, pl.Int64).alias("count"))})
+
+
+def test_a_template_one_member_used_once_names_nobody_and_one_it_runs_does() -> None:
+    # A leaked or copied template is used once or twice; an operation runs its own.
+    once, _ = _run(_one_member_template(uses=1))
+    assert once["org_id"] is None
+    run, evidence = _run(_one_member_template(uses=40))
+    assert run["org_id"] == "org_a"
+    assert "(40 times)" in evidence.filter(pl.col("kind") == "prompt_template")["detail"].item()
+
+
 def _network_world(staff_known: bool) -> PropertyGraph:
     """Alpha's office IP, used by the fleet and by 50 staff accounts."""
     uses = [(a, "ip", "10.0.0.1") for a in FLEET]
