@@ -23,10 +23,9 @@ from attribution.contracts.vocabulary import (
     IDENTITY_FAMILIES,
     KIND_FAMILY,
     STRENGTH_COLUMNS,
-    families_agreeing,
     total_weight,
 )
-from attribution.engine.linking import anchored, rarity
+from attribution.engine.linking import anchored, corroborating, rarity
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -260,7 +259,7 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
         sides.group_by("loner", "fleet")
         .agg(*[pl.col(c).max() for c in s_cols], total_weight().sum().alias("mass"))
         .with_columns(
-            families_agreeing(params.family_threshold).alias("families"),
+            corroborating(params.family_threshold).alias("families"),
             total_weight().alias("attachment"),
         )
         .sort(["loner", "mass", "fleet"], descending=[False, True, False])

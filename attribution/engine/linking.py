@@ -681,12 +681,28 @@ def anchored(threshold: float) -> pl.Expr:
                               for f in (*STRONG_FAMILIES, *SYNCHRONY_FAMILIES)])
 
 
+def corroborating(threshold: float) -> pl.Expr:
+    """How many families agree on a pair, counting a shared network only when something
+    besides the lockstep block anchors the pair.
+
+    A lockstep block is read off one network service at the minutes its members
+    acted there; two of its members sharing that service's exits is the same
+    observation again, not a second family. A bystander the block test let in (a
+    developer renting the same proxy at the same hours) shares those exits with
+    every member, so counting them twice would link it to all of them."""
+    others = [f for f in (*STRONG_FAMILIES, *SYNCHRONY_FAMILIES) if f != "lockstep"]
+    lockstep_only = ~pl.any_horizontal([pl.col(f"s_{f}") >= threshold for f in others])
+    echo = (lockstep_only & (pl.col("s_lockstep") >= threshold)
+            & (pl.col("s_network") >= threshold)).cast(pl.Int32)
+    return families_agreeing(threshold) - echo
+
+
 def _decide(scored: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     """Keep pairs with a strong identifier, or several families agreeing, one of them
     identity or synchrony (see ``anchored``)."""
     strong = pl.any_horizontal([pl.col(f"s_{f}") >= p.strong_threshold for f in STRONG_FAMILIES])
     out = scored.with_columns(
-        families_agreeing(p.family_threshold).alias("families"), total_weight().alias("weight")
+        corroborating(p.family_threshold).alias("families"), total_weight().alias("weight")
     )
     return out.filter(
         strong | ((pl.col("families") >= p.min_families) & (pl.col("weight") >= p.min_weight)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from attribution.contracts.settings import LinkParams
-from attribution.engine.linking import infer_links
+from attribution.contracts.vocabulary import FAMILIES
+from attribution.engine.linking import corroborating, infer_links
 from attribution.stages.build import build_graph
 from tests.support.tables import tables, ts
 
@@ -184,3 +185,13 @@ def test_a_card_inside_the_crowd_still_links_its_two_accounts() -> None:
     graph = build_graph(crowd(card_pair=True))
     links = infer_links(graph, LinkParams())
     assert pairs(links.edges, links.accounts) == {("c000", "c001")}
+
+
+def test_a_shared_network_does_not_corroborate_the_lockstep_block_read_off_it() -> None:
+    # lockstep + the same service's exits: one observation; with an e-mail pattern or a
+    # sign-up burst beside them the network counts again.
+    cols = [f"s_{f}" for f in FAMILIES]
+    rows = [{"s_lockstep": 1.0, "s_network": 1.0}, {"s_lockstep": 1.0, "s_email": 1.0},
+            {"s_lockstep": 1.0, "s_network": 1.0, "s_creation": 1.0}, {"s_network": 1.0, "s_device": 1.0}]
+    scored = pl.DataFrame([{c: r.get(c, 0.0) for c in cols} for r in rows])
+    assert scored.select(corroborating(0.4).alias("n"))["n"].to_list() == [1, 2, 3, 2]
