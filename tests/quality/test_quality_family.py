@@ -4,8 +4,9 @@ The first three held-out seeds are generated and run here; all ten, and the
 development seeds, are in the README (``python -m fixtures.family_eval``).
 Held-out seeds are only measured: a failure here is reproduced on a development
 seed before anything changes. The bars the engine meets are the issue's own;
-the ones it does not meet yet (recall, ARI, proxied developers flagged) are
-asserted at what it reaches, so that nothing slides back, and say so.
+recall and ARI meet the issue's bars on the mean of the ten held-out seeds
+(0.92 and 0.86) but not on every seed (201: recall 0.84), so they are asserted
+per seed at what the engine reaches, so that nothing slides back, and say so.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ ACCOUNTS = 20_000
 # Legitimate populations that look like fleets and must stay unflagged (issue 12: <= 2 %).
 OPEN_POPULATIONS = ("company_team", "lab_employee", "ci_bot", "api_customer", "heavy_developer",
                     "heavy_chat", "eval_burst", "cafe", "onboarding_team", "family")
-# Below the issue's bars, at what the engine reaches on these seeds (README: all ten).
-RECALL_FLOOR = 0.70
-ARI_FLOOR = 0.60
-PROXIED_CEILING = 0.03  # seed 202: 2.4 %
+# Per seed, below the issue's bars (0.90, 0.8) where seed 201 is (recall 0.84, ARI 0.81).
+RECALL_FLOOR = 0.82
+ARI_FLOOR = 0.78
 
 
 @pytest.fixture(scope="module", params=SEEDS)
@@ -72,11 +72,11 @@ def test_open_populations_are_not_flagged(quality: Quality) -> None:
 
 def test_precision_and_what_recall_reaches(quality: Quality) -> None:
     assert quality.sybil_precision >= 0.93
-    # Not yet the issue's bars (recall >= 0.90, ARI >= 0.8): what the engine reaches now.
+    # The issue's bars are recall >= 0.90 and ARI >= 0.8: met on the held-out mean, not per seed.
     assert quality.sybil_recall >= RECALL_FLOOR
     assert quality.ari >= ARI_FLOOR
     proxied = quality.legit_flagged_by_kind.get("proxied_developer", 0.0)
-    assert proxied <= PROXIED_CEILING  # issue 12's bar is 0.02
+    assert proxied <= 0.02  # the issue's bar (seed 202: 1.6 %)
 
 
 def test_lockstep_blocks_are_campaigns_and_read_as_sentences(family_run: Path) -> None:
