@@ -120,6 +120,7 @@ from attribution.store.neo4j_cypher import (
     MERGE_KNOWN,
     MERGE_ROWS,
     MERGE_USES,
+    NODE_IDS,
     NODE_KEYS,
     READ_ACCOUNTS,
     READ_ASSIGNMENTS,
@@ -144,12 +145,14 @@ from attribution.store.neo4j_cypher import (
 )
 
 __all__ = ["CREATE_ROWS", "CREATE_USES", "FINISH_LOAD", "LINK_LABEL", "MERGE_ROWS", "MERGE_USES",
-           "SCHEMA", "USE_REL", "Neo4jStore", "StoreError", "StoreUnavailable"]
+           "NODE_IDS", "SCHEMA", "USE_REL", "Neo4jStore", "StoreError", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
 KeepRuns = Literal["all", "current"]
 T = TypeVar("T")
+# One load transaction: its statement, the MERGE twin a resend runs (if any), parameters.
+Batch = tuple[LiteralString, LiteralString | None, dict[str, Any]]
 
 # Measured with bench/neo4j_load.py (2 cores shared with other work, so noisy):
 # 20k accounts, 244k rows, pure-Python driver: 1k rows per transaction 5.7k rows/s,
@@ -313,17 +316,20 @@ class Neo4jStore:
             chunk = rows.slice(start, self.batch_size).to_dicts()
             self._write(query, rows=chunk, **params)
 
-    def _send_all(self, batches: Iterable[tuple[LiteralString, LiteralString | None,
-                                                dict[str, Any]]]) -> None:
+    def _send_all(self, batches: Iterable[Batch],
+                  sink: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+                  ) -> None:
         """Write ``(query, fallback, params)`` batches on ``workers`` sessions at once.
 
         At most twice ``workers`` batches are built ahead (memory stays flat on a
         large load); the first failure stops the submission and is raised once the
-        batches in flight have ended.
+        batches in flight have ended. ``sink`` gets each batch's parameters and records.
         """
         def one(query: LiteralString, fallback: LiteralString | None,
                 params: dict[str, Any]) -> None:
-            self._write(query, fallback=fallback, **params)
+            records = self._write(query, fallback=fallback, **params)
+            if sink is not None:
+                sink(params, records)
             self._meter.add(int(params["n"]))
 
         if self.workers == 1:
@@ -347,8 +353,7 @@ class Neo4jStore:
                 raise
 
     def _batches(self, create: LiteralString, merge: LiteralString, columns: ColumnBatches,
-                 fresh: bool, **params: Any
-                 ) -> Iterator[tuple[LiteralString, LiteralString | None, dict[str, Any]]]:
+                 fresh: bool, **params: Any) -> Iterator[Batch]:
         """One frame's batches: CREATE (MERGE on a resend) on a fresh graph, else MERGE."""
         for start in range(0, columns.height, self.batch_size):
             batch = {**columns.batch(start, self.batch_size), **params}
@@ -430,53 +435,59 @@ class Neo4jStore:
                  for name, label in FRAME_LABEL.items()]
         keys = [(label, ColumnBatches(pl.DataFrame({"k": values}), lift={"keys": "k"}))
                 for label, values in touched.items()]
-        use_parts = [(kind, ColumnBatches(uses.filter(pl.col("kind") == kind),
-                                          lift={"a": "account_id", "e": "entity_id"},
-                                          drop=("kind",)))
-                     for kind in USE_REL]
         ips = graph.ips
-        in_asn = ColumnBatches(ips.filter(pl.col("asn").is_not_null()).select(
-            "ip", pl.col("asn").cast(pl.String)), lift={"ip": "ip", "asn": "asn"})
-        exit_of = ColumnBatches(ips.filter(pl.col("proxy_id").is_not_null()).select(
-            "ip", "proxy_id"), lift={"ip": "ip", "proxy": "proxy_id"})
-        link_parts = [(kind, ColumnBatches(
-            links.filter(pl.col("kind") == kind),
-            lift={"org": "org_id", "key": "key", "etype": "entity_type", "eid": "entity_id"},
-            keep=("key", "entity_type", "entity_id")))
-            for kind in LINK_LABEL]
         # CREATE only where a row cannot meet another of its own kind: frames whose
         # keys repeat go through MERGE as before, whatever the database holds.
         rels_unique = (_unique(uses, "account_id", "kind", "entity_id")
                        and _unique(ips, "ip")
                        and _unique(links, "kind", "key", "org_id", "entity_type", "entity_id"))
+        n_rels = (uses.height + ips.filter(pl.col("asn").is_not_null()).height
+                  + ips.filter(pl.col("proxy_id").is_not_null()).height + links.height)
         self._meter = LoadMeter(
-            sum(c.height for _, c, _ in nodes) + sum(c.height for _, c in keys)
-            + sum(c.height for _, c in use_parts) + in_asn.height + exit_of.height
-            + sum(c.height for _, c in link_parts), progress)
+            sum(c.height for _, c, _ in nodes) + sum(c.height for _, c in keys) + n_rels,
+            progress)
 
-        def node_batches() -> Iterator[tuple[LiteralString, LiteralString | None,
-                                             dict[str, Any]]]:
+        def node_batches() -> Iterator[Batch]:
             for label, columns, unique in nodes:
                 yield from self._batches(CREATE_ROWS[label], MERGE_ROWS[label], columns,
-                                         fresh and unique, stamp=stamp)
+                                         fresh and unique, stamp=stamp, label=label)
             for label, columns in keys:
                 yield from self._batches(CREATE_KEYS[label], MERGE_KEYS[label], columns,
-                                         fresh, stamp=stamp)
+                                         fresh, stamp=stamp, label=label)
 
-        def rel_batches() -> Iterator[tuple[LiteralString, LiteralString | None,
-                                            dict[str, Any]]]:
+        ids = NodeIds()
+        self._send_all(node_batches(), ids.add)  # every end exists before a relationship
+        end = ids.frames()
+
+        def rel_batches() -> Iterator[Batch]:
+            # Relationship ends travel as element ids (see NODE_IDS), joined on here
+            # one frame at a time; the key columns they replace are not properties.
             create = fresh and rels_unique
-            for kind, columns in use_parts:
-                yield from self._batches(CREATE_USES[kind], MERGE_USES[kind], columns,
-                                         create, stamp=stamp)
-            yield from self._batches(CREATE_IN_ASN, MERGE_IN_ASN, in_asn, create, stamp=stamp)
-            yield from self._batches(CREATE_EXIT_OF, MERGE_EXIT_OF, exit_of, create,
-                                     stamp=stamp)
-            for kind, columns in link_parts:
-                yield from self._batches(CREATE_KNOWN[kind], MERGE_KNOWN[kind], columns,
-                                         create, stamp=stamp)
+            for kind, (_, label) in USE_REL.items():
+                part = _ends(uses.filter(pl.col("kind") == kind),
+                             a=(end, "Account", "account_id"), e=(end, label, "entity_id"))
+                yield from self._batches(
+                    CREATE_USES[kind], MERGE_USES[kind],
+                    ColumnBatches(part, lift={"a": "a", "e": "e"},
+                                  drop=("kind", "account_id", "entity_id")),
+                    create, stamp=stamp)
+            in_asn = _ends(ips.filter(pl.col("asn").is_not_null()).select(
+                "ip", pl.col("asn").cast(pl.String)), i4=(end, "IP", "ip"),
+                a=(end, "ASN", "asn"))
+            yield from self._batches(CREATE_IN_ASN, MERGE_IN_ASN, ColumnBatches(
+                in_asn, lift={"ip": "i4", "asn": "a"}), create, stamp=stamp)
+            exit_of = _ends(ips.filter(pl.col("proxy_id").is_not_null()).select(
+                "ip", "proxy_id"), i4=(end, "IP", "ip"), p=(end, "Proxy", "proxy_id"))
+            yield from self._batches(CREATE_EXIT_OF, MERGE_EXIT_OF, ColumnBatches(
+                exit_of, lift={"ip": "i4", "proxy": "p"}), create, stamp=stamp)
+            for kind, label in LINK_LABEL.items():
+                part = _ends(links.filter(pl.col("kind") == kind),
+                             o=(end, "Organization", "org_id"), e=(end, label, "key"))
+                yield from self._batches(CREATE_KNOWN[kind], MERGE_KNOWN[kind], ColumnBatches(
+                    part, lift={"org": "o", "key": "e", "etype": "entity_type",
+                                "eid": "entity_id"},
+                    keep=("entity_type", "entity_id"), drop=("org_id",)), create, stamp=stamp)
 
-        self._send_all(node_batches())  # every end exists before a relationship needs it
         self._send_all(rel_batches())
         self._meter.finish()
         self._meter = LoadMeter(0, None)
@@ -735,6 +746,49 @@ class LoadMeter:
             rate = self.done / max(now - self.started, 1e-9)
             self.say(f"load: {self.done:,} of {self.total:,} rows in "
                      f"{now - self.started:,.1f}s, {rate:,.0f} rows/s")
+
+
+class NodeIds:
+    """Element ids of the nodes a load wrote, by label and key, as node batches end.
+
+    The node statements return them (``NODE_IDS``); batches end on several threads,
+    and ``list.append`` is atomic, so the parts are only put together at the end.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[str, list[Any], list[str]]] = []
+
+    def add(self, params: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        if not records or len(records[0]["ids"]) != params["n"]:
+            raise StoreError(f"a {params['label']} batch did not return the ids of its "
+                             f"{params['n']} nodes")
+        keys = params["keys"]
+        self._parts.append((params["label"], [keys[i] for i in records[0]["at"]],
+                            records[0]["ids"]))
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        """label -> frame of ``key`` (as text) and ``id``, one row per node."""
+        out: dict[str, list[pl.DataFrame]] = {}
+        for label, keys, ids in self._parts:
+            out.setdefault(label, []).append(pl.DataFrame(
+                {"key": pl.Series(keys).cast(pl.String), "id": pl.Series(ids, dtype=pl.String)}))
+        return {label: pl.concat(parts).unique("key", keep="first")
+                for label, parts in out.items()}
+
+
+def _ends(frame: pl.DataFrame, **ends: tuple[dict[str, pl.DataFrame], str, str]
+          ) -> pl.DataFrame:
+    """``frame`` with, for each ``name=(ids, label, column)``, a column ``name`` holding the
+    element id of the ``label`` node whose key is ``column`` (rows keep their order)."""
+    for name, (ids, label, column) in ends.items():
+        table = ids.get(label, pl.DataFrame(schema={"key": pl.String, "id": pl.String}))
+        frame = frame.with_columns(pl.col(column).cast(pl.String).alias("_key")).join(
+            table.rename({"id": name}), left_on="_key", right_on="key", how="left",
+            maintain_order="left").drop("_key")
+        missing = frame.filter(pl.col(name).is_null() & pl.col(column).is_not_null()).height
+        if missing:
+            raise StoreError(f"{missing} relationship end(s) with no {label} node loaded")
+    return frame
 
 
 def _records(tx: ManagedTransaction, query: LiteralString, params: dict[str, Any]

@@ -120,12 +120,14 @@ def _times(var: LiteralString) -> LiteralString:
 # ``$secs`` / ``$nanos``), so no property name travels per row and the client
 # builds no dict per row. Each statement comes twice: CREATE for a first load
 # into an empty graph (no lookup before the write), MERGE for a load over an
-# older graph or the resend of a batch whose commit outcome is unknown.
+# older graph or the resend of a batch whose commit outcome is unknown. Timestamps
+# are built with ``datetime.fromepoch`` (the same UTC value as the map form, without
+# building and reading a map per value).
 SET_COLUMNS: LiteralString = (
     " FOREACH (j IN range(0, size($cols) - 1) | SET <V>[$cols[j]] = $vals[j][i])"
     " FOREACH (j IN range(0, size($times) - 1) | SET <V>[$times[j]] ="
     " CASE WHEN $secs[j][i] IS NULL THEN NULL"
-    " ELSE datetime({epochSeconds: $secs[j][i], nanosecond: $nanos[j][i]}) END)"
+    " ELSE datetime.fromepoch($secs[j][i], $nanos[j][i]) END)"
 )
 
 
@@ -133,23 +135,30 @@ def _set_columns(var: LiteralString) -> LiteralString:
     return _expand(SET_COLUMNS, V=var)
 
 
+# Every node statement returns the element ids of its nodes (``ids``, for the rows
+# ``at``), and relationship statements find their ends by element id: a seek by id
+# costs the server far less than two unique-index seeks on text keys (USES_IP on the
+# 200k world: 27 us of server CPU per relationship by key, 20 by element id).
+NODE_IDS: LiteralString = " RETURN collect(i) AS at, collect(elementId(n)) AS ids"
 CREATE_ROWS = _per_label(
     "UNWIND range(0, $n - 1) AS i "
     "CREATE (n:<L> {<K>: $keys[i], _snapshot: $stamp, _row: $stamp})" + _set_columns("n")
+    + NODE_IDS
 )
 MERGE_ROWS = _per_label(
     "UNWIND range(0, $n - 1) AS i MERGE (n:<L> {<K>: $keys[i]}) "
-    "SET n = {<K>: $keys[i], _snapshot: $stamp, _row: $stamp}" + _set_columns("n")
+    "SET n = {<K>: $keys[i], _snapshot: $stamp, _row: $stamp}" + _set_columns("n") + NODE_IDS
 )
 CREATE_KEYS = _per_label(
-    "UNWIND range(0, $n - 1) AS i CREATE (:<L> {<K>: $keys[i], _snapshot: $stamp})"
+    "UNWIND range(0, $n - 1) AS i CREATE (n:<L> {<K>: $keys[i], _snapshot: $stamp})" + NODE_IDS
 )
 MERGE_KEYS = _per_label(
     "UNWIND range(0, $n - 1) AS i MERGE (n:<L> {<K>: $keys[i]}) SET n._snapshot = $stamp"
+    + NODE_IDS
 )
 USE_ENDS: LiteralString = (
     "UNWIND range(0, $n - 1) AS i "
-    "MATCH (a:Account {account_id: $a[i]}) MATCH (e:<L> {<K>: $e[i]}) "
+    "MATCH (a:Account) WHERE elementId(a) = $a[i] MATCH (e:<L>) WHERE elementId(e) = $e[i] "
 )
 CREATE_USES = {
     kind: _expand(USE_ENDS + "CREATE (a)-[r:<T> {_snapshot: $stamp}]->(e)" + _set_columns("r"),
@@ -163,7 +172,8 @@ MERGE_USES = {
 }
 KNOWN_ENDS: LiteralString = (
     "UNWIND range(0, $n - 1) AS i "
-    "MATCH (e:<L> {<K>: $key[i]}) MATCH (o:Organization {org_id: $org[i]}) "
+    "MATCH (e:<L>) WHERE elementId(e) = $key[i] "
+    "MATCH (o:Organization) WHERE elementId(o) = $org[i] "
 )
 CREATE_KNOWN = {
     kind: _expand(KNOWN_ENDS + "CREATE (e)-[r:KNOWN_AS {_snapshot: $stamp}]->(o)"
@@ -177,13 +187,14 @@ MERGE_KNOWN = {
     for kind, label in LINK_LABEL.items()
 }
 IN_ASN_ENDS: LiteralString = (
-    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP {ip: $ip[i]}) MATCH (a:ASN {asn: $asn[i]}) "
+    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP) WHERE elementId(i4) = $ip[i] "
+    "MATCH (a:ASN) WHERE elementId(a) = $asn[i] "
 )
 CREATE_IN_ASN: LiteralString = IN_ASN_ENDS + "CREATE (i4)-[:IN_ASN {_snapshot: $stamp}]->(a)"
 MERGE_IN_ASN: LiteralString = IN_ASN_ENDS + "MERGE (i4)-[r:IN_ASN]->(a) SET r._snapshot = $stamp"
 EXIT_OF_ENDS: LiteralString = (
-    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP {ip: $ip[i]}) "
-    "MATCH (p:Proxy {proxy_id: $proxy[i]}) "
+    "UNWIND range(0, $n - 1) AS i MATCH (i4:IP) WHERE elementId(i4) = $ip[i] "
+    "MATCH (p:Proxy) WHERE elementId(p) = $proxy[i] "
 )
 CREATE_EXIT_OF: LiteralString = EXIT_OF_ENDS + "CREATE (i4)-[:EXIT_OF {_snapshot: $stamp}]->(p)"
 MERGE_EXIT_OF: LiteralString = (

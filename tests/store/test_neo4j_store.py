@@ -34,6 +34,7 @@ from attribution.store.neo4j import (
     FINISH_LOAD,
     MERGE_ROWS,
     MERGE_USES,
+    NODE_IDS,
     SCHEMA,
     Neo4jStore,
     StoreError,
@@ -66,6 +67,9 @@ def fake_store(**kw: Any) -> tuple[Neo4jStore, FakeDriver]:
     def respond(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         if query == FINISH_LOAD:
             return [{"s": params["stamp"]}]
+        if query.endswith(NODE_IDS):  # node batches give their nodes' element ids
+            return [{"at": list(range(params["n"])),
+                     "ids": [f"{params['label']}:{key}" for key in params["keys"]]}]
         return []
 
     driver = FakeDriver(responder=respond)
@@ -101,9 +105,13 @@ def test_fake_load_sends_schema_first_then_batches_of_constant_statements() -> N
     account_batch = next(c.params for c in calls if c.query == MERGE_ROWS["Account"])
     assert "account_id" not in account_batch["cols"]
     assert all(len(v) == account_batch["n"] for v in account_batch["vals"])
+    # relationship ends travel as the element ids the node batches returned
     uses = [pair for c in calls if c.query == MERGE_USES["ip"]
             for pair in zip(c.params["a"], c.params["e"], strict=True)]
-    assert len(uses) == graph.uses.filter(pl.col("kind") == "ip").height
+    ip_uses = graph.uses.filter(pl.col("kind") == "ip")
+    assert sorted(uses) == sorted(
+        (f"Account:{a}", f"IP:{e}")
+        for a, e in zip(ip_uses["account_id"], ip_uses["entity_id"], strict=True))
     assert calls[-1].query == FINISH_LOAD
 
 
