@@ -163,6 +163,12 @@ Batch = tuple[LiteralString, LiteralString | None, dict[str, Any]]
 # 2.84M rows, before activity was stored): 10k rows, 1 session 20.8k-33k rows/s,
 # 2 sessions 49k-53k (the old row maps with MERGE: 17.0k); 50k-row batches were
 # slower (27k). 1M accounts (seed 11, 13.3M rows, activity on the accounts): 30.4k.
+# Relationship ends by element id (server CPU per USES_IP relationship 27 -> 20 us):
+# 200k, 2 sessions, load avg ~4: 32.4k -> 42.7k rows/s (server CPU 82 -> 64 s);
+# 1M, load avg 4.1: 32.7k (408 s). Account rows are now the slow part (about 85 us
+# of server CPU each, 8.3k rows/s at 1M): their 13 plain columns cost ~3 us each as
+# dynamic SETs, their five lists (activity ~25 elements each) ~35 us; moving the
+# activity lists to separate SET batches measured no cheaper in server CPU.
 DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10_000
 # Sessions writing load batches at once (nodes freely; relationships CREATEd on a
