@@ -164,7 +164,10 @@ class Columns:
     """Pages of columns (see ``COLUMNS``) gathered into a frame of exact dtypes.
 
     ``fixed`` columns are not properties: the caller passes their values with
-    each page (the account and kind of a relationship, say).
+    each page (the account and kind of a relationship, say). Each page becomes a
+    frame as it arrives: Python objects cost several times their Arrow size (a
+    million accounts' activity lists are 36.7M ints and 36.7M strings), so only
+    one page of them is alive at a time.
     """
 
     def __init__(self, schema: pl.Schema, fixed: tuple[str, ...] = ()) -> None:
@@ -177,6 +180,7 @@ class Columns:
         self.data: dict[str, list[Any]] = {c: [] for c in schema}
         self.seconds: dict[str, list[Any]] = {c: [] for c in self.times}
         self.nanos: dict[str, list[Any]] = {c: [] for c in self.times}
+        self.chunks: list[pl.DataFrame] = []
 
     def params(self, prefix: str = "") -> dict[str, list[str]]:
         return {f"{prefix}cols": self.cols, f"{prefix}times": self.times}
@@ -191,13 +195,23 @@ class Columns:
             self.nanos[name].extend(values)
         for name, values in zip(self.fixed, fixed, strict=True):
             self.data[name].extend(values)
+        self.chunks.append(self._built())
 
     def frame(self) -> pl.DataFrame:
+        if not self.chunks:
+            return self._built()
+        return pl.concat(self.chunks, rechunk=True)
+
+    def _built(self) -> pl.DataFrame:
+        """The rows gathered since the last page as a frame; the lists start again."""
         columns = [
             _datetimes(name, self.seconds[name], self.nanos[name], dtype)
             if isinstance(dtype, pl.Datetime) else _series(name, self.data[name], dtype)
             for name, dtype in self.schema.items()
         ]
+        for lists in (self.data, self.seconds, self.nanos):
+            for name in lists:
+                lists[name] = []
         return pl.DataFrame(columns)
 
 
