@@ -347,11 +347,8 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
     the share of the burst that is excess, so background sign-ups in a busy
     window (a carrier NAT, a popular proxy service) are not glued together.
     """
-    signup = (graph.uses.filter(pl.col("kind") == "signup_ip")
-              .join(network_of(graph.ips, graph.proxies), left_on="entity_id", right_on="ip")
-              .group_by("account_id").agg(pl.col("network").min().alias("signup_net")))
     acc = graph.accounts.join(index, on="account_id").join(
-        signup, on="account_id", how="left").select(
+        _signup_networks(graph, index).rename({"net": "signup_net"}), on="idx", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
@@ -426,26 +423,32 @@ def _creation_evidence(bursts: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     return pairs.select("a", "b", _family("creation"), "s")
 
 
+def _signup_networks(graph: PropertyGraph, index: pl.DataFrame) -> pl.DataFrame:
+    """(idx, net): the network each account signed up through, named as the lockstep
+    step names networks (``stages.activity.network_of``: the proxy provider of a known
+    exit, else the ASN, else the /24), so a sign-up burst and a batch's network agree."""
+    return (graph.uses.filter(pl.col("kind") == "signup_ip")
+            .join(network_of(graph.ips, graph.proxies), left_on="entity_id", right_on="ip")
+            .group_by("account_id").agg(pl.col("network").min().alias("net"))
+            .join(index, on="account_id").select("idx", "net"))
+
+
 def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
                             p: LinkParams) -> pl.DataFrame:
     """(a, b, family, s): members of one sign-up burst who signed up through one network.
 
-    A network here is the proxy service of the sign-up IP if it is a known
-    exit, else its ASN. Two ordinary users share a mid-sized ISP by chance,
-    so a pair is no evidence; m of a burst's k members on a network that
-    carries a share ``q`` of all sign-ups, where about k * q were expected,
-    is, with the same Poisson surprise as the burst itself. This is network
-    evidence, kept apart from the creation family: it gives accounts that
-    have done nothing yet (a batch registered through a rented proxy) a second
-    family besides their sign-up time, and only among them.
+    A network here is the sign-up network (``_signup_networks``). Two ordinary
+    users share a mid-sized ISP by chance, so a pair is no evidence; m of a
+    burst's k members on a network that carries a share ``q`` of all sign-ups,
+    where about k * q were expected, is, with the same Poisson surprise as the
+    burst itself. This is network evidence, kept apart from the creation
+    family: it gives accounts that have done nothing yet (a batch registered
+    through a rented proxy) a second family besides their sign-up time, and
+    only among them.
     """
     if not bursts.height:
         return _empty_rows()
-    ips = graph.ips.select(
-        pl.col("ip").alias("signup_ip"),
-        pl.coalesce(pl.col("proxy_id"), pl.col("asn").cast(pl.String)).alias("net"))
-    nets = graph.accounts.join(index, on="account_id").join(ips, on="signup_ip").select(
-        "idx", "net").filter(pl.col("net").is_not_null())
+    nets = _signup_networks(graph, index)
     if not nets.height:
         return _empty_rows()
     share = nets.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
