@@ -180,6 +180,8 @@ def test_activity_is_one_row_per_account_minute_and_network() -> None:
         ("b", minute, "net:198.51.100.0/24"),
     ]
     assert dict(act.schema) == ACTIVITY_SCHEMA
+    # In ranges of accounts (one exchange per range at most), the same table in the same order.
+    assert activity(ex, ips, proxies, rows_per_part=1).equals(act)
 
 
 def test_two_runs_give_the_same_blocks_to_the_last_digit() -> None:
