@@ -107,7 +107,8 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     )
     blocks = blocks if blocks is not None else Blocks.empty()
     in_block = _in_block(blocks, accounts)
-    bursts = _creation_blocks(graph, accounts, params)
+    signup = _signup_networks(graph, accounts)
+    bursts = _creation_blocks(graph, accounts, signup, params)
     creation = _creation_evidence(bursts, params)
     entity, open_network = _entity_evidence(
         graph, accounts, params, feats if feats is not None else features.account_features(graph))
@@ -119,7 +120,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     scored = _add_pairwise_families(scored, graph, params)
     scored = _rented_networks(scored, open_network, params)
     edges = _decide(scored, params)
-    batch, batch_candidates = _batch_edges(graph, accounts, bursts, creation, edges, params)
+    batch, batch_candidates = _batch_edges(graph, signup, bursts, creation, edges, params)
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
@@ -153,7 +154,7 @@ def _lockstep_pairs(in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     return pairs.select("a", "b", _family("lockstep"), "s") if pairs.height else _empty_rows()
 
 
-def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+def _batch_edges(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,
                  creation: pl.DataFrame, edges: pl.DataFrame, p: LinkParams
                  ) -> tuple[pl.DataFrame, int]:
     """Edges inside sign-up batches that nothing else links: (edges, pairs scored).
@@ -168,7 +169,7 @@ def _batch_edges(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     touched = bursts.filter(pl.col("idx").is_in(linked))["block"].unique().implode()
     quiet = bursts.filter(~pl.col("block").is_in(touched))
-    net = _burst_network_evidence(graph, index, quiet, p)
+    net = _burst_network_evidence(graph, signup, quiet, p)
     if not net.height:
         return edges.clear(), 0
     pairs = net.select("a", "b").unique()
@@ -335,8 +336,10 @@ def email_shape(local: pl.Expr) -> pl.Expr:
     return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
 
 
-def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst.
+def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
+                     p: LinkParams) -> pl.DataFrame:
+    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst;
+    ``signup`` is ``_signup_networks``.
 
     A burst is accounts created in one window with the same email pattern, or
     signed up from the same network (proxy service, ASN or /24, as the lockstep
@@ -348,7 +351,7 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, p: LinkParams) -
     window (a carrier NAT, a popular proxy service) are not glued together.
     """
     acc = graph.accounts.join(index, on="account_id").join(
-        _signup_networks(graph, index).rename({"net": "signup_net"}), on="idx", how="left").select(
+        signup.rename({"net": "signup_net"}), on="idx", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
@@ -433,11 +436,11 @@ def _signup_networks(graph: PropertyGraph, index: pl.DataFrame) -> pl.DataFrame:
             .join(index, on="account_id").select("idx", "net"))
 
 
-def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: pl.DataFrame,
+def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,
                             p: LinkParams) -> pl.DataFrame:
     """(a, b, family, s): members of one sign-up burst who signed up through one network.
 
-    A network here is the sign-up network (``_signup_networks``). Two ordinary
+    A network here is the sign-up network (``signup``: ``_signup_networks``). Two ordinary
     users share a mid-sized ISP by chance, so a pair is no evidence; m of a
     burst's k members on a network that carries a share ``q`` of all sign-ups,
     where about k * q were expected, is, with the same Poisson surprise as the
@@ -448,12 +451,11 @@ def _burst_network_evidence(graph: PropertyGraph, index: pl.DataFrame, bursts: p
     """
     if not bursts.height:
         return _empty_rows()
-    nets = _signup_networks(graph, index)
-    if not nets.height:
+    if not signup.height:
         return _empty_rows()
-    share = nets.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
+    share = signup.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
     sizes = bursts.group_by("block").agg(pl.len().alias("k"))
-    members = bursts.select("block", "idx").join(nets, on="idx").join(share, on="net")
+    members = bursts.select("block", "idx").join(signup, on="idx").join(share, on="net")
     cap = p.cap["network"]
     blocks = (
         members.group_by("block", "net")
