@@ -25,7 +25,8 @@ from attribution.contracts.vocabulary import (
     STRENGTH_COLUMNS,
     total_weight,
 )
-from attribution.engine.linking import anchored, corroborating, rarity
+from attribution.engine import features
+from attribution.engine.linking import anchored, corroborating, entity_strength
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -290,17 +291,19 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     pieces (each account links to a few others only), yet the pieces hold the
     same card, device or prompt template: the operator's own tools
     (``FRAGMENT_FAMILIES``). Two fleets merge when they share such an entity that is *specific*
-    (rare enough to be evidence of common control by itself, as linking judges
-    rarity with ``link``, or else used inside fleets far more than accounts are
-    at large, ``fragment_specific`` of the way from the population's rate to
-    all of its users: a popular tool's template or a public mail domain, used
-    mostly by ordinary loners, merges nothing) and that each
+    (evidence of common control by itself as linking weighs it, ``linking.entity_strength``
+    with ``link``: rare, or used by a crowd far more anomalous than the population, like
+    an operation's own template most of whose users formed no link yet; or else used
+    inside fleets far more than accounts are at large, ``fragment_specific`` of the way
+    from the population's rate to all of its users: a popular tool's template or a
+    public mail domain, used mostly by ordinary loners, merges nothing) and that each
     of the two uses substantially (at
     least ``fragment_touch`` of its members, so one employee who touched an
     operation's box does not pull in the team). Networks never merge: two
     operators renting one proxy provider share its exits and nothing of their own.
-    Fragments of one operation also hide alike: with ``concealment`` (account_id,
-    infra: the share of an account's traffic through rented networks), two
+    Fragments of one operation also hide alike: with ``concealment`` (the rows of
+    ``features.account_features``; ``infra`` is the share of an account's traffic
+    through rented networks), two
     fleets whose mean concealment differs by more than ``fragment_conceal_gap``
     (a team on its office line whose corporate card an operation also used) stay
     apart. Merged fleets take the smallest fleet number of their group;
@@ -324,12 +327,19 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
         pl.col("idx").n_unique().alias("users"),
         pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
     rare = pl.lit(False)
-    if link is not None:
-        family = pl.col("kind").replace_strict(KIND_FAMILY, default=None)
-        rare = (family.replace_strict(link.cap, default=0.0, return_dtype=pl.Float64)
-                * rarity(pl.col("users"), family.replace_strict(
-                    link.hub_size, default=1.0, return_dtype=pl.Float64))
-                >= link.family_threshold)
+    if link is not None and concealment is not None:
+        # Specific as linking judges it: rare, or used by a crowd far more anomalous
+        # than the population (an operation's own template, however many members
+        # have used it, most of them not linked yet).
+        anomaly = concealment.select("account_id", features.anomaly(concealment)).join(
+            accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id")
+        strength = entity_strength(
+            used.with_columns(pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String)
+                              .alias("family")),
+            anomaly.select("idx", "anomaly"), link)
+        users = users.join(strength.select("kind", "entity_id", "s"), on=["kind", "entity_id"],
+                           how="left")
+        rare = pl.col("s").fill_null(0.0) >= link.family_threshold
     # Against the population: accounts are in fleets at this rate by default (families,
     # teams), so an entity is specific to fleets when its users are far more often.
     base = membership.height / max(accounts.height, 1)

@@ -241,39 +241,11 @@ def _entity_evidence(
     )
     rented = graph.ips.filter(
         pl.col("proxy_id").is_not_null() | pl.col("hosting").fill_null(False))["ip"].implode()
-    # Who uses an entity tells a campaign's template or domain from a popular
-    # one: a large entity whose users are, together, far more anomalous than
-    # the population (rented networks, foreign time zones, harvesting) is a
-    # marker of one operation, however many accounts share it.
     anomaly = index.join(
-        graph.accounts.select("account_id").with_columns(
-            features.anomaly(feats)),
+        graph.accounts.select("account_id").with_columns(features.anomaly(feats)),
         on="account_id",
     ).select("idx", "anomaly")
-    baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
-    degree = (
-        uses.join(anomaly, on="idx", how="left")
-        .group_by("kind", "entity_id", "family")
-        .agg(pl.col("idx").n_unique().alias("n"), pl.col("anomaly").mean().alias("coh"))
-    )
-    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
-    hub = pl.col("family").replace_strict(p.hub_size, return_dtype=pl.Float64)
-    coherent = (
-        pl.col("family").is_in(list(COHERENCE_FAMILIES))
-        & (pl.col("n") >= p.coherence_min_users)
-    )
-    lift = ((pl.col("coh") - baseline) / max(p.coherence_full * (1.0 - baseline), 1e-9)).clip(
-        0.0, 1.0)
-    blocks = (
-        degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
-        .with_columns(
-            pl.max_horizontal(
-                cap * rarity(pl.col("n"), hub),
-                pl.when(coherent).then(cap * p.coherence_share * lift).otherwise(0.0),
-            ).alias("s")
-        )
-        .filter(pl.col("s") >= p.min_block_strength)
-    )
+    blocks = entity_strength(uses, anomaly, p).filter(pl.col("s") >= p.min_block_strength)
     members = uses.join(blocks.select("kind", "entity_id", "s"), on=["kind", "entity_id"])
     members = members.select(
         pl.struct("kind", "entity_id").hash(seed=3).alias("block"),
@@ -304,6 +276,44 @@ def _entity_evidence(
     opened = (pl.concat(open_net).group_by("a", "b").agg(pl.col("s").max()) if open_net
               else pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64}))
     return (pl.concat(out) if out else _empty_rows()), opened
+
+
+def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """(kind, entity_id, family, n, s): what sharing each entity is worth to a pair.
+
+    ``uses``: idx, kind, entity_id, family; ``anomaly``: idx, anomaly (``features.anomaly``).
+    An entity is worth its family's cap while few accounts share it, less as more
+    do (``rarity``). Who uses it also tells a campaign's template or domain from a
+    popular one: a large entity whose users are, together, far more anomalous than
+    the population (rented networks, foreign time zones, harvesting) is a marker of
+    one operation, however many accounts share it. Linking pairs accounts on this
+    strength and ``fleets.merge_fragments`` judges an operator's entity by it, so
+    the two agree on what is specific.
+    """
+    baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
+    degree = (
+        uses.join(anomaly, on="idx", how="left")
+        .group_by("kind", "entity_id", "family")
+        .agg(pl.col("idx").n_unique().alias("n"), pl.col("anomaly").mean().alias("coh"))
+    )
+    cap = pl.col("family").replace_strict(p.cap, return_dtype=pl.Float64)
+    hub = pl.col("family").replace_strict(p.hub_size, return_dtype=pl.Float64)
+    coherent = (
+        pl.col("family").is_in(list(COHERENCE_FAMILIES))
+        & (pl.col("n") >= p.coherence_min_users)
+    )
+    lift = ((pl.col("coh") - baseline) / max(p.coherence_full * (1.0 - baseline), 1e-9)).clip(
+        0.0, 1.0)
+    return (
+        degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
+        .with_columns(
+            pl.max_horizontal(
+                cap * rarity(pl.col("n"), hub),
+                pl.when(coherent).then(cap * p.coherence_share * lift).otherwise(0.0),
+            ).alias("s")
+        )
+        .select("kind", "entity_id", "family", "n", "s")
+    )
 
 
 def _rented_networks(scored: pl.DataFrame, open_network: pl.DataFrame, p: LinkParams

@@ -162,3 +162,39 @@ def test_an_operations_template_merges_its_fragments_though_some_users_are_loner
     uses = [(i, "prompt", "op-template") for i in (0, 1, 4, 5, 20, 21)]
     got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
     assert got == [{0, 1, 2, 3, 4, 5, 6}]
+
+
+def _feats(n: int, anomalous: set[int]) -> pl.DataFrame:
+    """Feature rows as ``features.account_features`` gives them: the anomalous accounts
+    send everything through rented exits, leak a foreign time zone and harvest."""
+    odd = [i in anomalous for i in range(n)]
+    return pl.DataFrame({
+        "account_id": [f"a{i}" for i in range(n)],
+        "rented_req": [10.0 if o else 0.0 for o in odd], "ip_req": [10.0] * n,
+        "infra": [1.0 if o else 0.0 for o in odd], "tz_leak": [1.0 if o else 0.0 for o in odd],
+        "harvest_ex": [10 if o else 0 for o in odd], "cap_total": [10] * n,
+    })
+
+
+def test_a_template_of_an_anomalous_crowd_merges_fragments_as_linking_counts_it() -> None:
+    """Most users of an operation's own template formed no link yet, so the template is
+    used inside fleets barely more than chance; linking still counts it (its users are,
+    together, far more anomalous than the population), and so does the merge. The same
+    template in ordinary hands merges nothing."""
+    n = 1000
+    users = [0, 1, 4, 5, *range(200, 400)]  # 4 in fleets, 200 loners: too many to be rare
+    membership = _membership({0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [100, 101, 102]})
+    accounts = pl.DataFrame({"account_id": [f"a{i}" for i in range(n)], "idx": list(range(n))},
+                            schema={"account_id": pl.String, "idx": pl.Int32})
+    uses = pl.DataFrame({"account_id": [f"a{i}" for i in users], "kind": ["prompt"] * len(users),
+                         "entity_id": ["op-template"] * len(users)})
+
+    def groups(anomalous: set[int]) -> list[set[int]]:
+        out = merge_fragments(membership, accounts, uses, FleetParams(), _feats(n, anomalous),
+                              LinkParams())
+        return sorted(({int(x) for x in g} for g in out.group_by("fleet").agg("idx")["idx"]),
+                      key=min)
+
+    apart = [{0, 1, 2, 3}, {4, 5, 6}, {100, 101, 102}]
+    assert groups(set()) == apart
+    assert groups({*users, 2, 3, 6}) == [{0, 1, 2, 3, 4, 5, 6}, {100, 101, 102}]
