@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,10 +23,14 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.stage_floors import floor_samples_in_child, measure_floors
 from fixtures.evaluate import evaluate
 from fixtures.worldgen import generate_world
 
 OUT = Path(__file__).resolve().parent / "out"
+# Floors are short (most under a second at 200k accounts), so a competing job on the
+# machine moves each one a lot: at least this many timings of each, even for one run.
+MIN_FLOOR_SAMPLES = 5
 
 
 def read_floor(snapshot: Path) -> float:
@@ -39,20 +42,25 @@ def read_floor(snapshot: Path) -> float:
 
 
 def run_once(snapshot: Path, work: Path) -> tuple[dict[str, float], float]:
-    """One run in a child process: its manifest timings and its peak RSS in GiB."""
+    """One run in a child process: its manifest timings and its peak RSS in GiB.
+
+    The peak is that child's own (``wait4``): ``RUSAGE_CHILDREN`` is the largest of
+    every child so far, and the floors run in children of their own.
+    """
     out = work / "run"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-m", "attribution.cli", "run", str(snapshot), "--out", str(out),
-         "--store", str(work / "store"), "--quiet"],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    peak_kib = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+    cmd = [sys.executable, "-m", "attribution.cli", "run", str(snapshot), "--out", str(out),
+           "--store", str(work / "store"), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
     manifest = json.loads((out / "manifest.json").read_text())
-    return manifest["timings"], peak_kib / 1024 / 1024
+    return manifest["timings"], usage.ru_maxrss / 1024 / 1024
 
 
-def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
+def world_snapshot(accounts: int, seed: int) -> tuple[Path, Path]:
+    """The cached world of this size and seed (generated when missing) and its snapshot."""
     world = OUT / f"world-{accounts}-s{seed}"
     # A world without both (world.json is written last) is partial or from an
     # older generator, and is made again.
@@ -61,20 +69,32 @@ def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
         generate_world(world, accounts=accounts, seed=seed)
         print(f"generated {accounts} accounts in {time.perf_counter() - start:.0f}s",
               file=sys.stderr)
-    snapshot = world / "snapshot"
+    return world, world / "snapshot"
+
+
+def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
+    world, snapshot = world_snapshot(accounts, seed)
     floors = [read_floor(snapshot) for _ in range(3)]
-    totals, peaks, stage_runs = [], [], []
+    totals, peaks, stage_runs, loads = [], [], [], []
+    stage_floors: dict[str, list[float]] = {}
+    per_run = -(-MIN_FLOOR_SAMPLES // repeat)
     quality = None
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
             timings, peak = run_once(snapshot, Path(tmp))
+            loads.append(os.getloadavg()[0])
             totals.append(timings["total"])
             peaks.append(peak)
             stage_runs.append(timings)
             if quality is None:
                 quality = evaluate(Path(tmp) / "run", world).as_dict()
+            # Right after the run, on what it wrote, in a fresh process as the run was:
+            # the floors see the load the run saw.
+            for stage, times in floor_samples_in_child(snapshot, Path(tmp), per_run).items():
+                stage_floors.setdefault(stage, []).extend(times)
     total = statistics.median(totals)
     stages = {k: statistics.median(r[k] for r in stage_runs) for k in stage_runs[0] if k != "total"}
+    floor_s = {k: statistics.median(v) for k, v in stage_floors.items()}
     exchanges = pl.scan_parquet(snapshot / "exchanges.parquet").select(pl.len()).collect().item()
     return {
         "accounts": accounts,
@@ -87,8 +107,20 @@ def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
         "peak_rss_gib_max": round(max(peaks), 2),
         "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
         "stage_s": {k: round(v, 1) for k, v in stages.items()},
+        "stage_floor_s": {k: round(v, 3) for k, v in floor_s.items()},
+        "stage_ratio": {k: round(v / floor_s[k], 1) for k, v in stages.items() if floor_s.get(k)},
+        "stage_floor_s_all": {k: [round(t, 3) for t in v] for k, v in stage_floors.items()},
+        "load_avg_1m_after_runs": [round(x, 2) for x in loads],
         "quality": quality,
     }
+
+
+def floors_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
+    """Floors alone (``--floors-only``): one untimed run for their inputs, then the floors."""
+    _, snapshot = world_snapshot(accounts, seed)
+    floors = measure_floors(snapshot, max(repeat, MIN_FLOOR_SAMPLES))
+    return {"accounts": accounts, "stage_floor_s": {k: round(v, 3) for k, v in floors.items()},
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> int:
@@ -96,13 +128,17 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--floors-only", action="store_true",
+                        help="time the stage floors only (bench/out/stage_floors.json)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    results = [bench_size(n, args.repeat, args.seed) for n in args.sizes]
+    measure = floors_size if args.floors_only else bench_size
+    results = [measure(n, args.repeat, args.seed) for n in args.sizes]
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                "polars": pl.__version__}
     report = {"machine": machine, "results": results}
-    (OUT / "e2e.json").write_text(json.dumps(report, indent=2))
+    name = "stage_floors.json" if args.floors_only else "e2e.json"
+    (OUT / name).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
 
