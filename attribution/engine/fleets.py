@@ -291,12 +291,12 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     pieces (each account links to a few others only), yet the pieces hold the
     same card, device or prompt template: the operator's own tools
     (``FRAGMENT_FAMILIES``). Two fleets merge when they share such an entity that is *specific*
-    (evidence of common control by itself as linking weighs it, ``linking.entity_strength``
-    with ``link``: rare, or used by a crowd far more anomalous than the population, like
-    an operation's own template most of whose users formed no link yet; or else used
-    inside fleets far more than accounts are at large, ``fragment_specific`` of the way
-    from the population's rate to all of its users: a popular tool's template or a
-    public mail domain, used mostly by ordinary loners, merges nothing) and that each
+    (rare enough to be evidence of common control by itself, as linking judges rarity
+    with ``link``; or ``fragment_specific`` of the way from the population to all of
+    its users either inside fleets or anomalous, as ``linking.entity_strength`` measures
+    it: an operation's own template, most of whose users formed no link yet, is; a
+    popular tool's template or a public mail domain, used mostly by ordinary loners,
+    is neither and merges nothing) and that each
     of the two uses substantially (at
     least ``fragment_touch`` of its members, so one employee who touched an
     operation's box does not pull in the team). Networks never merge: two
@@ -326,26 +326,27 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     users = used.group_by("kind", "entity_id").agg(
         pl.col("idx").n_unique().alias("users"),
         pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
-    rare = pl.lit(False)
+    rare = anomalous = pl.lit(False)
     if link is not None and concealment is not None:
-        # Specific as linking judges it: rare, or used by a crowd far more anomalous
-        # than the population (an operation's own template, however many members
-        # have used it, most of them not linked yet).
+        # As linking weighs it (``linking.entity_strength``): rare enough to be evidence
+        # by itself, or used by a crowd far more anomalous than the population (an
+        # operation's own template, most of whose users formed no link yet).
         anomaly = concealment.select("account_id", features.anomaly(concealment)).join(
             accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id")
         strength = entity_strength(
             used.with_columns(pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String)
                               .alias("family")),
             anomaly.select("idx", "anomaly"), link)
-        users = users.join(strength.select("kind", "entity_id", "s"), on=["kind", "entity_id"],
-                           how="left")
-        rare = pl.col("s").fill_null(0.0) >= link.family_threshold
+        users = users.join(strength.select("kind", "entity_id", "rare", "lift"),
+                           on=["kind", "entity_id"], how="left")
+        rare = pl.col("rare").fill_null(0.0) >= link.family_threshold
+        anomalous = pl.col("lift").fill_null(0.0) >= params.fragment_specific
     # Against the population: accounts are in fleets at this rate by default (families,
     # teams), so an entity is specific to fleets when its users are far more often.
     base = membership.height / max(accounts.height, 1)
     lift = (pl.col("in_fleets") / pl.col("users") - base) / max(1.0 - base, 1e-9)
     specific = users.filter((pl.col("users") >= 2) & (
-        rare | (lift >= params.fragment_specific)))
+        rare | anomalous | (lift >= params.fragment_specific)))
     sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
     touch = (
         used.filter(pl.col("fleet").is_not_null())

@@ -279,16 +279,20 @@ def _entity_evidence(
 
 
 def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """(kind, entity_id, family, n, s): what sharing each entity is worth to a pair.
+    """(kind, entity_id, family, n, s, rare, lift): what sharing each entity is worth to a pair
+    (``s``), from how rare it is (``rare``) and how anomalous its users are (``lift``).
 
     ``uses``: idx, kind, entity_id, family; ``anomaly``: idx, anomaly (``features.anomaly``).
     An entity is worth its family's cap while few accounts share it, less as more
     do (``rarity``). Who uses it also tells a campaign's template or domain from a
     popular one: a large entity whose users are, together, far more anomalous than
     the population (rented networks, foreign time zones, harvesting) is a marker of
-    one operation, however many accounts share it. Linking pairs accounts on this
-    strength and ``fleets.merge_fragments`` judges an operator's entity by it, so
-    the two agree on what is specific.
+    one operation, however many accounts share it: ``lift`` is how far their mean
+    anomaly is from the population's towards fully anomalous (for the families where
+    users tell, ``COHERENCE_FAMILIES``, from ``coherence_min_users`` on), and it reaches
+    the family's ``coherence_share`` at ``coherence_full``. Linking pairs accounts on
+    ``s``; ``fleets.merge_fragments`` judges an operator's entity by ``rare`` and
+    ``lift``, so the two agree on what is specific.
     """
     baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
     degree = (
@@ -302,17 +306,16 @@ def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) ->
         pl.col("family").is_in(list(COHERENCE_FAMILIES))
         & (pl.col("n") >= p.coherence_min_users)
     )
-    lift = ((pl.col("coh") - baseline) / max(p.coherence_full * (1.0 - baseline), 1e-9)).clip(
-        0.0, 1.0)
+    # how far its users' mean anomaly is from the population's towards fully anomalous
+    lift = pl.when(coherent).then(
+        ((pl.col("coh") - baseline) / max(1.0 - baseline, 1e-9)).clip(0.0, 1.0)).otherwise(0.0)
     return (
         degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
-        .with_columns(
-            pl.max_horizontal(
-                cap * rarity(pl.col("n"), hub),
-                pl.when(coherent).then(cap * p.coherence_share * lift).otherwise(0.0),
-            ).alias("s")
-        )
-        .select("kind", "entity_id", "family", "n", "s")
+        .with_columns((cap * rarity(pl.col("n"), hub)).alias("rare"), lift.alias("lift"))
+        .with_columns(pl.max_horizontal(
+            "rare", cap * p.coherence_share * (pl.col("lift") / p.coherence_full).clip(0.0, 1.0),
+        ).alias("s"))
+        .select("kind", "entity_id", "family", "n", "s", "rare", "lift")
     )
 
 
