@@ -356,6 +356,7 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
         .filter(pl.col("n") >= params.fragment_touch * pl.col("size"))
         .select("kind", "entity_id", "fleet")
     )
+    touch = _one_operation(touch, used, params)
     pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
         pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
     if concealment is not None and pairs.height:
@@ -385,3 +386,33 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
                            schema={"fleet": pl.Int64, "merged": pl.Int64})
     return membership.join(mapping, on="fleet", how="left").with_columns(
         pl.coalesce("merged", "fleet").alias("fleet")).drop("merged").sort("idx")
+
+
+def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
+    """The touches of fleets that hold one operation's entities only.
+
+    The entities an operation holds share their users (its accounts use its two
+    templates, its cards and its devices alike); two operations' entities do not.
+    Entities whose users overlap (``fragment_touch`` of the smaller user set, as a
+    fleet must use an entity) are grouped, and a fleet touching entities of two
+    groups is two operations' accounts linked by chance (they rent one service at
+    the same hours): it merges with neither, or it would weld the two together.
+    """
+    if touch.height < 2:
+        return touch
+    ents = touch.select("kind", "entity_id").unique().with_row_index("e")
+    users = used.join(ents, on=["kind", "entity_id"]).select("e", "idx").unique()
+    size = users.group_by("e").agg(pl.len().alias("m"))
+    shared = (users.join(users, on="idx", suffix="_b").filter(pl.col("e") < pl.col("e_b"))
+              .group_by("e", "e_b").agg(pl.len().alias("both"))
+              .join(size, on="e").join(size.rename({"e": "e_b", "m": "m_b"}), on="e_b")
+              .filter(pl.col("both") >= params.fragment_touch * pl.min_horizontal("m", "m_b")))
+    n = ents.height
+    graph = coo_matrix((np.ones(shared.height), (shared["e"].to_numpy(), shared["e_b"].to_numpy())),
+                       shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    grouped = ents.with_columns(pl.Series("group", group, dtype=pl.Int64))
+    tagged = touch.join(grouped, on=["kind", "entity_id"])
+    single = tagged.group_by("fleet").agg(pl.col("group").n_unique().alias("groups")).filter(
+        pl.col("groups") == 1)
+    return tagged.join(single.select("fleet"), on="fleet", how="semi").select(touch.columns)

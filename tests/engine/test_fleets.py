@@ -198,3 +198,20 @@ def test_a_template_of_an_anomalous_crowd_merges_fragments_as_linking_counts_it(
     apart = [{0, 1, 2, 3}, {4, 5, 6}, {100, 101, 102}]
     assert groups(set()) == apart
     assert groups({*users, 2, 3, 6}) == [{0, 1, 2, 3, 4, 5, 6}, {100, 101, 102}]
+
+
+def test_a_fleet_holding_two_operations_accounts_welds_neither() -> None:
+    # Operation A's template "ta" and operation B's "tb"; fleet 2 is two of A's accounts
+    # and one of B's, linked by chance: it touches both templates.
+    uses = [(i, "prompt", "ta") for i in (0, 1, 2, 3, 10, 11)]
+    uses += [(i, "prompt", "tb") for i in (4, 5, 6, 7, 12)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6, 7], 2: [10, 11, 12]})
+    assert got == [{0, 1, 2, 3}, {4, 5, 6, 7}, {10, 11, 12}]
+
+
+def test_an_operation_with_two_templates_is_one_operation() -> None:
+    # One operation runs two templates; its accounts use both, so its pieces merge.
+    uses = [(i, "prompt", "t1") for i in (0, 1, 2, 4, 5)]
+    uses += [(i, "prompt", "t2") for i in (1, 2, 3, 5, 6)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6}]
