@@ -107,8 +107,11 @@ class LockstepParams:
     seed_hits: int = 2
     seed_share: float = 0.5
     # A member's hits must be this surprising against its own day-shifted timeline
-    # (-log10; 1 in 100, after paying for the scales tried).
+    # (-log10; 1 in 100, after paying for the scales tried) ...
     member_surprise: float = 2.0
+    # ... and at least this much likelier at the block's own rate than at that timeline's
+    # (log10 of the likelihood ratio: 0, the block explains them better than chance).
+    member_support: float = 0.0
     # A session, for counting a member's chances to meet a wave: the buckets of one
     # hour are one trial (a long session is not many independent chances).
     session_minutes: int = 60

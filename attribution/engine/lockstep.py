@@ -25,19 +25,26 @@ block's mass against what its volume would hold by chance). What we changed, and
    one pass after another, the members of earlier ones taken out (as D-Cube finds
    its blocks), so that a second operation on the same service, joined to the first
    by a chance shared minute, gets a block of its own on the next pass.
-3. Members: an account belongs to a block when the block's cells (hot cells holding
-   two other members) take a share of its activity its own timeline cannot explain
-   by chance. The null is drawn from the snapshot: the account's own buckets shifted
-   to other days of the same kind (weekday or weekend: its daily and weekly rhythm
-   stay, any coordination goes), in closed form: a bucket at time of day t lands in a
-   block cell with the share of such days on which the block has a cell at t. The
-   binomial tail of its hits against that expectation is its surprise; the test is
-   repeated (the block re-derived from its members) so that a block does not depend on
-   where its seeds happened to be. Trials and hits are counted per session (an hour
-   of an account on a network), not per bucket: the minutes of one long session are
-   one chance to meet a wave, not thirty. A bystander that crosses a wave now and then (a
-   developer on the same proxy, a heavy chat user on the carrier NAT) has many buckets
-   and few hits; a member has few buckets, most of them in the waves.
+3. Members: an account belongs to a block when its hits on the block's cells (hot
+   cells holding two other members) are more than its own timeline explains, and
+   better explained by the block than by that timeline. The null is drawn from the
+   snapshot: the account's own buckets shifted to other days of the same kind
+   (weekday or weekend: its daily and weekly rhythm stay, any coordination goes), in
+   closed form: a bucket at time of day t lands in a block cell with the share of
+   such days on which the block has a cell at t. The binomial tail of its hits
+   against that expectation is its surprise. The block's own rate is the share of its
+   members' sessions that meet a wave, and the log10 likelihood ratio of the
+   account's k hits in n sessions at that rate against its null rate is its support
+   (Neyman-Pearson, the two binomials of a two-component mixture): three hits in
+   thirty sessions, a bystander on the same service, are surprising against a null
+   of one in twenty but far likelier at that null than at the members' four in ten,
+   so the bystander stays out. (Support alone, with no surprise, as the criterion
+   let in more of the careful campaigns' sparse accounts, and more of a second
+   operation on the same service with them: two operations came out as one fleet.)
+   The test is repeated (the block and its rate re-derived from its members) so that
+   a block does not depend on where its seeds happened to be. Trials and hits are
+   counted per session (an hour of an account on a network), not per bucket: the
+   minutes of one long session are one chance to meet a wave, not thirty.
 4. A block is kept when its total hits against the total expected by chance (the
    sum of its members' null expectations) is surprising: ``1 in 10^k by chance``.
    Cron jobs and daily stand-ups repeat at the same time every day, so the day shift
@@ -198,7 +205,8 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
 
 
 def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
-    """(block, acc, net, hits, expected, trials, surprise) for every account with a hit on a block.
+    """(block, acc, net, hits, expected, trials, surprise, support) for every account with a
+    hit on a block (``support``: see ``support``, against the block's rate among ``members``).
 
     A block's cells are the hot cells holding two of its members besides the one tested;
     ``expected`` is the account's hits with its own buckets moved to another day of the
@@ -238,8 +246,25 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
          .join(s.sessions.lazy(), on=["acc", "net"]).collect())
     floor = 1.0 / float(calendar["days_of_kind"].max())  # type: ignore[arg-type]
     q = np.clip(np.maximum(t["expected"].to_numpy(), floor) / t["trials"].to_numpy(), 0.0, 1.0)
-    return t.with_columns(pl.Series("surprise", binomial_surprise(
-        t["hits"].to_numpy(), t["trials"].to_numpy(), q)).round(ROUND))
+    # The block's own rate: the share of its members' sessions that meet a wave.
+    rate = (t.join(members, on=["acc", "net", "block"]).group_by("block")
+            .agg((pl.col("hits").sum() / pl.col("trials").sum()).alias("rate")))
+    r = t.select("block").join(rate, on="block", how="left")["rate"].fill_null(0.0).to_numpy()
+    k, n = t["hits"].to_numpy(), t["trials"].to_numpy()
+    return t.with_columns(
+        pl.Series("surprise", binomial_surprise(k, n, q)).round(ROUND),
+        pl.Series("support", support(k, n, r, q)).round(ROUND),
+    )
+
+
+def support(k: np.ndarray, n: np.ndarray, r: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """log10 of the likelihood ratio of k hits in n sessions at the block's rate ``r``
+    against the account's own null rate ``q`` (no ratio where r <= q: no support)."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    q = np.clip(np.asarray(q, dtype=np.float64), 1e-9, 1.0 - 1e-9)
+    r = np.clip(np.asarray(r, dtype=np.float64), q, 1.0 - 1e-9)
+    return (k * np.log10(r / q) + (n - k) * np.log10((1.0 - r) / (1.0 - q)))
 
 
 def _calendar(first_day: int, days: int) -> pl.DataFrame:
@@ -313,10 +338,13 @@ def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
         tests = pl.concat([_member_tests(s, members, calendar).with_columns(pl.lit(s.minutes).alias("scale"))
                            for s in scales])
         # the best scale per account and block, paid for by the number of scales tried
-        tests = (tests.sort("surprise", descending=True).unique(["block", "acc", "net"], keep="first")
-                 .with_columns(pl.col("surprise") - float(np.log10(len(scales))))
+        paid = float(np.log10(len(scales)))
+        tests = (tests.sort("surprise", "support", descending=True)
+                 .unique(["block", "acc", "net"], keep="first")
+                 .with_columns(pl.col("surprise") - paid, pl.col("support") - paid)
                  .join(taken, on=["acc", "net"], how="anti"))
-        members = (tests.filter(pl.col("surprise") >= p.member_surprise)
+        members = (tests.filter((pl.col("surprise") >= p.member_surprise)
+                                & (pl.col("support") >= p.member_support))
                    .sort("surprise", "block", descending=[True, False])
                    .unique(["acc"], keep="first").select("acc", "net", "block"))
         if members.height == 0:

@@ -16,7 +16,13 @@ import pytest
 
 from attribution.contracts.graph import ACTIVITY_SCHEMA
 from attribution.contracts.settings import LockstepParams
-from attribution.engine.lockstep import describe_network, find_blocks, shifted
+from attribution.engine.lockstep import (
+    binomial_surprise,
+    describe_network,
+    find_blocks,
+    shifted,
+    support,
+)
 from attribution.stages.activity import activity
 
 DAYS = 35
@@ -197,3 +203,18 @@ def test_two_runs_give_the_same_blocks_to_the_last_digit() -> None:
     for other in runs[1:]:
         assert other.members.equals(runs[0].members)
         assert other.blocks.equals(runs[0].blocks)
+
+
+def test_support_weighs_a_members_few_sessions_against_a_bystanders_many() -> None:
+    """Members meet a wave in four sessions of ten, anyone's own timeline in one of
+    twenty: two hits in three sessions support membership ten to one and more, three
+    hits in thirty sessions (a bystander on the same service) count against it, though
+    the null's tail alone calls them surprising."""
+    k, n = np.array([2, 3, 1, 0]), np.array([3, 30, 1, 5])
+    got = support(k, n, np.full(4, 0.4), np.full(4, 0.05))
+    assert got[0] >= 1.0
+    assert got[1] < 0.0 < float(binomial_surprise(k[1:2], n[1:2], np.array([0.05]))[0])
+    assert 0.0 < got[2] < 1.0  # one session is never enough
+    assert got[3] < 0.0
+    # a block whose members meet waves no more often than chance supports nobody
+    assert float(support(np.array([3]), np.array([3]), np.array([0.05]), np.array([0.05]))[0]) == 0.0
