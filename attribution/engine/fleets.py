@@ -395,8 +395,9 @@ def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams)
     templates, its cards and its devices alike); two operations' entities do not.
     Entities whose users overlap (``fragment_touch`` of the smaller user set, as a
     fleet must use an entity) are grouped, and a fleet touching entities of two
-    groups is two operations' accounts linked by chance (they rent one service at
-    the same hours): it merges with neither, or it would weld the two together.
+    groups that each hold other fleets is two operations' accounts linked by chance
+    (they rent one service at the same hours): it merges with neither, or it would
+    weld the two together.
     """
     if touch.height < 2:
         return touch
@@ -413,6 +414,11 @@ def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams)
     _, group = connected_components(graph, directed=False)
     grouped = ents.with_columns(pl.Series("group", group, dtype=pl.Int64))
     tagged = touch.join(grouped, on=["kind", "entity_id"])
-    single = tagged.group_by("fleet").agg(pl.col("group").n_unique().alias("groups")).filter(
-        pl.col("groups") == 1)
-    return tagged.join(single.select("fleet"), on="fleet", how="semi").select(touch.columns)
+    # A group's other fleets: a fleet bridging two groups that each have fleets of their
+    # own would weld two operations; one whose second group is only itself (an
+    # operation's accounts with the team whose corporate card they used) welds nothing.
+    per_group = tagged.select("group", "fleet").unique()
+    others = per_group.join(per_group.group_by("group").agg(pl.len().alias("fleets")), on="group")
+    bridges = (others.filter(pl.col("fleets") >= 2).group_by("fleet")
+               .agg(pl.len().alias("groups")).filter(pl.col("groups") >= 2))
+    return tagged.join(bridges.select("fleet"), on="fleet", how="anti").select(touch.columns)

@@ -215,3 +215,13 @@ def test_an_operation_with_two_templates_is_one_operation() -> None:
     uses += [(i, "prompt", "t2") for i in (1, 2, 3, 5, 6)]
     got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6]})
     assert got == [{0, 1, 2, 3, 4, 5, 6}]
+
+
+def test_an_operations_accounts_with_the_team_whose_card_they_used_still_merge() -> None:
+    # Fleet 2 is four of the operation's accounts and the two employees whose corporate
+    # card they used: the card is nobody else's, so fleet 2 bridges nothing and joins
+    # the operation's other pieces (attribution follows the card to the organization).
+    uses = [(i, "prompt", "ta") for i in (0, 1, 2, 3, 4, 5, 10, 11, 12)]
+    uses += [(i, "payment", "corp-card") for i in (10, 11, 13, 14)]
+    got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [10, 11, 12, 13, 14, 15]})
+    assert got == [{0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15}]
