@@ -110,7 +110,8 @@ class LockstepParams:
     # (-log10; 1 in 100, after paying for the scales tried) ...
     member_surprise: float = 2.0
     # ... and at least this much likelier at the block's own rate than at that timeline's
-    # (log10 of the likelihood ratio: 0, the block explains them better than chance).
+    # (log10 of the likelihood ratio, after the same toll for the scales tried: 0, the
+    # block explains them better than chance).
     member_support: float = 0.0
     # A session, for counting a member's chances to meet a wave: the buckets of one
     # hour are one trial (a long session is not many independent chances).
