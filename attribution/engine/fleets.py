@@ -25,8 +25,7 @@ from attribution.contracts.vocabulary import (
     STRENGTH_COLUMNS,
     total_weight,
 )
-from attribution.engine import features
-from attribution.engine.linking import anchored, corroborating, entity_strength
+from attribution.engine.linking import anchored, corroborating
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -284,7 +283,8 @@ FRAGMENT_FAMILIES = tuple(f for f in IDENTITY_FAMILIES if f != "email")
 
 def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
                     params: FleetParams, concealment: pl.DataFrame | None = None,
-                    link: LinkParams | None = None) -> pl.DataFrame:
+                    link: LinkParams | None = None,
+                    entities: pl.DataFrame | None = None) -> pl.DataFrame:
     """Merge fleets that are fragments of one operation by the operator evidence they share.
 
     Louvain and the components cut a large, sparsely linked operation into
@@ -293,8 +293,9 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     (``FRAGMENT_FAMILIES``). Two fleets merge when they share such an entity that is *specific*
     (rare enough to be evidence of common control by itself, as linking judges rarity
     with ``link``; or ``fragment_specific`` of the way from the population to all of
-    its users either inside fleets or anomalous, as ``linking.entity_strength`` measures
-    it: an operation's own template, most of whose users formed no link yet, is; a
+    its users either inside fleets or anomalous, as linking measured it in ``entities``
+    (``Links.entities``): an operation's own template, most of whose users formed no
+    link yet, is; a
     popular tool's template or a public mail domain, used mostly by ordinary loners,
     is neither and merges nothing) and that each
     of the two uses substantially (at
@@ -327,17 +328,11 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
         pl.col("idx").n_unique().alias("users"),
         pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
     rare = anomalous = pl.lit(False)
-    if link is not None and concealment is not None:
-        # As linking weighs it (``linking.entity_strength``): rare enough to be evidence
-        # by itself, or used by a crowd far more anomalous than the population (an
-        # operation's own template, most of whose users formed no link yet).
-        anomaly = concealment.select("account_id", features.anomaly(concealment)).join(
-            accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id")
-        strength = entity_strength(
-            used.with_columns(pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String)
-                              .alias("family")),
-            anomaly.select("idx", "anomaly"), link)
-        users = users.join(strength.select("kind", "entity_id", "rare", "lift"),
+    if link is not None and entities is not None:
+        # As linking weighed it: rare enough to be evidence by itself, or used by a
+        # crowd far more anomalous than the population (an operation's own template,
+        # most of whose users formed no link yet).
+        users = users.join(entities.select("kind", "entity_id", "rare", "lift"),
                            on=["kind", "entity_id"], how="left")
         rare = pl.col("rare").fill_null(0.0) >= link.family_threshold
         anomalous = pl.col("lift").fill_null(0.0) >= params.fragment_specific

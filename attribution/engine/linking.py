@@ -72,6 +72,11 @@ class Links:
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
+    # What each shared entity is worth (kind, entity_id, rare, lift: see
+    # ``entity_strength``): the fragment merge judges an operator's entity by it.
+    entities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"kind": pl.String, "entity_id": pl.String, "rare": pl.Float64,
+                "lift": pl.Float64}))
 
     @property
     def lockstep_members(self) -> pl.DataFrame:
@@ -110,7 +115,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     signup = _signup_networks(graph, accounts)
     bursts = _creation_blocks(graph, accounts, signup, params)
     creation = _creation_evidence(bursts, params)
-    entity, open_network = _entity_evidence(
+    entity, open_network, entities = _entity_evidence(
         graph, accounts, params, feats if feats is not None else features.account_features(graph))
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
     # An empty part may carry other dtypes (nothing to infer them from): conform all.
@@ -127,7 +132,8 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
     return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
-                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks)
+                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks,
+                 entities=entities.select("kind", "entity_id", "rare", "lift"))
 
 
 def _same_block(scored: pl.DataFrame, in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
@@ -232,10 +238,11 @@ def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
 
 def _entity_evidence(
     graph: PropertyGraph, index: pl.DataFrame, p: LinkParams, feats: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(a, b, family, s) from shared cards, devices, IPs, email domains and templates,
-    and (a, b, s) of the network evidence through networks that are not rented
-    (neither a known proxy exit nor a hosting range): see ``_rented_networks``."""
+    (a, b, s) of the network evidence through networks that are not rented (neither a
+    known proxy exit nor a hosting range): see ``_rented_networks``; and every
+    entity's strength (``entity_strength``)."""
     uses = graph.uses.join(index, on="account_id", how="inner").with_columns(
         pl.col("kind").replace_strict(KIND_FAMILY, return_dtype=pl.String).alias("family")
     )
@@ -245,7 +252,8 @@ def _entity_evidence(
         graph.accounts.select("account_id").with_columns(features.anomaly(feats)),
         on="account_id",
     ).select("idx", "anomaly")
-    blocks = entity_strength(uses, anomaly, p).filter(pl.col("s") >= p.min_block_strength)
+    strength = entity_strength(uses, anomaly, p)
+    blocks = strength.filter(pl.col("s") >= p.min_block_strength)
     members = uses.join(blocks.select("kind", "entity_id", "s"), on=["kind", "entity_id"])
     members = members.select(
         pl.struct("kind", "entity_id").hash(seed=3).alias("block"),
@@ -275,7 +283,7 @@ def _entity_evidence(
                 open_net.append(mine.select("a", "b", (pl.col("s") * factor).alias("s")))
     opened = (pl.concat(open_net).group_by("a", "b").agg(pl.col("s").max()) if open_net
               else pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64}))
-    return (pl.concat(out) if out else _empty_rows()), opened
+    return (pl.concat(out) if out else _empty_rows()), opened, strength
 
 
 def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
@@ -292,7 +300,7 @@ def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) ->
     users tell, ``COHERENCE_FAMILIES``, from ``coherence_min_users`` on), and it reaches
     the family's ``coherence_share`` at ``coherence_full``. Linking pairs accounts on
     ``s``; ``fleets.merge_fragments`` judges an operator's entity by ``rare`` and
-    ``lift``, so the two agree on what is specific.
+    ``lift`` (``Links.entities``), so the two agree on what is specific.
     """
     baseline = float(anomaly["anomaly"].mean() or 0.0)  # type: ignore[arg-type]
     degree = (

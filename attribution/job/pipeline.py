@@ -198,7 +198,7 @@ def attribute_graph(
     with stages.stage("fleets"):
         membership = find_fleets(links.accounts.height, links.edges, params.fleet)
         membership = merge_fragments(membership, links.accounts, graph.uses, params.fleet,
-                                     feats, params.link)
+                                     feats, params.link, links.entities)
         membership = attach_by_evidence(membership, links.near, params.link)
         membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})

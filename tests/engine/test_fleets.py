@@ -10,8 +10,9 @@ import polars as pl
 
 from attribution.contracts.settings import AttributionParams, FleetParams, LinkParams
 from attribution.engine.attribute import CLOCK_ONLY_REACH, member_reach
+from attribution.engine.features import anomaly
 from attribution.engine.fleets import attach_by_evidence, attach_loners, merge_fragments
-from attribution.engine.linking import FAMILIES
+from attribution.engine.linking import FAMILIES, entity_strength
 
 
 def _membership(fleets: dict[int, list[int]]) -> pl.DataFrame:
@@ -190,8 +191,14 @@ def test_a_template_of_an_anomalous_crowd_merges_fragments_as_linking_counts_it(
                          "entity_id": ["op-template"] * len(users)})
 
     def groups(anomalous: set[int]) -> list[set[int]]:
-        out = merge_fragments(membership, accounts, uses, FleetParams(), _feats(n, anomalous),
-                              LinkParams())
+        feats = _feats(n, anomalous)
+        # what linking measured of each entity (``Links.entities``)
+        entities = entity_strength(
+            uses.join(accounts, on="account_id").with_columns(pl.lit("prompt").alias("family")),
+            feats.select("account_id", anomaly(feats)).join(accounts, on="account_id"),
+            LinkParams())
+        out = merge_fragments(membership, accounts, uses, FleetParams(), feats, LinkParams(),
+                              entities)
         return sorted(({int(x) for x in g} for g in out.group_by("fleet").agg("idx")["idx"]),
                       key=min)
 
