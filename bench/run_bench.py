@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.stage_floors import floor_samples_in_child, measure_floors
+from bench.stage_floors import floor_samples_in_child, measure_floors, read_floor
 from fixtures.evaluate import evaluate
 from fixtures.worldgen import generate_world
 
@@ -31,14 +31,6 @@ OUT = Path(__file__).resolve().parent / "out"
 # Floors are short (most under a second at 200k accounts), so a competing job on the
 # machine moves each one a lot: at least this many timings of each, even for one run.
 MIN_FLOOR_SAMPLES = 5
-
-
-def read_floor(snapshot: Path) -> float:
-    """Seconds polars takes to read every table of the snapshot into memory."""
-    start = time.perf_counter()
-    for path in sorted(snapshot.glob("*.parquet")):
-        pl.read_parquet(path)
-    return time.perf_counter() - start
 
 
 def run_once(snapshot: Path, work: Path) -> tuple[dict[str, float], float]:
@@ -118,7 +110,9 @@ def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
 def floors_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
     """Floors alone (``--floors-only``): one untimed run for their inputs, then the floors."""
     _, snapshot = world_snapshot(accounts, seed)
-    floors = measure_floors(snapshot, max(repeat, MIN_FLOOR_SAMPLES))
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        run_once(snapshot, Path(tmp))
+        floors = measure_floors(snapshot, max(repeat, MIN_FLOOR_SAMPLES), Path(tmp))
     return {"accounts": accounts, "stage_floor_s": {k: round(v, 3) for k, v in floors.items()},
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 

@@ -10,7 +10,8 @@ does one essential pass of the stage's work and skips the rest, so a ratio near 
 means there is little left to win and a large one is an upper bound on the waste.
 
     from bench.stage_floors import measure_floors
-    measure_floors(Path("bench/out/world-200000-s11/snapshot"), repeat=3)
+    measure_floors(Path("bench/out/world-200000-s11/snapshot"), repeat=3,
+                   work=Path("WORK"))  # a run of it: WORK/run and WORK/store
 
     python -m bench.stage_floors SNAPSHOT WORK --repeat 3   # JSON of every timing
 
@@ -87,12 +88,18 @@ def _members(files: RunFiles) -> pl.DataFrame:
                            ).filter(pl.col("fleet_id").is_not_null())
 
 
+def read_floor(snapshot: Path) -> float:
+    """Seconds polars takes to read every table of the snapshot into memory: the floor of
+    any run, and of its ingest stage."""
+    paths = sorted(snapshot.glob("*.parquet"))
+    return _timed(lambda: [pl.read_parquet(p) for p in paths], 1)[0]
+
+
 def ingest_floor(files: RunFiles, repeat: int) -> list[float]:
     """Reading every snapshot table into memory with polars (``read_floor``): ingest must
     decode every byte before it can check a row. Its validation, references, keys and the
     file digest (hashed in a thread alongside) are all on top of this."""
-    paths = sorted(files.snapshot.glob("*.parquet"))
-    return _timed(lambda: [pl.read_parquet(p) for p in paths], repeat)
+    return [read_floor(files.snapshot) for _ in range(repeat)]
 
 
 def graph_floor(files: RunFiles, repeat: int) -> list[float]:
@@ -273,29 +280,11 @@ def floor_samples(files: RunFiles, repeat: int) -> dict[str, list[float]]:
     return samples
 
 
-def run_for_floors(snapshot: Path, work: Path) -> RunFiles:
-    """One ``attribution run`` of the snapshot into ``work`` (untimed): the graph and
-    results the later floors read."""
-    subprocess.run(
-        [sys.executable, "-m", "attribution.cli", "run", str(snapshot), "--out",
-         str(work / "run"), "--store", str(work / "store"), "--quiet"],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    return RunFiles.of(snapshot, work)
-
-
-def measure_floors(snapshot: Path, repeat: int, work: Path | None = None) -> dict[str, float]:
-    """Median seconds of each stage's floor over ``repeat`` timings.
-
-    ``work`` is a directory a run of this snapshot left (``run/`` and ``store/``, as
-    ``bench.run_bench`` lays them out); without one, a run is made first in a temporary
-    directory, untimed.
-    """
-    if work is not None:
-        samples = floor_samples(RunFiles.of(snapshot, work), repeat)
-    else:
-        with tempfile.TemporaryDirectory(dir=snapshot.parent.parent) as tmp:
-            samples = floor_samples(run_for_floors(snapshot, Path(tmp)), repeat)
+def measure_floors(snapshot: Path, repeat: int, work: Path) -> dict[str, float]:
+    """Median seconds of each stage's floor over ``repeat`` timings; ``work`` is a
+    directory a run of this snapshot left (``run/`` and ``store/``, as
+    ``bench.run_bench.run_once`` lays them out)."""
+    samples = floor_samples(RunFiles.of(snapshot, work), repeat)
     return {stage: statistics.median(s) for stage, s in samples.items()}
 
 
