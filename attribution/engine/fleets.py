@@ -130,43 +130,40 @@ def _merge_back(
 ) -> np.ndarray:
     """Merge communities whose mutual weight is near what chance predicts.
 
-    Uses all edges of the component (not only the top-k Louvain saw).
+    Uses all edges of the component (not only the top-k Louvain saw). ``nodes`` is
+    sorted (``np.unique``); in numpy, since it runs once per component.
     """
-    pos = {int(n): i for i, n in enumerate(nodes)}
-    ia = np.fromiter((pos[int(x)] for x in a), dtype=np.int64, count=len(a))
-    ib = np.fromiter((pos[int(x)] for x in b), dtype=np.int64, count=len(b))
+    ia = np.searchsorted(nodes, a)
+    ib = np.searchsorted(nodes, b)
     total = 2.0 * w.sum()
     comm = comm.copy()
     for _ in range(20):
-        ca, cb = comm[ia], comm[ib]
-        vol = pl.DataFrame({"c": np.concatenate([ca, cb]), "w": np.concatenate([w, w])}).group_by(
-            "c").agg(pl.col("w").sum().alias("vol"))
-        between = (
-            pl.DataFrame({"x": np.minimum(ca, cb), "y": np.maximum(ca, cb), "w": w})
-            .filter(pl.col("x") != pl.col("y"))
-            .group_by("x", "y")
-            .agg(pl.col("w").sum().alias("wxy"))
-        )
-        if not between.height:
+        labels, inv = np.unique(comm, return_inverse=True)
+        k = len(labels)
+        ca, cb = inv[ia], inv[ib]
+        vol = np.bincount(ca, w, k) + np.bincount(cb, w, k)
+        cross = ca != cb
+        if not cross.any():
             break
-        scored = (
-            between.join(vol.rename({"c": "x", "vol": "vx"}), on="x")
-            .join(vol.rename({"c": "y", "vol": "vy"}), on="y")
-            .with_columns((pl.col("wxy") * total / (pl.col("vx") * pl.col("vy"))).alias("ratio"))
-            .filter(pl.col("ratio") >= ratio)
-            .sort("ratio", "x", "y", descending=[True, False, False])
-        )
-        if not scored.height:
+        lo = np.minimum(ca, cb)[cross]
+        hi = np.maximum(ca, cb)[cross]
+        pair, at = np.unique(lo * k + hi, return_inverse=True)
+        wxy = np.bincount(at, w[cross], len(pair))
+        x, y = pair // k, pair % k
+        score = wxy * total / (vol[x] * vol[y])
+        keep = score >= ratio
+        if not keep.any():
             break
+        x, y, score = x[keep], y[keep], score[keep]
         # Merge the best pair for each community once per round (no chains in one round).
-        used: set[int] = set()
-        mapping: dict[int, int] = {}
-        for x, y in zip(scored["x"].to_list(), scored["y"].to_list(), strict=True):
-            if x in used or y in used:
+        used = np.zeros(k, dtype=bool)
+        target = np.arange(k)
+        for i in np.lexsort((y, x, -score)).tolist():
+            if used[x[i]] or used[y[i]]:
                 continue
-            used.update((x, y))
-            mapping[y] = x
-        comm = np.array([mapping.get(int(c), int(c)) for c in comm], dtype=np.int64)
+            used[x[i]] = used[y[i]] = True
+            target[y[i]] = x[i]
+        comm = labels[target][inv]
     return comm
 
 
