@@ -588,8 +588,10 @@ def _add_pairwise_families(
     a = scored["a"].to_numpy()
     b = scored["b"].to_numpy()
     n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
-    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
-    matches = _rowwise(lambda x, y: (sig[x] == sig[y]).sum(axis=1), a, b)
+    # Minima of hashes mod 2^31 - 1 (and -1 for none) fit int32 exactly: half the
+    # bytes to gather for millions of pairs.
+    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1).astype(np.int32)
+    matches = _rowwise(lambda x, y: np.count_nonzero(sig[x] == sig[y], axis=1), a, b)
     null = TimingNull.fit(sig, n_min, p, seed=p.null_seed)
     surprise = null.surprise(matches, n_min[a], n_min[b])
     timing = p.cap["timing"] * np.clip((surprise - p.timing_from) / p.timing_span, 0.0, 1.0)
