@@ -4,8 +4,8 @@ For one generated world (cached under ``bench/out/``) it
 
 1. loads the graph into an emptied database once per batch size and reports
    rows per second (a *row* is one element of one ``UNWIND`` batch: a node, an
-   entity key, a relationship; an account's activity lists ride on its Account
-   row and add no rows) and, when the server is the benchmark's own, the CPU
+   entity key, a relationship; an account's activity, one JSON text, rides on its
+   Account row and adds no rows) and, when the server is the benchmark's own, the CPU
    seconds the server spent (steadier than rows/s on a machine shared with other
    work);
 2. times ``read_graph`` and checks it gives back exactly the loaded graph;

@@ -2,7 +2,7 @@
 
 Graph model (one node per key, uniqueness constraints on every key)::
 
-    (:Account {every accounts column})
+    (:Account {every accounts column, activity})
       -[:USES_PAYMENT|USES_DEVICE|USES_IP|SIGNED_UP_FROM|HAS_EMAIL_DOMAIN|USES_PROMPT
         {first_seen, last_seen, count}]->
     (:PaymentMethod {fingerprint, ...}) (:Device {device_id, ...}) (:IP {ip, asn, ...})
@@ -14,13 +14,21 @@ Graph model (one node per key, uniqueness constraints on every key)::
 ``ASN.asn`` is text (the form ``known_links`` name it in); ``IP.asn`` keeps the
 integer column. A node that is a row of a ``PropertyGraph`` frame carries all
 its columns; a node that only ends a relationship (an IP seen in exchanges but
-absent from ``ips``) carries its key only.
+absent from ``ips``) carries its key only. ``Account.activity`` is the account's
+activity (the lockstep method's raw incidences) as one JSON text,
+``{"m": [minute, ...], "n": [network, ...]}``: one text value costs the server
+less to store than lists (see ``neo4j_codec.pack_activity``), and a later run
+(``attribution reattribute``) reads it back with the graph.
 
 Replacing the graph: *stamp and sweep*. A graph's stamp is its snapshot digest
-plus a hash of its frames. Every node and relationship a load writes gets
-``_snapshot = stamp`` (rows of a frame also ``_row = stamp``); after the last
-batch, what carries another stamp is deleted, except nodes that run results
-still point at, which are stripped to their key. A ``(:GraphState)`` node
+plus a hash of its frames. Every node a load writes gets ``_snapshot = stamp``
+(rows of a frame also ``_row = stamp``), and so does every relationship a load
+over an existing graph MERGEs; after the last batch, what carries another stamp
+(a relationship of the graph's types: another stamp or none) is deleted, except
+nodes that run results still point at, which are stripped to their key. The
+relationships a first load CREATEs into an empty database carry no stamp
+(KNOWN_AS excepted): there is nothing to sweep then, and the stamp cost about a
+sixth of a relationship's server time. A ``(:GraphState)`` node
 records digest, stamp and whether the load finished: ``read_graph`` refuses a
 graph whose load did not finish, and re-running that load completes it (over a
 graph already there every batch is an idempotent ``MERGE``; only a first load
@@ -100,6 +108,7 @@ from attribution.store.neo4j_cypher import (
     COUNT_RELS,
     COUNT_RUN,
     CREATE_EXIT_OF,
+    CREATE_FIXED,
     CREATE_IN_ASN,
     CREATE_KEYS,
     CREATE_KNOWN,
@@ -115,6 +124,7 @@ from attribution.store.neo4j_cypher import (
     LIST_RUNS,
     MAKE_CURRENT,
     MERGE_EXIT_OF,
+    MERGE_FIXED,
     MERGE_IN_ASN,
     MERGE_KEYS,
     MERGE_KNOWN,
@@ -130,6 +140,7 @@ from attribution.store.neo4j_cypher import (
     READ_ROWS,
     READ_RUN,
     REL_KIND,
+    ROW_COLUMNS,
     RUN_STATE,
     RUNS_TO_DROP,
     SCHEMA,
@@ -169,6 +180,14 @@ Batch = tuple[LiteralString, LiteralString | None, dict[str, Any]]
 # of server CPU each, 8.3k rows/s at 1M): their 13 plain columns cost ~3 us each as
 # dynamic SETs, their five lists (activity ~25 elements each) ~35 us; moving the
 # activity lists to separate SET batches measured no cheaper in server CPU.
+# Account rows alone (200k, 1 session, server CPU per row, median of 3 at load ~3-4):
+# dynamic SETs 92 us, one literal map per row 79, and activity as one JSON text
+# instead of two lists 67 (hours/capabilities/minute_sig as text too: 59, not done:
+# they stay lists an analyst can index; no lists at all: 43; key only: 14).
+# Relationships (USES_IP, 549k): 20 us each, of which the _snapshot stamp ~3.5 (now
+# left off a first load's CREATEs), a bare CREATE between two nodes found by element
+# id ~10; a literal map instead of the FOREACH SETs, or id() instead of elementId(),
+# measured no cheaper there.
 DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10_000
 # Sessions writing load batches at once (nodes freely; relationships CREATEd on a
@@ -436,9 +455,14 @@ class Neo4jStore:
         self._write(BEGIN_LOAD, digest=digest, stamp=stamp, schema=schema)
 
         touched = endpoint_keys(graph)
-        nodes = [(label, ColumnBatches(frames[name], lift={"keys": NODE_KEYS[label]}),
-                  _unique(frames[name], NODE_KEYS[label]))
-                 for name, label in FRAME_LABEL.items()]
+        nodes = []
+        for name, label in FRAME_LABEL.items():
+            frame, key = frames[name], NODE_KEYS[label]
+            fixed = _fixed_columns(frame, label)
+            create, merge = ((CREATE_FIXED[label], MERGE_FIXED[label]) if fixed is not None
+                             else (CREATE_ROWS[label], MERGE_ROWS[label]))
+            nodes.append((label, ColumnBatches(frame, lift={"keys": key}, fixed=fixed or ()),
+                          _unique(frame, key), create, merge))
         keys = [(label, ColumnBatches(pl.DataFrame({"k": values}), lift={"keys": "k"}))
                 for label, values in touched.items()]
         ips = graph.ips
@@ -450,12 +474,12 @@ class Neo4jStore:
         n_rels = (uses.height + ips.filter(pl.col("asn").is_not_null()).height
                   + ips.filter(pl.col("proxy_id").is_not_null()).height + links.height)
         self._meter = LoadMeter(
-            sum(c.height for _, c, _ in nodes) + sum(c.height for _, c in keys) + n_rels,
+            sum(c.height for _, c, *_ in nodes) + sum(c.height for _, c in keys) + n_rels,
             progress)
 
         def node_batches() -> Iterator[Batch]:
-            for label, columns, unique in nodes:
-                yield from self._batches(CREATE_ROWS[label], MERGE_ROWS[label], columns,
+            for label, columns, unique, create, merge in nodes:
+                yield from self._batches(create, merge, columns,
                                          fresh and unique, stamp=stamp, label=label)
             for label, columns in keys:
                 yield from self._batches(CREATE_KEYS[label], MERGE_KEYS[label], columns,
@@ -818,6 +842,17 @@ def _text(value: Any) -> str | None:
 def _unique(frame: pl.DataFrame, *key: str) -> bool:
     """Whether no two rows of ``frame`` share ``key`` (then CREATE cannot double one)."""
     return frame.select(key).is_unique().all() if frame.height else True
+
+
+def _fixed_columns(frame: pl.DataFrame, label: str) -> tuple[str, ...] | None:
+    """The label's ``ROW_COLUMNS`` if the frame holds them all, timestamps where the table
+    has them (its rows then go by ``CREATE_FIXED`` / ``MERGE_FIXED``), else None."""
+    table = ROW_COLUMNS.get(label)
+    if table is None or any(name not in frame.schema
+                            or isinstance(frame.schema[name], pl.Datetime) != is_time
+                            for name, is_time in table):
+        return None
+    return tuple(name for name, _ in table)
 
 
 def _stamp(graph: PropertyGraph, digest: str) -> str:

@@ -59,22 +59,29 @@ class ColumnBatches:
     relationship end); lifted columns are not properties unless in ``keep``;
     ``drop`` columns are not sent. Every other column travels under ``$cols``
     (values in ``$vals``) or, if a timestamp, ``$times`` (``$secs`` / ``$nanos``:
-    floor epoch seconds and nanoseconds). Only whole columns are converted
+    floor epoch seconds and nanoseconds). ``fixed`` columns, in the order given,
+    travel under ``$fvals`` (timestamps ``$fsecs`` / ``$fnanos``) for the statements
+    that name them in a literal map. Only whole columns are converted
     (``Series.to_list``): the client builds no per-row map, and Bolt packs plain
     lists of scalars.
     """
 
     def __init__(self, frame: pl.DataFrame, *, lift: dict[str, str] | None = None,
-                 keep: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> None:
+                 keep: tuple[str, ...] = (), drop: tuple[str, ...] = (),
+                 fixed: tuple[str, ...] = ()) -> None:
         lift = lift or {}
         lifted = set(lift.values()) - set(keep)
-        columns = [c for c in frame.columns if c not in lifted and c not in drop]
+        columns = [c for c in frame.columns
+                   if c not in lifted and c not in drop and c not in fixed]
         self.times = [c for c in columns if isinstance(frame.schema[c], pl.Datetime)]
         self.cols = [c for c in columns if c not in self.times]
+        self.fixed_times = [c for c in fixed if isinstance(frame.schema[c], pl.Datetime)]
+        self.fixed_cols = [c for c in fixed if c not in self.fixed_times]
         self.lift = list(lift)
         exprs = [pl.col(source).alias(f"l:{name}") for name, source in lift.items()]
-        exprs += [_plain(c, frame.schema[c]).alias(f"c:{c}") for c in self.cols]
-        for c in self.times:
+        exprs += [_plain(c, frame.schema[c]).alias(f"c:{c}")
+                  for c in (*self.cols, *self.fixed_cols)]
+        for c in (*self.times, *self.fixed_times):
             seconds, nanos = _epoch_parts(c, frame.schema[c])
             exprs += [seconds.alias(f"s:{c}"), nanos.alias(f"n:{c}")]
         self.frame = frame.select(exprs) if exprs else frame.clear()
@@ -89,6 +96,11 @@ class ColumnBatches:
             vals=[part[f"c:{c}"].to_list() for c in self.cols],
             secs=[part[f"s:{c}"].to_list() for c in self.times],
             nanos=[part[f"n:{c}"].to_list() for c in self.times])
+        if self.fixed_cols or self.fixed_times:
+            params.update(
+                fvals=[part[f"c:{c}"].to_list() for c in self.fixed_cols],
+                fsecs=[part[f"s:{c}"].to_list() for c in self.fixed_times],
+                fnanos=[part[f"n:{c}"].to_list() for c in self.fixed_times])
         return params
 
 
@@ -243,34 +255,53 @@ def _datetimes(name: str, seconds: list[Any], nanos: list[Any], dtype: pl.Dateti
 
 
 # An account's activity (the lockstep method's raw incidences) rides on its Account
-# node as two parallel lists: one row per account keeps the load at the batch rate
-# (a relationship per account-minute would be tens of millions of rows), and an
-# analyst can still UNWIND them in Cypher. The embedded store keeps the table as is.
-ACTIVITY_MINUTES = "activity_minutes"
-ACTIVITY_NETWORKS = "activity_networks"
+# node as one text property, ``activity``: a JSON object of two parallel lists,
+# ``{"m": [minute, ...], "n": [network, ...]}`` (minutes ascending). One row per
+# account keeps the load at the batch rate (a relationship per account-minute would
+# be tens of millions of rows), and one text value is what the server stores
+# cheapest: list properties cost per element (Bolt decoding, then the conversion to
+# a stored array): on the 200k world (seed 11, ~25 incidences an account) the two
+# lists cost an Account row about 12 us more server CPU than the same data as one
+# string, about a sixth of the row (see DEFAULT_BATCH_SIZE in neo4j.py). JSON
+# keeps any network name exact; an analyst reads it with ``apoc.convert.fromJsonMap``
+# or client side. The embedded store keeps the table as is. Graphs loaded before
+# kept the two lists ``activity_minutes`` / ``activity_networks``; they still read.
+ACTIVITY = "activity"
+ACTIVITY_JSON = pl.Struct({"m": pl.List(pl.Int32), "n": pl.List(pl.String)})
+OLD_MINUTES, OLD_NETWORKS = "activity_minutes", "activity_networks"
 
 
 def pack_activity(accounts: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
-    """The accounts frame with each account's activity as two list columns (in order)."""
-    lists = activity.sort("account_id", "minute", "network").group_by(
-        "account_id", maintain_order=True).agg(
-        pl.col("minute").alias(ACTIVITY_MINUTES), pl.col("network").alias(ACTIVITY_NETWORKS))
+    """The accounts frame with each account's activity as one JSON text column (none:
+    null), its incidences sorted by minute and network."""
+    lists = (activity.sort("account_id", "minute", "network")
+             .group_by("account_id", maintain_order=True)
+             .agg(pl.col("minute").cast(pl.Int32).alias("m"), pl.col("network").alias("n"))
+             .select("account_id", pl.struct("m", "n").struct.json_encode().alias(ACTIVITY)))
     return accounts.join(lists, on="account_id", how="left", maintain_order="left")
 
 
 def unpack_activity(accounts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(accounts, activity) back from a frame that ``pack_activity`` made; a graph loaded
-    before activity was kept has none."""
-    if ACTIVITY_MINUTES not in accounts.columns:
+    """(accounts, activity) back from a frame that ``pack_activity`` made (or the two
+    lists of graphs loaded before it); a graph loaded before activity was kept has none."""
+    if ACTIVITY in accounts.columns:
+        lists = accounts.select(
+            "account_id", pl.col(ACTIVITY).str.json_decode(ACTIVITY_JSON).alias("a")
+        ).filter(pl.col("a").is_not_null()).unnest("a")
+        packed: tuple[str, ...] = (ACTIVITY,)
+        minutes, networks = "m", "n"
+    elif OLD_MINUTES in accounts.columns:
+        lists = accounts.select("account_id", OLD_MINUTES, OLD_NETWORKS).filter(
+            pl.col(OLD_MINUTES).is_not_null())
+        packed = minutes, networks = OLD_MINUTES, OLD_NETWORKS
+    else:
         return accounts, pl.DataFrame(schema=ACTIVITY_SCHEMA)
-    activity = (accounts.select("account_id", ACTIVITY_MINUTES, ACTIVITY_NETWORKS)
-                .filter(pl.col(ACTIVITY_MINUTES).is_not_null())
-                .explode(ACTIVITY_MINUTES, ACTIVITY_NETWORKS)
-                .select("account_id", pl.col(ACTIVITY_MINUTES).alias("minute"),
-                        pl.col(ACTIVITY_NETWORKS).alias("network"))
+    activity = (lists.explode(minutes, networks)
+                .select("account_id", pl.col(minutes).alias("minute"),
+                        pl.col(networks).alias("network"))
                 .drop_nulls("minute")
                 .cast(ACTIVITY_SCHEMA))  # type: ignore[arg-type]
-    return accounts.drop(ACTIVITY_MINUTES, ACTIVITY_NETWORKS), activity
+    return accounts.drop(packed), activity
 
 
 def stored_frames(graph: PropertyGraph, reserved: tuple[str, ...],
@@ -280,6 +311,10 @@ def stored_frames(graph: PropertyGraph, reserved: tuple[str, ...],
     raises ``error``. The Bolt load and the bulk import files both start here."""
     frames = graph.frames()
     counts = {name: frame.height for name, frame in frames.items()}
+    clash = [c for c in (ACTIVITY, OLD_MINUTES, OLD_NETWORKS) if c in frames["accounts"].columns]
+    if clash:
+        raise error(f"frame accounts has column(s) {', '.join(clash)}, which hold its "
+                    "activity in the store")
     frames["accounts"] = pack_activity(frames["accounts"], frames.pop("activity"))
     for name, frame in frames.items():
         clash = [c for c in frame.columns if c in reserved]

@@ -30,16 +30,28 @@ from attribution.contracts.results import RunRecord
 from attribution.contracts.settings import Neo4jSettings
 from attribution.store.embedded import EmbeddedStore
 from attribution.store.neo4j import (
+    CREATE_FIXED,
+    CREATE_ROWS,
     CREATE_USES,
     FINISH_LOAD,
-    MERGE_ROWS,
+    MERGE_FIXED,
     MERGE_USES,
     NODE_IDS,
+    RESERVED,
     SCHEMA,
     Neo4jStore,
     StoreError,
     StoreUnavailable,
+    _fixed_columns,
 )
+from attribution.store.neo4j_codec import (
+    OLD_MINUTES,
+    OLD_NETWORKS,
+    pack_activity,
+    stored_frames,
+    unpack_activity,
+)
+from attribution.store.neo4j_cypher import FRAME_LABEL
 from tests.support.fake_neo4j import FakeDriver
 from tests.support.store_world import (
     assert_graph_equal,
@@ -63,8 +75,13 @@ def make_store(server: Any, **kw: Any) -> Neo4jStore:
 # --------------------------------------------------------------------------- no server
 
 
-def fake_store(**kw: Any) -> tuple[Neo4jStore, FakeDriver]:
+def fake_store(*, fresh: bool = False, **kw: Any) -> tuple[Neo4jStore, FakeDriver]:
+    """A store over a fake driver; ``fresh``: the database is empty (a first load CREATEs)."""
+    from attribution.store.neo4j_cypher import GRAPH_EMPTY
+
     def respond(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if query == GRAPH_EMPTY:
+            return [{"empty": fresh}]
         if query == FINISH_LOAD:
             return [{"s": params["stamp"]}]
         if query.endswith(NODE_IDS):  # node batches give their nodes' element ids
@@ -99,12 +116,16 @@ def test_fake_load_sends_schema_first_then_batches_of_constant_statements() -> N
     assert all(c.params["n"] <= 3 for c in calls if "n" in c.params)
     assert not (set(c.query for c in calls) - known_statements())  # nothing composed at run time
     sent_accounts = [key for c in calls
-                     if c.query == MERGE_ROWS["Account"] for key in c.params["keys"]]
+                     if c.query == MERGE_FIXED["Account"] for key in c.params["keys"]]
     assert sorted(sent_accounts) == graph.accounts["account_id"].to_list()
-    # columns travel as lists, one per column, as long as the batch
-    account_batch = next(c.params for c in calls if c.query == MERGE_ROWS["Account"])
+    # columns travel as lists, one per column, as long as the batch: the built ones
+    # (named in the statement's map) under fvals, the snapshot's extra ones under vals
+    account_batch = next(c.params for c in calls if c.query == MERGE_FIXED["Account"])
     assert "account_id" not in account_batch["cols"]
-    assert all(len(v) == account_batch["n"] for v in account_batch["vals"])
+    assert account_batch["cols"] == ["score_hint", "tags_n", "note"]
+    assert all(len(v) == account_batch["n"]
+               for v in (*account_batch["vals"], *account_batch["fvals"],
+                         *account_batch["fsecs"]))
     # relationship ends travel as the element ids the node batches returned
     uses = [pair for c in calls if c.query == MERGE_USES["ip"]
             for pair in zip(c.params["a"], c.params["e"], strict=True)]
@@ -113,6 +134,60 @@ def test_fake_load_sends_schema_first_then_batches_of_constant_statements() -> N
         (f"Account:{a}", f"IP:{e}")
         for a, e in zip(ip_uses["account_id"], ip_uses["entity_id"], strict=True))
     assert calls[-1].query == FINISH_LOAD
+
+
+def test_a_first_load_creates_rows_with_fixed_maps_and_unstamped_relationships() -> None:
+    """Into an empty database: node frames with the built columns go as one literal map
+    per row (``CREATE_FIXED``), and relationships are CREATEd without a stamp."""
+    store, driver = fake_store(fresh=True, batch_size=3)
+    graph = tiny_graph()
+    store.load_snapshot(graph, digest="d")
+    calls = driver.sent()
+    assert not (set(c.query for c in calls) - known_statements())
+    used = {c.query for c in calls}
+    assert set(CREATE_FIXED.values()) <= used
+    assert not used & set(CREATE_ROWS.values()) & {CREATE_ROWS[k] for k in CREATE_FIXED}
+    sent = [key for c in calls if c.query == CREATE_FIXED["Account"] for key in c.params["keys"]]
+    assert sorted(sent) == graph.accounts["account_id"].to_list()
+    assert all("_snapshot" not in q for q in CREATE_USES.values())
+    assert CREATE_USES["ip"] in used
+
+
+def test_built_frames_take_the_fixed_maps_and_others_the_dynamic_sets() -> None:
+    frames, _ = stored_frames(tiny_graph(), RESERVED, StoreError)
+    for name, label in FRAME_LABEL.items():
+        assert _fixed_columns(frames[name], label) is not None, name
+    accounts = frames["accounts"]
+    assert _fixed_columns(accounts.with_columns(pl.lit(1).alias("extra")), "Account")
+    for odd in (accounts.drop("plan"), accounts.with_columns(pl.col("created_at").dt.epoch("s")),
+                accounts.with_columns(pl.lit(None, pl.Datetime("us")).alias("plan"))):
+        assert _fixed_columns(odd, "Account") is None
+
+
+def test_activity_travels_as_one_exact_json_text_and_old_lists_still_read() -> None:
+    accounts = pl.DataFrame({"account_id": ["a", "b", "c"], "x": [1, 2, 3]})
+    odd = ['asn:1', 'proxy:"Quote"; semi, comma', "net:é\n\\ tab\t", "", "x" * 300]
+    activity = pl.DataFrame(
+        {"account_id": ["a"] * 5 + ["c"], "minute": [5, 3, 3, 2**31 - 1, 0, -7],
+         "network": [*odd, "asn:2"]},
+        schema={"account_id": pl.String, "minute": pl.Int32, "network": pl.String})
+    packed = pack_activity(accounts, activity)
+    assert packed.schema["activity"] == pl.String
+    assert packed["activity"].null_count() == 1  # b has none: no property at all
+    back, again = unpack_activity(packed)
+    assert_frame_equal(back, accounts)
+    assert_frame_equal(again, activity.sort("account_id", "minute", "network"))
+    old = activity.sort("account_id", "minute", "network").group_by(
+        "account_id", maintain_order=True).agg(pl.col("minute").alias(OLD_MINUTES),
+                                              pl.col("network").alias(OLD_NETWORKS))
+    back, again = unpack_activity(accounts.join(old, on="account_id", how="left"))
+    assert_frame_equal(back, accounts)
+    assert_frame_equal(again, activity.sort("account_id", "minute", "network"))
+    clash = tiny_graph()
+    clash = PropertyGraph.from_frames({**clash.frames(), "accounts": clash.accounts.with_columns(
+        pl.lit("x").alias("activity"))})
+    with pytest.raises(StoreError, match="hold its activity"):
+        stored_frames(clash, RESERVED, StoreError)
 
 
 def test_a_load_reports_its_rows_rate_and_time_left() -> None:
