@@ -151,9 +151,11 @@ def _merge_back(
     operation's account in one lockstep block) already meets ``ratio``. What tells a
     fleet's boundary from Louvain cutting a uniformly linked group is how much of a
     community's weight leaves it: in a sparse random group a community keeps at most
-    three quarters inside (a quarter or more leaves), while a team or an operation
-    linked to the rest by a stray link keeps nearly all. A community with less than
-    ``closed`` of its weight outside is a fleet already and merges with nothing.
+    three quarters inside (a quarter or more leaves), while a team linked to an
+    operation by a stray link keeps nearly all. The smaller of two communities (by
+    weight) must have at least ``closed`` of its weight outside for them to merge: a
+    closed one is a fleet already, while the last piece of a uniform group merging
+    into the rest, already nearly closed itself, is open.
     Uses all edges of the component (not only the top-k Louvain saw). ``nodes`` is
     sorted (``np.unique``); in numpy, since it runs once per component.
     """
@@ -176,8 +178,8 @@ def _merge_back(
         x, y = pair // k, pair % k
         score = wxy * total / (vol[x] * vol[y])
         outside = np.bincount(lo, w[cross], k) + np.bincount(hi, w[cross], k)
-        open_ = outside >= closed * vol
-        keep = (score >= ratio) & open_[x] & open_[y]
+        small = np.where(vol[x] <= vol[y], x, y)
+        keep = (score >= ratio) & (outside[small] >= closed * vol[small])
         if not keep.any():
             break
         x, y, score = x[keep], y[keep], score[keep]

@@ -6,12 +6,18 @@ pipeline passes them between stages.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from attribution.contracts.settings import AttributionParams, FleetParams, LinkParams
 from attribution.engine.attribute import CLOCK_ONLY_REACH, member_reach
 from attribution.engine.features import anomaly
-from attribution.engine.fleets import attach_by_evidence, attach_loners, merge_fragments
+from attribution.engine.fleets import (
+    attach_by_evidence,
+    attach_loners,
+    find_fleets,
+    merge_fragments,
+)
 from attribution.engine.linking import FAMILIES, entity_strength
 
 
@@ -232,3 +238,42 @@ def test_an_operations_accounts_with_the_team_whose_card_they_used_still_merge()
     uses += [(i, "payment", "corp-card") for i in (10, 11, 13, 14)]
     got = _fragments(uses, {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [10, 11, 12, 13, 14, 15]})
     assert got == [{0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15}]
+
+
+def _random_group(rng: np.random.Generator, first: int, n: int, degree: int,
+                  edges: set[tuple[int, int]]) -> None:
+    """Links among accounts first..first+n-1, each pair drawn uniformly."""
+    target = len(edges) + n * degree // 2
+    while len(edges) < target:
+        a, b = (int(x) for x in rng.integers(first, first + n, 2))
+        if a != b:
+            edges.add((min(a, b), max(a, b)))
+
+
+def test_a_team_tied_to_an_operation_by_one_stray_link_stays_its_own_fleet() -> None:
+    """In a large component the configuration model expects almost nothing between a
+    team and a small operation, so one chance link (a CI bot in the operation's
+    lockstep block) looked like a reason to merge; the team keeps all but that link
+    inside and is a fleet of its own, while both operations come out whole."""
+    rng = np.random.default_rng(0)
+    edges: set[tuple[int, int]] = set()
+    _random_group(rng, 0, 2000, 10, edges)       # a large operation, uniformly linked
+    _random_group(rng, 2000, 40, 8, edges)       # a small one
+    team = list(range(2040, 2050))
+    edges.update((i, j) for i in team for j in team if i < j)  # a team on its card
+    edges.update({(0, 2000), (1, 2001), (2002, 2040)})          # stray links
+    e = np.array(sorted(edges))
+    links = pl.DataFrame({"a": e[:, 0], "b": e[:, 1], "weight": np.full(len(e), 2.0)})
+
+    def fleets(params: FleetParams) -> dict[int, int]:
+        m = find_fleets(2050, links, params)
+        return dict(zip(m["idx"].to_list(), m["fleet"].to_list(), strict=True))
+
+    fleet = fleets(FleetParams())
+    assert {fleet[i] for i in team} == {fleet[2040]}
+    assert sum(f == fleet[2040] for f in fleet.values()) == len(team)
+    assert len({fleet[i] for i in range(2000) if i in fleet}) == 1
+    assert len({fleet[i] for i in range(2000, 2040)}) == 1
+    # Without the rule the team is merged into the small operation.
+    merged = fleets(FleetParams(closed_share=0.0))
+    assert merged[2040] == merged[2000]
