@@ -599,10 +599,14 @@ def _add_pairwise_families(
 
     hours = _normalised(acc["hours"], 24)
     caps = _normalised(acc["capabilities"], 6)
-    hcos = _rowwise(lambda x, y: (hours[x] * hours[y]).sum(axis=1), a, b)
-    ccos = _rowwise(lambda x, y: (caps[x] * caps[y]).sum(axis=1), a, b)
-    active = (np.minimum(acc["exchanges"].fill_null(0).to_numpy()[a],
-                         acc["exchanges"].fill_null(0).to_numpy()[b]) >= 10)
+    exchanges = acc["exchanges"].fill_null(0).to_numpy()
+    active = np.minimum(exchanges[a], exchanges[b]) >= 10
+    # Habits count only between two active accounts: gather the rows for those pairs only.
+    hcos = np.zeros(len(a))
+    ccos = np.zeros(len(a))
+    on = np.flatnonzero(active)
+    hcos[on] = _rowwise(lambda x, y: (hours[x] * hours[y]).sum(axis=1), a[on], b[on])
+    ccos[on] = _rowwise(lambda x, y: (caps[x] * caps[y]).sum(axis=1), a[on], b[on])
     tz_code, tz_rarity = _timezones(graph)
     same_tz = (tz_code[a] == tz_code[b]) & (tz_code[a] >= 0)
     profile = p.cap["profile"] * (
