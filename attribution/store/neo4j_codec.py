@@ -178,7 +178,7 @@ class Columns:
     ``fixed`` columns are not properties: the caller passes their values with
     each page (the account and kind of a relationship, say). Each page becomes a
     frame as it arrives: Python objects cost several times their Arrow size (a
-    million accounts' activity lists are 36.7M ints and 36.7M strings), so only
+    million accounts' columns and uses are tens of millions of values), so only
     one page of them is alive at a time.
     """
 
