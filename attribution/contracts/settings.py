@@ -64,7 +64,8 @@ class FleetParams:
     louvain_min_size: int = 8         # smaller components are fleets as they are
     top_k_edges: int = 12             # per account, before Louvain, for speed
     merge_ratio: float = 0.2          # re-merge communities linked at this share of expectation
-    closed_share: float = 0.1         # ... unless less than this share of one's weight leaves it
+    closed_share: float = 0.1         # ... unless one link joins them and the smaller sends
+    #                                   less than this share of its weight out
     attach_links: int = 3             # a burst's members in one fleet that attach its loners
     attach_share: float = 0.7         # ... and their share of the burst's members in fleets
     attach_belief: float = 0.5        # a loner attaches when it is this likely the fleet's

@@ -147,17 +147,15 @@ def _merge_back(
     """Merge communities whose mutual weight is near what chance predicts.
 
     The configuration model of a large, sparse component expects almost no weight
-    between two small communities, so one chance link (a team's CI bot and an
-    operation's account in one lockstep block) already meets ``ratio``. What tells a
-    fleet's boundary from Louvain cutting a uniformly linked group is how much of a
-    community's weight leaves it: in a sparse random group a community keeps at most
-    three quarters inside (a quarter or more leaves), while a team linked to an
-    operation by a stray link keeps nearly all. The smaller of two communities (by
-    weight) must have at least ``closed`` of its weight outside for them to merge: a
-    closed one is a fleet already, while the last piece of a uniform group merging
-    into the rest, already nearly closed itself, is open.
-    Uses all edges of the component (not only the top-k Louvain saw). ``nodes`` is
-    sorted (``np.unique``); in numpy, since it runs once per component.
+    between two small communities, so a single chance link (a company's CI bot in a
+    cloud operation's lockstep block) already meets ``ratio``. In a uniformly linked
+    group that is how Louvain's small pieces hang together (one link each, and a
+    quarter or more of each piece's weight leaves it, measured on random graphs);
+    a team keeps all but that one link inside. So two communities joined by a
+    single link do not merge when the smaller of them (by weight) sends less than
+    ``closed`` of its weight outside: it is a fleet already, and the link one
+    coincidence. Uses all edges of the component (not only the top-k Louvain saw).
+    ``nodes`` is sorted (``np.unique``); in numpy, since it runs once per component.
     """
     ia = np.searchsorted(nodes, a)
     ib = np.searchsorted(nodes, b)
@@ -175,11 +173,13 @@ def _merge_back(
         hi = np.maximum(ca, cb)[cross]
         pair, at = np.unique(lo * k + hi, return_inverse=True)
         wxy = np.bincount(at, w[cross], len(pair))
+        nxy = np.bincount(at, minlength=len(pair))
         x, y = pair // k, pair % k
         score = wxy * total / (vol[x] * vol[y])
         outside = np.bincount(lo, w[cross], k) + np.bincount(hi, w[cross], k)
         small = np.where(vol[x] <= vol[y], x, y)
-        keep = (score >= ratio) & (outside[small] >= closed * vol[small])
+        stray = (nxy == 1) & (outside[small] < closed * vol[small])
+        keep = (score >= ratio) & ~stray
         if not keep.any():
             break
         x, y, score = x[keep], y[keep], score[keep]
