@@ -122,10 +122,11 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
                                pl.col("s").cast(pl.Float64)) for p in parts])
     scored = _same_block(_combine(rows, params), in_block, params)
-    scored = _add_pairwise_families(scored, graph, params)
+    tables = PairTables.of(graph, params)
+    scored = _add_pairwise_families(scored, tables, params)
     scored = _rented_networks(scored, open_network, params)
     edges = _decide(scored, params)
-    batch, batch_candidates = _batch_edges(graph, signup, bursts, creation, edges, params)
+    batch, batch_candidates = _batch_edges(graph, tables, signup, bursts, creation, edges, params)
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
@@ -160,9 +161,9 @@ def _lockstep_pairs(in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     return pairs.select("a", "b", _family("lockstep"), "s") if pairs.height else _empty_rows()
 
 
-def _batch_edges(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,
-                 creation: pl.DataFrame, edges: pl.DataFrame, p: LinkParams
-                 ) -> tuple[pl.DataFrame, int]:
+def _batch_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
+                 bursts: pl.DataFrame, creation: pl.DataFrame, edges: pl.DataFrame,
+                 p: LinkParams) -> tuple[pl.DataFrame, int]:
     """Edges inside sign-up batches that nothing else links: (edges, pairs scored).
 
     A batch of accounts registered together that have not been used yet has
@@ -180,7 +181,7 @@ def _batch_edges(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFram
         return edges.clear(), 0
     pairs = net.select("a", "b").unique()
     rows = pl.concat([net, creation.join(pairs, on=["a", "b"])])
-    scored = _add_pairwise_families(_combine(rows, p), graph, p)
+    scored = _add_pairwise_families(_combine(rows, p), tables, p)
     return _decide(scored, p).select(edges.columns), scored.height
 
 
@@ -556,63 +557,103 @@ def _empty_rows() -> pl.DataFrame:
 
 
 def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """One row per pair, one strength per family: the strongest entity plus a bonus."""
-    cap = pl.col("family").cast(pl.String).replace_strict(p.cap, return_dtype=pl.Float64)
-    per_family = (
-        rows.with_columns(pl.col("a").cast(pl.Int32), pl.col("b").cast(pl.Int32))
-        .filter(pl.col("a") != pl.col("b"))
-        .group_by("a", "b", "family")
-        .agg(pl.col("s").max().alias("top"), pl.col("s").sum().alias("total"))
-        .with_columns(
-            pl.min_horizontal(
-                pl.col("top") + p.same_family_bonus * (pl.col("total") - pl.col("top")), cap
-            ).alias("s")
-        )
-    )
-    wide = per_family.pivot(on="family", index=["a", "b"], values="s", aggregate_function="max")
-    for family in FAMILIES:
-        if family not in wide.columns:
-            wide = wide.with_columns(pl.lit(0.0).alias(family))
-    return wide.select(
-        "a", "b", *[pl.col(f).fill_null(0.0).alias(f"s_{f}") for f in FAMILIES]
-    ).sort("a", "b")
+    """One row per pair, one strength per family: the strongest entity plus a bonus.
+
+    A pair and a family are one integer key, ``((a << 32) | b) * len(FAMILIES) +
+    family``, whose order is the (a, b) order: the grouping is on one column and the
+    wide table is filled in numpy (a pivot and a sort of 13M pairs were a third of the
+    stage at 1M accounts). Rows of strength 0 (the timing candidates) only propose
+    their pair: the family is worth 0 either way.
+    """
+    width = len(FAMILIES)
+    rows = rows.filter(pl.col("a") != pl.col("b"))
+    a = rows["a"].cast(pl.Int32).to_numpy()
+    b = rows["b"].cast(pl.Int32).to_numpy()
+    if len(a) and int(a.max()) >= 1 << 28:
+        raise ValueError("pair keys hold account rows below 2^28")
+    pair = (a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)
+    strength = rows["s"].cast(pl.Float64).to_numpy()
+    zero = strength == 0.0
+    family = rows["family"].cast(pl.String).cast(FAMILY).to_physical().to_numpy()
+    key = pair[~zero] * np.uint64(width) + family[~zero].astype(np.uint64)
+    per_family = pl.DataFrame({"key": key, "s": strength[~zero]}).group_by("key").agg(
+        pl.col("s").max().alias("top"), pl.col("s").sum().alias("total")).sort("key")
+    key = per_family["key"].to_numpy()
+    top = per_family["top"].to_numpy()
+    total = per_family["total"].to_numpy()
+    fam = (key % np.uint64(width)).astype(np.int64)
+    cap = np.array([p.cap[f] for f in FAMILIES])
+    value = np.minimum(top + p.same_family_bonus * (total - top), cap[fam])
+    pairs = pl.Series(np.concatenate([key // np.uint64(width), pair[zero]])).unique().sort()
+    pairs_np = pairs.to_numpy()
+    # the keys are sorted: numpy's search starts each one where the last ended
+    at = np.searchsorted(pairs_np, key // np.uint64(width))
+    columns: dict[str, np.ndarray] = {"a": (pairs_np >> np.uint64(32)).astype(np.int32),
+               "b": (pairs_np & np.uint64(0xFFFFFFFF)).astype(np.int32)}
+    for i, name in enumerate(FAMILIES):
+        # one column at a time (polars takes the arrays as they are): no wide copy
+        column = np.zeros(len(pairs_np))
+        mine = fam == i
+        column[at[mine]] = value[mine]
+        columns[f"s_{name}"] = column
+    return pl.DataFrame(columns)
 
 
-def _add_pairwise_families(
-    scored: pl.DataFrame, graph: PropertyGraph, p: LinkParams
-) -> pl.DataFrame:
+@dataclass
+class PairTables:
+    """The per-account tables the pairwise families read (``_add_pairwise_families``).
+
+    Built once per run: the candidate pairs and the sign-up batches' pairs are scored
+    against the same signatures, null and profiles, which cost seconds at 1M accounts.
+    """
+
+    n_min: np.ndarray      # active minutes
+    sig: np.ndarray        # minute signatures (int32: minima mod 2^31 - 1, -1 for none)
+    null: TimingNull
+    hours: np.ndarray      # hour histograms as unit vectors
+    caps: np.ndarray       # capability mixes as unit vectors
+    exchanges: np.ndarray
+    tz_code: np.ndarray    # modal device time zone (-1 if none)
+    tz_rarity: np.ndarray
+
+    @classmethod
+    def of(cls, graph: PropertyGraph, p: LinkParams) -> PairTables:
+        acc = graph.accounts
+        n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
+        # Minima of hashes mod 2^31 - 1 (and -1 for none) fit int32 exactly: half the
+        # bytes to gather for millions of pairs.
+        sig = list_matrix(acc["minute_sig"], MINHASH_K, -1).astype(np.int32)
+        tz_code, tz_rarity = _timezones(graph)
+        return cls(n_min=n_min, sig=sig, null=TimingNull.fit(sig, n_min, p, seed=p.null_seed),
+                   hours=_normalised(acc["hours"], 24), caps=_normalised(acc["capabilities"], 6),
+                   exchanges=acc["exchanges"].fill_null(0).to_numpy(),
+                   tz_code=tz_code, tz_rarity=tz_rarity)
+
+
+def _add_pairwise_families(scored: pl.DataFrame, t: PairTables, p: LinkParams) -> pl.DataFrame:
     """Timing and profile strengths for every candidate pair, from per-account features."""
     if not scored.height:
         return scored
-    acc = graph.accounts
     a = scored["a"].to_numpy()
     b = scored["b"].to_numpy()
-    n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
-    # Minima of hashes mod 2^31 - 1 (and -1 for none) fit int32 exactly: half the
-    # bytes to gather for millions of pairs.
-    sig = list_matrix(acc["minute_sig"], MINHASH_K, -1).astype(np.int32)
-    matches = _rowwise(lambda x, y: np.count_nonzero(sig[x] == sig[y], axis=1), a, b)
-    null = TimingNull.fit(sig, n_min, p, seed=p.null_seed)
-    surprise = null.surprise(matches, n_min[a], n_min[b])
+    n_min = t.n_min
+    matches = _rowwise(_equal_count, t.sig, a, b)
+    surprise = t.null.surprise(matches, n_min[a], n_min[b])
     timing = p.cap["timing"] * np.clip((surprise - p.timing_from) / p.timing_span, 0.0, 1.0)
     timing[(np.minimum(n_min[a], n_min[b]) < p.min_minutes) | (matches == 0)] = 0.0
 
-    hours = _normalised(acc["hours"], 24)
-    caps = _normalised(acc["capabilities"], 6)
-    exchanges = acc["exchanges"].fill_null(0).to_numpy()
-    active = np.minimum(exchanges[a], exchanges[b]) >= 10
+    active = np.minimum(t.exchanges[a], t.exchanges[b]) >= 10
     # Habits count only between two active accounts: gather the rows for those pairs only.
     hcos = np.zeros(len(a))
     ccos = np.zeros(len(a))
     on = np.flatnonzero(active)
-    hcos[on] = _rowwise(lambda x, y: (hours[x] * hours[y]).sum(axis=1), a[on], b[on])
-    ccos[on] = _rowwise(lambda x, y: (caps[x] * caps[y]).sum(axis=1), a[on], b[on])
-    tz_code, tz_rarity = _timezones(graph)
-    same_tz = (tz_code[a] == tz_code[b]) & (tz_code[a] >= 0)
+    hcos[on] = _rowwise(_dot, t.hours, a[on], b[on])
+    ccos[on] = _rowwise(_dot, t.caps, a[on], b[on])
+    same_tz = (t.tz_code[a] == t.tz_code[b]) & (t.tz_code[a] >= 0)
     profile = p.cap["profile"] * (
         0.35 * np.clip((hcos - 0.6) / 0.4, 0.0, 1.0) * active
         + 0.25 * np.clip((ccos - 0.7) / 0.3, 0.0, 1.0) * active
-        + 0.4 * np.where(same_tz, tz_rarity[a], 0.0)
+        + 0.4 * np.where(same_tz, t.tz_rarity[a], 0.0)
     )
     return scored.with_columns(
         pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
@@ -620,14 +661,38 @@ def _add_pairwise_families(
     )
 
 
+def _equal_count(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """How many entries of each row pair are equal."""
+    return np.count_nonzero(x == y, axis=1)
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise dot products (overwrites ``x``, a scratch buffer)."""
+    return np.multiply(x, y, out=x).sum(axis=1)
+
+
 def _rowwise(
-    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray,
-    chunk: int = 1_000_000,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: np.ndarray, a: np.ndarray,
+    b: np.ndarray, chunk: int = 8192,
 ) -> np.ndarray:
-    """``fn`` over pair indices in chunks: gathered rows of millions of pairs would not fit."""
-    if len(a) <= chunk:
-        return fn(a, b)
-    return np.concatenate([fn(a[i:i + chunk], b[i:i + chunk]) for i in range(0, len(a), chunk)])
+    """``fn`` over the rows of ``rows`` gathered for each pair (a, b), a few thousand pairs at
+    a time into two reused buffers that stay in cache: gathering millions of rows at once
+    spent most of its time writing (and faulting in) fresh memory."""
+    out = np.empty(0)
+    width = rows.shape[1]
+    ra = np.empty((min(chunk, len(a)), width), dtype=rows.dtype)
+    rb = np.empty_like(ra)
+    if not len(a):
+        return fn(ra, rb)
+    for i in range(0, len(a), chunk):
+        k = min(chunk, len(a) - i)
+        np.take(rows, a[i:i + k], axis=0, out=ra[:k], mode="clip")
+        np.take(rows, b[i:i + k], axis=0, out=rb[:k], mode="clip")
+        part = fn(ra[:k], rb[:k])
+        if i == 0:
+            out = np.empty(len(a), dtype=part.dtype)
+        out[i:i + k] = part
+    return out
 
 
 @dataclass
