@@ -7,10 +7,12 @@ keeps them (``PropertyGraph.activity``) for this run, later re-runs and the API.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+import numpy as np
 import polars as pl
 
 from attribution.contracts.graph import ACTIVITY_SCHEMA
-from attribution.stages.ranges import AccountRanges
 
 
 def network_of(ips: pl.DataFrame, proxies: pl.DataFrame) -> pl.DataFrame:
@@ -30,37 +32,41 @@ def _prefix(ip: pl.Expr) -> pl.Expr:
 
 
 def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, *,
-             rows_per_part: int = 6_000_000, ranges: AccountRanges | None = None
-             ) -> pl.DataFrame:
+             rows_per_part: int = 6_000_000) -> pl.DataFrame:
     """The raw incidences the group method reads: (account, minute, network), one row per
     account and minute and network it acted on (minutes since the Unix epoch).
 
     Accounts and networks are integer codes (in sorted order) while the tens of millions
     of exchange rows are reduced, and names again only for the rows that remain. The
-    accounts are taken in contiguous ranges of about ``rows_per_part`` exchanges
-    (``ranges``, shared with ``behaviour.aggregate`` by the graph stage), so the working
-    copies of one range at a time are in memory (about 2 GB for 30M exchanges in one
-    pass) and the ranges, each in order, concatenate in order."""
+    accounts are taken in contiguous ranges of about ``rows_per_part`` exchanges, so the
+    working copies of one range at a time are in memory (about 2 GB for 30M exchanges in
+    one pass) and the ranges, each in order, concatenate in order."""
     net = network_of(ips, proxies)
     ip_net = (exchanges.select(pl.col("ip").unique()).drop_nulls().join(net, on="ip", how="left")
               .select("ip", pl.coalesce("network", _prefix(pl.col("ip"))).alias("network")))
     networks = ip_net.select(pl.col("network").unique().sort()).with_row_index("net")
     ip_net = ip_net.join(networks, on="network").select("ip", "net")
-    ranges = ranges if ranges is not None else AccountRanges.of(exchanges, rows_per_part)
+    accounts = exchanges.select(pl.col("account_id").unique().sort()).with_row_index("acc")
+    parts = max(1, -(-exchanges.height // rows_per_part))
+    bounds = np.linspace(0, accounts.height, parts + 1).astype(np.int64)
     frames = []
-    for _, _, part in ranges.parts(exchanges):
+    for lo, hi in pairwise(bounds.tolist()):
+        if hi == lo:
+            continue
+        chunk = accounts.slice(lo, hi - lo)
         coded = (
-            part.lazy().select("code", "ts", "ip").filter(pl.col("ip").is_not_null())
-            .join(ip_net.lazy(), on="ip")
-            .select("code", (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32).alias("minute"),
-                    "net")
-            .unique().sort("code", "minute", "net")
+            exchanges.lazy().select("account_id", "ts", "ip").filter(pl.col("ip").is_not_null())
+            .join(chunk.lazy(), on="account_id").join(ip_net.lazy(), on="ip")
+            .select("acc", (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32).alias("minute"), "net")
+            .unique().sort("acc", "minute", "net")
             .collect()
         )
         frames.append(coded.select(
-            ranges.names.gather(coded["code"]).alias("account_id"),
+            pl.col("acc").replace_strict(chunk["acc"], chunk["account_id"], return_dtype=pl.String)
+            .alias("account_id"),
             "minute",
-            networks["network"].gather(coded["net"]).alias("network"),
+            pl.col("net").replace_strict(networks["net"], networks["network"], return_dtype=pl.String)
+            .alias("network"),
         ))
     if not frames:
         return pl.DataFrame(schema=ACTIVITY_SCHEMA)

@@ -17,7 +17,6 @@ import numpy.typing as npt
 import polars as pl
 
 from attribution.contracts.schema import CAPABILITIES
-from attribution.stages.ranges import AccountRanges
 
 MINHASH_K = 32
 _PRIME = (1 << 31) - 1
@@ -39,32 +38,28 @@ class ExchangeAggregates:
     devices: pl.DataFrame
 
 
-def aggregate(exchanges: pl.DataFrame, *, rows_per_part: int = 6_000_000,
-              ranges: AccountRanges | None = None) -> ExchangeAggregates:
-    """All exchange aggregates, computed over ranges of accounts (``ranges.AccountRanges``,
-    made here unless the caller shares its own).
+def aggregate(exchanges: pl.DataFrame, *, rows_per_part: int = 6_000_000) -> ExchangeAggregates:
+    """All exchange aggregates, computed over account partitions.
 
-    Every aggregate is per account, so splitting the accounts gives exact results
-    while each pass holds only a slice of the table's working copies in memory (tens
-    of millions of rows otherwise need several times the table's own size at the peak).
+    Every aggregate is per account, so splitting the accounts by a hash of
+    their id gives exact results while each pass holds only a slice of the
+    table's working copies in memory (tens of millions of rows otherwise need
+    several times the table's own size at the peak).
     """
-    ranges = ranges if ranges is not None else AccountRanges.of(exchanges, rows_per_part)
+    parts = max(1, -(-exchanges.height // rows_per_part))
     results: list[tuple[pl.DataFrame, ...]] = []
-    for lo, hi, sub in ranges.parts(exchanges):
-        names = ranges.names.slice(lo, hi - lo)
-        sub = sub.with_columns(pl.col("code").cast(pl.Int64) - lo)
+    for part in range(parts):
+        lf = exchanges.lazy()
+        if parts > 1:
+            lf = lf.filter(pl.col("account_id").hash(seed=11) % parts == part)
+        sub = lf.collect()
         results.append((
-            _behaviour(sub, names, sub["code"].to_numpy()),
-            prompt_edges(sub.lazy(), names),
-            exchange_entity_edges(sub.lazy(), "ip", names),
-            exchange_entity_edges(sub.lazy(), "device_id", names),
+            account_behaviour(sub.lazy()),
+            prompt_edges(sub.lazy()),
+            exchange_entity_edges(sub.lazy(), "ip"),
+            exchange_entity_edges(sub.lazy(), "device_id"),
         ))
         del sub
-    if not results:
-        empty = exchanges.clear().lazy()
-        results.append((account_behaviour(empty), prompt_edges(empty),
-                        exchange_entity_edges(empty, "ip"),
-                        exchange_entity_edges(empty, "device_id")))
     merged = [pl.concat([r[i] for r in results]) for i in range(4)]
     return ExchangeAggregates(
         accounts=merged[0].sort("account_id"),
@@ -80,27 +75,15 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     Columns: account_id, exchanges, input_tokens, output_tokens, first_ts,
     last_ts, active_days, active_minutes, hours (24 counts, UTC), capabilities
     (counts in ``CAPABILITIES`` order), minute_sig (``MINHASH_K`` minima).
-    """
-    frame = exchanges.collect()
-    names = frame["account_id"].unique().sort()
-    return _behaviour(frame, names, names.search_sorted(frame["account_id"]).cast(pl.Int64)
-                      .to_numpy())
-
-
-def _behaviour(frame: pl.DataFrame, names: pl.Series, codes: npt.NDArray[np.int64]
-               ) -> pl.DataFrame:
-    """``account_behaviour`` of exchanges whose accounts have the integer ``codes`` (the
-    rank of each row's account id among ``names``, the sorted distinct ids).
-
-    Accounts are grouped by their code, never by the id string: signatures run over
-    distinct (code, minute) keys packed into one integer and sorted, so each account's
-    minutes are one run of them; histograms are counted by ``bincount`` on
-    ``code * width + bucket``, and rows come out in code order, which is the order of
-    the ids.
+    Accounts are grouped by an integer code (their rank among the sorted ids),
+    never by the id string: signatures run over distinct (code, minute) keys
+    packed into one integer, histograms are counted by ``bincount`` on
+    ``code * width + bucket``, and rows come out in code order, which is the
+    order of the ids.
     """
     known = list(CAPABILITIES[:-1])
-    n = names.len()
-    base = frame.select(
+    base = exchanges.select(
+        "account_id",
         "ts",
         "input_tokens",
         "output_tokens",
@@ -109,64 +92,49 @@ def _behaviour(frame: pl.DataFrame, names: pl.Series, codes: npt.NDArray[np.int6
         .replace_strict({c: i for i, c in enumerate(known)}, default=len(known),
                         return_dtype=pl.Int64)
         .fill_null(len(known)).alias("cap"),
-    ).with_columns(pl.Series("code", codes))
-    volume = base.lazy().select("code", "ts", "input_tokens", "output_tokens") \
+    ).collect()
+    names = base["account_id"].unique().sort()
+    n = names.len()
+    code = names.search_sorted(base["account_id"]).cast(pl.Int64)
+    volume = base.lazy().select(code.alias("code"), "ts", "input_tokens", "output_tokens") \
         .group_by("code").agg(
             pl.len().cast(pl.Int64).alias("exchanges"),
             pl.col("input_tokens").sum().cast(pl.Int64),
             pl.col("output_tokens").sum().cast(pl.Int64),
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
-        ).collect().sort("code")
+        )
+    codes = code.to_numpy()
     minute = base["minute"].to_numpy()
     hours = _counts(codes, (minute // 60) % 24, n, 24)
     caps = _counts(codes, base["cap"].to_numpy(), n, len(CAPABILITIES))
     # Distinct (account, minute): minutes since the epoch fit in 32 bits for millennia.
-    keys = codes << 32
-    keys |= minute
-    keys = pl.Series(keys).sort().to_numpy()
-    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
-    days, minutes, signature = _minute_summary(keys >> 32, keys & 0xFFFFFFFF)
-    return volume.select(
-        names.gather(volume["code"]).alias("account_id"),
-        "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
-        pl.Series("active_days", days), pl.Series("active_minutes", minutes),
-        pl.Series("hours", hours).arr.to_list(),
-        pl.Series("capabilities", caps).arr.to_list(),
-        pl.Series("minute_sig", signature).arr.to_list(),
+    keys = pl.Series((codes << 32) | minute).unique().to_numpy()
+    minutes = pl.DataFrame({"code": keys >> 32, "minute": keys & 0xFFFFFFFF})
+    signature = minutes.lazy().group_by("code").agg(
+        (pl.col("minute") // 1440).n_unique().cast(pl.Int64).alias("active_days"),
+        pl.len().cast(pl.Int64).alias("active_minutes"),
+        *[((pl.col("minute") * a + b) % _PRIME).min().alias(f"mh{i}")
+          for i, (a, b) in enumerate(_COEFFS)],
+    ).select(
+        "code", "active_days", "active_minutes",
+        pl.concat_list([f"mh{i}" for i in range(MINHASH_K)]).cast(pl.List(pl.Int64))
+        .alias("minute_sig"),
     )
-
-
-def _minute_summary(code: npt.NDArray[np.int64], minute: npt.NDArray[np.int64]
-                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
-                               npt.NDArray[np.int64]]:
-    """Per account (``code`` sorted, every code from 0 present, ``minute`` distinct within
-    one): active days, active minutes and the ``MINHASH_K`` minima of its minutes.
-
-    A hash of a minute is taken once per distinct minute of the range (a table over the
-    span of minutes, about 60,000 for forty days) and gathered, not recomputed for every
-    account-minute: the same values, without 32 passes of 64-bit modulo over millions
-    of rows.
-    """
-    if not len(code):
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty((0, MINHASH_K), dtype=np.int64)
-    first = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
-    minutes = np.diff(np.append(first, len(code))).astype(np.int64)
-    day = minute // 1440
-    new_day = np.concatenate([[True], (code[1:] != code[:-1]) | (day[1:] != day[:-1])])
-    days = np.bincount(code[new_day], minlength=len(first)).astype(np.int64)
-    signature = np.empty((len(first), MINHASH_K), dtype=np.int64)
-    low = int(minute.min())
-    span = int(minute.max()) - low + 1
-    dense = span <= 8 * len(minute)
-    at = minute - low if dense else minute
-    for i, (a, b) in enumerate(_COEFFS):
-        # hashes are below 2^31 - 1: int32 halves the bytes gathered and reduced
-        values = ((np.arange(low, low + span, dtype=np.int64) * a + b) % _PRIME).astype(
-            np.int32)[at] if dense else (minute * a + b) % _PRIME
-        signature[:, i] = np.minimum.reduceat(values, first)
-    return days, minutes, signature
+    histograms = pl.DataFrame({
+        "code": pl.int_range(n, eager=True, dtype=pl.Int64),
+        "hours": pl.Series(hours).arr.to_list(),
+        "capabilities": pl.Series(caps).arr.to_list(),
+    })
+    out = (
+        volume.join(signature, on="code").join(histograms.lazy(), on="code")
+        .collect().sort("code")
+    )
+    return out.select(
+        names.gather(out["code"]).alias("account_id"),
+        "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
+        "active_days", "active_minutes", "hours", "capabilities", "minute_sig",
+    )
 
 
 def _counts(codes: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64], n: int, width: int
@@ -176,23 +144,27 @@ def _counts(codes: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64], n: int,
     return flat.reshape(n, width).astype(np.int64)
 
 
-def prompt_edges(exchanges: pl.LazyFrame, names: pl.Series | None = None) -> pl.DataFrame:
-    """Account-to-prompt-template usage: first and last use and how often (see
-    ``exchange_entity_edges`` for ``names``)."""
-    return exchange_entity_edges(exchanges, "prompt_hash", names).sort("account_id", "entity_id")
+def prompt_edges(exchanges: pl.LazyFrame) -> pl.DataFrame:
+    """Account-to-prompt-template usage: first and last use and how often."""
+    return (
+        exchanges.filter(pl.col("prompt_hash").is_not_null())
+        .group_by("account_id", "prompt_hash")
+        .agg(
+            pl.col("ts").min().alias("first_seen"),
+            pl.col("ts").max().alias("last_seen"),
+            pl.len().cast(pl.Int64).alias("count"),
+        )
+        .rename({"prompt_hash": "entity_id"})
+        .collect()
+        .sort("account_id", "entity_id")
+    )
 
 
-def exchange_entity_edges(exchanges: pl.LazyFrame, column: str,
-                          names: pl.Series | None = None) -> pl.DataFrame:
-    """Account-to-entity usage seen in exchanges (``column``: ip, device_id, prompt_hash).
-
-    With ``names`` (the sorted ids of the accounts whose rank is the ``code`` column)
-    rows are grouped by that integer, not by the id string, and named at the end.
-    """
-    by = "account_id" if names is None else "code"
-    out = (
+def exchange_entity_edges(exchanges: pl.LazyFrame, column: str) -> pl.DataFrame:
+    """Account-to-IP or account-to-device usage seen in exchanges (``column``)."""
+    return (
         exchanges.filter(pl.col(column).is_not_null())
-        .group_by(by, column)
+        .group_by("account_id", column)
         .agg(
             pl.col("ts").min().alias("first_seen"),
             pl.col("ts").max().alias("last_seen"),
@@ -201,7 +173,3 @@ def exchange_entity_edges(exchanges: pl.LazyFrame, column: str,
         .rename({column: "entity_id"})
         .collect()
     )
-    if names is None:
-        return out
-    return out.select(names.gather(out["code"]).alias("account_id"), "entity_id", "first_seen",
-                      "last_seen", "count")

@@ -12,11 +12,6 @@ from attribution.contracts.graph import TS, PropertyGraph
 from attribution.contracts.vocabulary import LINK_KIND
 from attribution.stages import behaviour
 from attribution.stages.activity import activity
-from attribution.stages.ranges import AccountRanges
-
-# Exchanges per range of accounts in the graph stage's passes (about 2 GB of working
-# copies for 30M exchanges in one pass).
-ROWS_PER_PART = 6_000_000
 
 
 def _ts(col: str) -> pl.Expr:
@@ -29,9 +24,7 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
     >>> # see tests/test_graph.py for a worked example
     """
     acc = tables["accounts"]
-    # one account code per exchange and one set of ranges for both passes over them
-    ranges = AccountRanges.of(tables["exchanges"], ROWS_PER_PART)
-    agg = behaviour.aggregate(tables["exchanges"], ranges=ranges)
+    agg = behaviour.aggregate(tables["exchanges"])
     beh = agg.accounts
     email = pl.col("email").str.strip_chars().str.to_lowercase()
     accounts = acc.with_columns(
@@ -111,7 +104,7 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
         proxies=tables["proxies"].sort("proxy_id"),
         organizations=tables["organizations"].sort("org_id"),
         known_links=_resolve_links(tables["known_links"], pm),
-        activity=activity(tables["exchanges"], tables["ips"], tables["proxies"], ranges=ranges),
+        activity=activity(tables["exchanges"], tables["ips"], tables["proxies"]),
     )
 
 
