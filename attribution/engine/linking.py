@@ -634,12 +634,31 @@ class PairTables:
                    tz_code=tz_code, tz_rarity=tz_rarity)
 
 
-def _add_pairwise_families(scored: pl.DataFrame, t: PairTables, p: LinkParams) -> pl.DataFrame:
-    """Timing and profile strengths for every candidate pair, from per-account features."""
+def _add_pairwise_families(scored: pl.DataFrame, t: PairTables, p: LinkParams,
+                           chunk: int = 1 << 18) -> pl.DataFrame:
+    """Timing and profile strengths for every candidate pair, from per-account features.
+
+    Pairs are taken ``chunk`` at a time: a dozen temporaries of 13M pairs (1M accounts)
+    were each about 100 MB of fresh memory, which costs more to fault in than to compute.
+    """
     if not scored.height:
         return scored
     a = scored["a"].to_numpy()
     b = scored["b"].to_numpy()
+    timing = np.empty(len(a))
+    profile = np.empty(len(a))
+    for i in range(0, len(a), chunk):
+        timing[i:i + chunk], profile[i:i + chunk] = _pair_strengths(
+            t, a[i:i + chunk], b[i:i + chunk], p)
+    return scored.with_columns(
+        pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
+        pl.Series("s_profile", profile),
+    )
+
+
+def _pair_strengths(t: PairTables, a: np.ndarray, b: np.ndarray, p: LinkParams
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(timing, profile) strengths of the pairs (a, b)."""
     matches = _rowwise(_equal_count, t.sig, a, b)
     na, nb = t.n_min[a], t.n_min[b]
     # Timing counts only for two active accounts agreeing on a hash: the surprise is
@@ -663,10 +682,7 @@ def _add_pairwise_families(scored: pl.DataFrame, t: PairTables, p: LinkParams) -
         + 0.25 * np.clip((ccos - 0.7) / 0.3, 0.0, 1.0) * active
         + 0.4 * np.where(same_tz, t.tz_rarity[a], 0.0)
     )
-    return scored.with_columns(
-        pl.max_horizontal(pl.col("s_timing"), pl.Series(timing)).alias("s_timing"),
-        pl.Series("s_profile", profile),
-    )
+    return timing, profile
 
 
 def _equal_count(x: np.ndarray, y: np.ndarray) -> np.ndarray:
