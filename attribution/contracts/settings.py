@@ -94,6 +94,9 @@ class LockstepParams:
 
     # Time scales of a cell, in minutes: operators fire waves with minutes of jitter.
     scales: tuple[int, ...] = (5, 15)
+    # Proxy traffic is also tested per device time zone of its customers (an operator's
+    # leaked zone is a quiet corner of a busy service).
+    zones: bool = True
     # A cell is hot with this many distinct accounts at least (a wave of one or two is
     # a coincidence) ...
     min_occupancy: int = 3

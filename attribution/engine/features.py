@@ -76,16 +76,7 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
         pl.col("count").sum().alias("ip_req"),
         pl.col("ip_country").drop_nulls().mode().sort().first().alias("ip_country"),
     )
-    dev = graph.uses.filter(pl.col("kind") == "device").join(
-        graph.devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
-    )
-    tz = (
-        dev.filter(pl.col("timezone").is_not_null())
-        .group_by("account_id", "timezone").agg(pl.col("count").sum())
-        .sort("count", "timezone", descending=[True, False])
-        .group_by("account_id", maintain_order=True).first()
-        .select("account_id", "timezone")
-    )
+    tz = account_zones(graph.uses, graph.devices)
     caps = list_matrix(acc["capabilities"], 6, 0).astype(np.float64)
     total = caps.sum(axis=1)
     harvest = caps[:, :3].sum(axis=1)
@@ -117,6 +108,18 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
     ).drop("tz_share", "ip_country")
 
 
+
+
+def account_zones(uses: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
+    """account_id -> timezone: the zone of the devices an account used most (ties: the
+    first zone by name); accounts with no device zone are absent."""
+    dev = uses.filter(pl.col("kind") == "device").join(
+        devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
+    ).filter(pl.col("timezone").is_not_null())
+    return (dev.group_by("account_id", "timezone").agg(pl.col("count").sum())
+            .sort("count", "timezone", descending=[True, False])
+            .group_by("account_id", maintain_order=True).first()
+            .select("account_id", "timezone"))
 
 
 def anomaly(feats: pl.DataFrame) -> pl.Series:

@@ -769,16 +769,7 @@ def _normalised(col: pl.Series, width: int) -> np.ndarray:
 
 def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
     """Each account's most used device time zone (code, -1 if none) and its rarity."""
-    dev = graph.uses.filter(pl.col("kind") == "device").join(
-        graph.devices.select(pl.col("device_id").alias("entity_id"), "timezone"), on="entity_id"
-    ).filter(pl.col("timezone").is_not_null())
-    modal = (
-        dev.group_by("account_id", "timezone")
-        .agg(pl.col("count").sum())
-        .sort("count", "timezone", descending=[True, False])
-        .group_by("account_id", maintain_order=True)
-        .first()
-    )
+    modal = features.account_zones(graph.uses, graph.devices)
     acc = graph.accounts.select("account_id").join(modal, on="account_id", how="left")
     codes = acc["timezone"].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
     share = acc.group_by("timezone").agg(pl.len().alias("c")).with_columns(

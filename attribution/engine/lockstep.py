@@ -51,8 +51,15 @@ block's mass against what its volume would hold by chance). What we changed, and
    keeps them coordinated in the null and they are not blocks; one-off bursts (an
    onboarding day, an evaluation run) have no repetition to accumulate hits.
 
+5. A second mode for proxy traffic: the service and the customer's device time zone
+   (``split_by_zone``). A campaign that leaks its zone behind a busy service is a
+   quiet corner of it, where waves too small to stand out against the whole service
+   are hot cells. The zone values are tested beside the plain service, and an
+   account is in one block at most: found on the service, it is taken on its zones
+   too (one observation).
+
 The detector reports a network value as the data names it (a proxy provider, an ASN,
-a /24) and never names an organization.
+a /24, a provider and a zone) and never names an organization.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from attribution.contracts.settings import LockstepParams
 
 MINUTES_PER_DAY = 1440
 ROUND = 6  # decimals of the surprises the detector decides on and reports
+ZONE = "|tz:"  # joins a proxy service and a device time zone into one network value
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,42 @@ class Blocks:
 
 def describe_network(network: str) -> str:
     """A block's network in a sentence: a proxy provider or an ASN by name, a /24 (an
-    address range of people's homes or offices) not at all."""
+    address range of people's homes or offices) not at all; and the device time zone
+    when the block was found among one zone's customers of a proxy service."""
+    network, _, zone = network.partition(ZONE)
     kind, _, value = network.partition(":")
     if kind == "proxy":
-        return f"the same proxy service ({value})"
-    if kind == "asn":
-        return f"the same network (AS{value})"
-    return "the same network range"
+        where = f"the same proxy service ({value})"
+    elif kind == "asn":
+        where = f"the same network (AS{value})"
+    else:
+        where = "the same network range"
+    return f"{where} from devices set to {zone}" if zone else where
+
+
+def split_by_zone(act: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """The activity table with a second value for proxy traffic: the service and the
+    account's device zone (``proxy:X|tz:Y``), for accounts whose zone is not the one most
+    of the service's traffic comes from.
+
+    A proxy service's exits sit in a few countries while its customers' devices keep
+    their own zones; an operator that leaks its zone (Asia/Shanghai behind US exits)
+    shares that value with few others, so its waves stand out against a far quieter
+    baseline than the whole service's. The service's own majority zone adds nothing
+    the service does not already say, and ISPs and datacenters are not split: their
+    users are mostly of one country, and a minority zone there isolates small closed
+    groups (a team abroad, one company's bots) that act together every day by design."""
+    on_proxy = act.filter(pl.col("network").str.starts_with("proxy:")).join(zones, on="account_id")
+    if on_proxy.height == 0:
+        return act
+    modal = (on_proxy.group_by("network", "timezone").agg(pl.len().alias("c"))
+             .sort("c", "timezone", descending=[True, False])
+             .group_by("network", maintain_order=True).first()
+             .select("network", pl.col("timezone").alias("modal")))
+    zoned = (pl.col("network") + ZONE + pl.col("timezone")).alias("network")
+    extra = (on_proxy.join(modal, on="network").filter(pl.col("timezone") != pl.col("modal"))
+             .select("account_id", "minute", zoned))
+    return pl.concat([act, extra.cast(act.schema)])
 
 
 def poisson_surprise(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -275,10 +312,14 @@ def _calendar(first_day: int, days: int) -> pl.DataFrame:
     return cal.join(cal.group_by("kind").agg(pl.len().alias("days_of_kind")), on="kind")
 
 
-def find_blocks(act: pl.DataFrame, p: LockstepParams) -> Blocks:
-    """Lockstep blocks in an activity table (``ACTIVITY_SCHEMA``)."""
+def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None = None) -> Blocks:
+    """Lockstep blocks in an activity table (``ACTIVITY_SCHEMA``); with ``zones``
+    (account_id, timezone: ``features.account_zones``), proxy traffic is also tested per
+    device zone (``split_by_zone``)."""
     if act.height == 0 or not p.scales:
         return Blocks.empty()
+    if zones is not None and p.zones:
+        act = split_by_zone(act, zones)
     accounts = act.select(pl.col("account_id").unique().sort()).with_row_index("acc")
     networks = act.select(pl.col("network").unique().sort()).with_row_index("net")
     start = int(act["minute"].min()) // MINUTES_PER_DAY * MINUTES_PER_DAY  # type: ignore[arg-type]
@@ -290,15 +331,20 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams) -> Blocks:
     for minutes in sorted(p.scales):
         scales.append(_scale(coded, minutes, days, p, scales[-1] if scales else None))
     calendar = _calendar(start // MINUTES_PER_DAY, days)
+    # every network value and the service it splits (itself when it is not a zone of one)
+    code = networks.select(pl.col("net").cast(pl.Int32), "network")
+    roots = code.with_columns(pl.col("network").str.split(ZONE).list.first()).join(
+        code.rename({"net": "root"}), on="network").select("net", "root")
     finals = []
     taken = pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32})
     for n in range(p.passes):
         found = _one_pass(scales, calendar, p, taken)
         if found is None:
             break
-        found = found.with_columns(pl.col("block") + n * accounts.height)
+        found = found.with_columns(pl.col("block") + n * accounts.height).join(roots, on="net")
         finals.append(found)
-        taken = pl.concat([taken, found.select("acc", "net")])
+        # a member is taken on its service and on every zone of it (one observation)
+        taken = pl.concat([taken, found.select("acc", "root").join(roots, on="root").select("acc", "net")])
     if not finals:
         return Blocks.empty()
     final = pl.concat(finals)

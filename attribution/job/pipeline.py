@@ -19,7 +19,7 @@ from attribution.contracts.verdicts import Verdict, drop_hidden, hidden_uses, pi
 from attribution.engine.assemble import assemble, reach_evidence, shared_evidence
 from attribution.engine.attribute import attribute, member_reach
 from attribution.engine.diff import run_diff
-from attribution.engine.features import account_features
+from attribution.engine.features import account_features, account_zones
 from attribution.engine.fleet_ids import assign_fleet_ids
 from attribution.engine.fleets import attach_by_evidence, attach_loners, find_fleets, merge_fragments
 from attribution.engine.linking import infer_links
@@ -186,7 +186,7 @@ def attribute_graph(
     if hidden.height:
         graph = replace(graph, uses=drop_hidden(graph.uses, verdicts))
     with stages.stage("lockstep"):
-        blocks = find_blocks(graph.activity, params.lockstep)
+        blocks = find_blocks(graph.activity, params.lockstep, account_zones(graph.uses, graph.devices))
     stages.say(f"{blocks.blocks.height} lockstep blocks, {blocks.members.height} accounts in them")
     with stages.stage("links"):
         feats = account_features(graph)

@@ -16,11 +16,13 @@ import pytest
 
 from attribution.contracts.graph import ACTIVITY_SCHEMA
 from attribution.contracts.settings import LockstepParams
+from attribution.engine.features import account_zones
 from attribution.engine.lockstep import (
     binomial_surprise,
     describe_network,
     find_blocks,
     shifted,
+    split_by_zone,
     support,
 )
 from attribution.stages.activity import activity
@@ -164,6 +166,64 @@ def test_describe_network_names_values_not_organizations() -> None:
     assert describe_network("proxy:Quietline") == "the same proxy service (Quietline)"
     assert describe_network("asn:64500") == "the same network (AS64500)"
     assert describe_network("net:10.1.2.0/24") == "the same network range"
+    assert (describe_network("proxy:Quietline|tz:Asia/Shanghai")
+            == "the same proxy service (Quietline) from devices set to Asia/Shanghai")
+
+
+def _zoned_world() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A busy residential proxy service: 2,000 customers set to the exits' zone, 60
+    developers from a region the service is not offered in (Asia/Shanghai), and a
+    campaign of 150 firing waves of four to six whose devices leak the same zone."""
+    rng = np.random.default_rng(13)
+    service = "proxy:Busyline"
+    customers = _background(rng, 2000, service, "cus", sessions=(5, 20))
+    abroad = _background(rng, 60, service, "dev", sessions=(10, 30))
+    act = _world(customers, abroad, _campaign(rng, 150, service, (4, 7)))
+    ids = act.select(pl.col("account_id").unique())
+    zones = ids.with_columns(
+        pl.when(pl.col("account_id").str.starts_with("op") | pl.col("account_id").str.starts_with("dev"))
+        .then(pl.lit("Asia/Shanghai")).otherwise(pl.lit("America/New_York")).alias("timezone"))
+    return act, zones
+
+
+def test_a_campaign_leaking_its_zone_behind_a_busy_proxy_is_found_in_that_zone() -> None:
+    """Small waves on a service of two thousand are not surprising cells; among the
+    service's few Shanghai devices they are. The developers who share that zone and
+    that service, without acting in waves, stay out."""
+    act, zones = _zoned_world()
+    plain = find_blocks(act, LockstepParams()).members["account_id"]
+    assert plain.str.starts_with("op").sum() <= 0.2 * 150
+    blocks = find_blocks(act, LockstepParams(), zones)
+    found = blocks.members["account_id"]
+    assert found.str.starts_with("op").sum() >= 0.8 * 150
+    assert (~found.str.starts_with("op")).sum() == 0
+    assert blocks.blocks["network"].to_list() == ["proxy:Busyline|tz:Asia/Shanghai"]
+    assert found.is_unique().all()  # one block an account: the zone is its service again
+    assert find_blocks(act, LockstepParams(zones=False), zones).members.equals(
+        find_blocks(act, LockstepParams()).members)
+    for seed in (1, 2):
+        assert find_blocks(shifted(act, seed), LockstepParams(), zones).blocks.height == 0
+
+
+def test_only_proxy_traffic_off_the_services_own_zone_is_split() -> None:
+    act = pl.DataFrame({"account_id": ["a", "b", "c", "d", "e"], "minute": [1, 2, 3, 4, 5],
+                        "network": ["proxy:P", "proxy:P", "proxy:P", "asn:64500", "proxy:P"]}
+                       ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
+    zones = pl.DataFrame({"account_id": ["a", "b", "c", "d"],
+                          "timezone": ["Europe/Paris", "Europe/Paris", "Asia/Seoul", "Asia/Seoul"]})
+    split = split_by_zone(act, zones)
+    assert split.height == act.height + 1
+    assert split.filter(pl.col("network").str.contains("|tz:", literal=True)).rows() == [
+        ("c", 3, "proxy:P|tz:Asia/Seoul")]
+
+
+def test_an_accounts_zone_is_that_of_the_devices_it_used_most() -> None:
+    uses = pl.DataFrame({"account_id": ["a", "a", "b", "b", "c"], "kind": ["device"] * 4 + ["payment"],
+                         "entity_id": ["d1", "d2", "d1", "d3", "d1"], "count": [3, 5, 2, 2, 9]})
+    devices = pl.DataFrame({"device_id": ["d1", "d2", "d3"],
+                            "timezone": ["Europe/Paris", "Asia/Seoul", "America/Lima"]})
+    assert account_zones(uses, devices).sort("account_id").rows() == [
+        ("a", "Asia/Seoul"), ("b", "America/Lima")]
 
 
 def test_activity_is_one_row_per_account_minute_and_network() -> None:
