@@ -237,8 +237,11 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
                       shape=(nodes.height, cells.height))
     _, label = connected_components((m @ m.T).tocsr(), directed=False)
     size = np.bincount(label)
-    return nodes.with_columns(pl.Series("block", label, dtype=pl.Int64)).filter(
-        pl.Series(size[label] >= p.min_block)).select("acc", "net", "block")
+    # A block is named by its first account, not by the component's label: the labels
+    # follow the row order of a group-by, which differs from run to run, and ties
+    # between blocks are broken by name.
+    return (nodes.with_columns(pl.Series("comp", label)).filter(pl.Series(size[label] >= p.min_block))
+            .select("acc", "net", pl.col("acc").min().over("comp").cast(pl.Int64).alias("block")))
 
 
 def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
@@ -363,7 +366,7 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
               .select("block", pl.col("size").cast(pl.UInt32), "network",
                       pl.col("waves").cast(pl.UInt32), pl.col("days").cast(pl.UInt32),
                       pl.lit(scales[0].minutes, pl.Int64).alias("bucket_minutes"), "log10_chance")
-              .sort("size", "block", descending=[True, False]))
+              .sort("size", "block", descending=[True, False]))  # block: its first account (_seeds)
     renumber = blocks.select("block").with_row_index("new").select("block", pl.col("new").cast(pl.Int64))
     out = final.join(renumber, on="block").join(accounts, on="acc").select(
         "account_id", pl.col("new").alias("block"), "surprise").sort("account_id")
@@ -385,7 +388,7 @@ def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
                            for s in scales])
         # the best scale per account and block, paid for by the number of scales tried
         paid = float(np.log10(len(scales)))
-        tests = (tests.sort("surprise", "support", descending=True)
+        tests = (tests.sort("surprise", "support", "scale", descending=[True, True, False])
                  .unique(["block", "acc", "net"], keep="first")
                  .with_columns(pl.col("surprise") - paid, pl.col("support") - paid)
                  .join(taken, on=["acc", "net"], how="anti"))

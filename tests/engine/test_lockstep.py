@@ -265,6 +265,22 @@ def test_two_runs_give_the_same_blocks_to_the_last_digit() -> None:
         assert other.blocks.equals(runs[0].blocks)
 
 
+def test_blocks_of_equal_size_are_numbered_the_same_in_every_run() -> None:
+    """Two operations of the same size on two services: which block is 0 must not follow
+    the row order of a group-by (it did, and at a million accounts two runs differed)."""
+    first = _campaign(np.random.default_rng(11), 100, "proxy:Calmwater", (3, 6))
+    second = [f.with_columns(pl.col("account_id").str.replace("op", "ox"),
+                             pl.lit("proxy:Stillwater").alias("network"))
+              for f in _campaign(np.random.default_rng(11), 100, "proxy:Calmwater", (3, 6))]
+    act = _world(first, second)
+    runs = [find_blocks(act.sample(fraction=1.0, shuffle=True, seed=k), LockstepParams())
+            for k in range(4)]
+    assert runs[0].blocks.height == 2 and runs[0].blocks["size"].n_unique() == 1
+    for other in runs[1:]:
+        assert other.members.equals(runs[0].members)
+        assert other.blocks.equals(runs[0].blocks)
+
+
 def test_support_weighs_a_members_few_sessions_against_a_bystanders_many() -> None:
     """Members meet a wave in four sessions of ten, anyone's own timeline in one of
     twenty: two hits in three sessions support membership ten to one and more, three
