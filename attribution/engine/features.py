@@ -108,8 +108,6 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
     ).drop("tz_share", "ip_country")
 
 
-
-
 def account_zones(uses: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     """account_id -> timezone: the zone of the devices an account used most (ties: the
     first zone by name); accounts with no device zone are absent."""

@@ -111,18 +111,18 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
         pl.col("idx").cast(pl.Int32)
     )
     blocks = blocks if blocks is not None else Blocks.empty()
+    feats = feats if feats is not None else features.account_features(graph)
     in_block = _in_block(blocks, accounts)
     signup = _signup_networks(graph, accounts)
     bursts = _creation_blocks(graph, accounts, signup, params)
     creation = _creation_evidence(bursts, params)
-    entity, open_network, entities = _entity_evidence(
-        graph, accounts, params, feats if feats is not None else features.account_features(graph))
+    entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
     # An empty part may carry other dtypes (nothing to infer them from): conform all.
     rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
                                pl.col("s").cast(pl.Float64)) for p in parts])
     scored = _same_block(_combine(rows, params), in_block, params)
-    tables = PairTables.of(graph, params)
+    tables = PairTables.of(graph, params, feats)
     scored = _add_pairwise_families(scored, tables, params)
     scored = _rented_networks(scored, open_network, params)
     edges = _decide(scored, params)
@@ -621,13 +621,15 @@ class PairTables:
     tz_rarity: np.ndarray
 
     @classmethod
-    def of(cls, graph: PropertyGraph, p: LinkParams) -> PairTables:
+    def of(cls, graph: PropertyGraph, p: LinkParams, feats: pl.DataFrame) -> PairTables:
+        """The tables of ``graph``'s accounts; ``feats`` (``features.account_features``)
+        gives their device time zones."""
         acc = graph.accounts
         n_min = acc["active_minutes"].fill_null(0).to_numpy().astype(np.int64)
         # Minima of hashes mod 2^31 - 1 (and -1 for none) fit int32 exactly: half the
         # bytes to gather for millions of pairs.
         sig = list_matrix(acc["minute_sig"], MINHASH_K, -1).astype(np.int32)
-        tz_code, tz_rarity = _timezones(graph)
+        tz_code, tz_rarity = _timezones(graph, feats)
         return cls(n_min=n_min, sig=sig, null=TimingNull.fit(sig, n_min, p, seed=p.null_seed),
                    hours=_normalised(acc["hours"], 24), caps=_normalised(acc["capabilities"], 6),
                    exchanges=acc["exchanges"].fill_null(0).to_numpy(),
@@ -767,10 +769,10 @@ def _normalised(col: pl.Series, width: int) -> np.ndarray:
     return np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)
 
 
-def _timezones(graph: PropertyGraph) -> tuple[np.ndarray, np.ndarray]:
+def _timezones(graph: PropertyGraph, feats: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Each account's most used device time zone (code, -1 if none) and its rarity."""
-    modal = features.account_zones(graph.uses, graph.devices)
-    acc = graph.accounts.select("account_id").join(modal, on="account_id", how="left")
+    acc = graph.accounts.select("account_id").join(
+        feats.select("account_id", "timezone"), on="account_id", how="left")
     codes = acc["timezone"].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
     share = acc.group_by("timezone").agg(pl.len().alias("c")).with_columns(
         (pl.col("c") / acc.height).alias("share")
