@@ -229,7 +229,7 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
     seeds = k.filter((pl.col("k") >= p.seed_hits) & (pl.col("k") >= p.seed_share * pl.col("m")))
     if seeds.height < p.min_block:
         return pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32, "block": pl.Int64})
-    nodes = seeds.select("acc", "net").with_row_index("node")
+    nodes = seeds.select("acc", "net").sort("acc", "net").with_row_index("node")
     inc = s.hot.join(nodes, on=["acc", "net"])
     cells = inc.select("net", "b").unique().with_row_index("cell")
     inc = inc.join(cells, on=["net", "b"])
@@ -237,11 +237,12 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
                       shape=(nodes.height, cells.height))
     _, label = connected_components((m @ m.T).tocsr(), directed=False)
     size = np.bincount(label)
-    # A block is named by its first account, not by the component's label: the labels
-    # follow the row order of a group-by, which differs from run to run, and ties
-    # between blocks are broken by name.
+    # A block is named by its first (account, network) node, not by the component's
+    # label: the labels follow the row order of a group-by, which differs from run to
+    # run, and ties between blocks are broken by name. (Its first account alone is not
+    # a name: a service's block and its zone's can share their first account.)
     return (nodes.with_columns(pl.Series("comp", label)).filter(pl.Series(size[label] >= p.min_block))
-            .select("acc", "net", pl.col("acc").min().over("comp").cast(pl.Int64).alias("block")))
+            .select("acc", "net", pl.col("node").min().over("comp").cast(pl.Int64).alias("block")))
 
 
 def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
@@ -344,7 +345,8 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
         found = _one_pass(scales, calendar, p, taken)
         if found is None:
             break
-        found = found.with_columns(pl.col("block") + n * accounts.height).join(roots, on="net")
+        # names stay apart across passes: a pass has fewer seed nodes than activity rows
+        found = found.with_columns(pl.col("block") + n * coded.height).join(roots, on="net")
         finals.append(found)
         # a member is taken on its service and on every zone of it (one observation)
         taken = pl.concat([taken, found.select("acc", "root").join(roots, on="root").select("acc", "net")])
@@ -366,7 +368,7 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
               .select("block", pl.col("size").cast(pl.UInt32), "network",
                       pl.col("waves").cast(pl.UInt32), pl.col("days").cast(pl.UInt32),
                       pl.lit(scales[0].minutes, pl.Int64).alias("bucket_minutes"), "log10_chance")
-              .sort("size", "block", descending=[True, False]))  # block: its first account (_seeds)
+              .sort("size", "block", descending=[True, False]))  # block: its first node (_seeds)
     renumber = blocks.select("block").with_row_index("new").select("block", pl.col("new").cast(pl.Int64))
     out = final.join(renumber, on="block").join(accounts, on="acc").select(
         "account_id", pl.col("new").alias("block"), "surprise").sort("account_id")
