@@ -96,23 +96,27 @@ def python_louvain(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarra
     return np.array([level0[i] for i in range(len(nodes))], dtype=np.int64)
 
 
+def _igraph(nodes: np.ndarray, a: np.ndarray, b: np.ndarray) -> object:
+    import igraph
+
+    return igraph.Graph(n=len(nodes), edges=np.column_stack([a, b]).tolist())
+
+
 def igraph_multilevel(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, seed: int
                       ) -> np.ndarray:
     import igraph
 
     igraph.set_random_number_generator(random.Random(seed))
-    g = igraph.Graph(n=len(nodes), edges=np.column_stack([a, b]).tolist())
-    levels = g.community_multilevel(weights=w.tolist(), return_levels=True)
+    levels = _igraph(nodes, a, b).community_multilevel(  # type: ignore[attr-defined]
+        weights=w.tolist(), return_levels=True)
     return np.asarray(levels[0].membership, dtype=np.int64)
 
 
 def leiden(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, seed: int) -> np.ndarray:
-    import igraph
     import leidenalg
 
-    g = igraph.Graph(n=len(nodes), edges=np.column_stack([a, b]).tolist())
-    part = leidenalg.find_partition(g, leidenalg.ModularityVertexPartition, weights=w.tolist(),
-                                    seed=seed)
+    part = leidenalg.find_partition(_igraph(nodes, a, b), leidenalg.ModularityVertexPartition,
+                                    weights=w.tolist(), seed=seed)
     return np.asarray(part.membership, dtype=np.int64)
 
 
@@ -158,9 +162,11 @@ def measure(edges: pl.DataFrame, top: int, repeat: int) -> list[dict[str, object
     total: dict[str, dict[str, float]] = {m: {"seconds": 0.0, "communities": 0, "fleets": 0}
                                           for m in METHODS}
     labels: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    accounts = 0
     for rank, sel in enumerate(comps):
         a, b, w, keep = a_all[sel], b_all[sel], w_all[sel], keep_all[sel]
         nodes, la, lb = _local(a, b)
+        accounts += len(nodes)
         detailed = rank < top
         engine_fleets = np.zeros(0, dtype=np.int64)
         for name, method in METHODS.items():
@@ -185,7 +191,6 @@ def measure(edges: pl.DataFrame, top: int, repeat: int) -> list[dict[str, object
                     "ari_vs_engine": round(adjusted_rand_index(
                         pl.Series(engine_fleets), pl.Series(fleets)), 4),
                 })
-    accounts = sum(len(_local(a_all[sel], b_all[sel])[0]) for sel in comps)
     engine = pl.Series(np.concatenate(labels["python-louvain"])) if comps else pl.Series([], dtype=pl.Int64)
     for name in METHODS:
         mine = pl.Series(np.concatenate(labels[name])) if comps else engine
