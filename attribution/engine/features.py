@@ -45,8 +45,11 @@ def server_share(graph: PropertyGraph) -> pl.DataFrame:
         .alias("server_share"))
 
 
-def account_features(graph: PropertyGraph) -> pl.DataFrame:
+def account_features(graph: PropertyGraph, zones: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per-account inputs of the fleet features (one row per account).
+
+    ``zones`` is ``account_zones`` of the graph when the caller has it already (the
+    lockstep step reads it first); otherwise it is computed here.
 
     ``rented_req`` counts the requests that hide where the account is: through
     a known proxy or VPN exit, or from hosting ranges by a client that is not
@@ -76,7 +79,7 @@ def account_features(graph: PropertyGraph) -> pl.DataFrame:
         pl.col("count").sum().alias("ip_req"),
         pl.col("ip_country").drop_nulls().mode().sort().first().alias("ip_country"),
     )
-    tz = account_zones(graph.uses, graph.devices)
+    tz = zones if zones is not None else account_zones(graph.uses, graph.devices)
     caps = list_matrix(acc["capabilities"], 6, 0).astype(np.float64)
     total = caps.sum(axis=1)
     harvest = caps[:, :3].sum(axis=1)

@@ -186,10 +186,11 @@ def attribute_graph(
     if hidden.height:
         graph = replace(graph, uses=drop_hidden(graph.uses, verdicts))
     with stages.stage("lockstep"):
-        blocks = find_blocks(graph.activity, params.lockstep, account_zones(graph.uses, graph.devices))
+        zones = account_zones(graph.uses, graph.devices)
+        blocks = find_blocks(graph.activity, params.lockstep, zones)
     stages.say(f"{blocks.blocks.height} lockstep blocks, {blocks.members.height} accounts in them")
     with stages.stage("links"):
-        feats = account_features(graph)
+        feats = account_features(graph, zones)
         links = infer_links(graph, params.link, feats, blocks)
         pins = pinned_members(graph.uses, links.accounts, verdicts)
         if pins.height:
