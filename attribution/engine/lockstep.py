@@ -77,6 +77,7 @@ from attribution.contracts.settings import LockstepParams
 MINUTES_PER_DAY = 1440
 ROUND = 6  # decimals of the surprises the detector decides on and reports
 ZONE = "|tz:"  # joins a proxy service and a device time zone into one network value
+_HIGH = 1 << 32  # packs two non-negative codes below 2^31 into one Int64 key
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,17 @@ def binomial_surprise(k: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray
     return -np.log10(np.maximum(p, 1e-300))
 
 
+def _pack(high: str, low: str, name: str) -> pl.Expr:
+    """Two non-negative codes below 2^31 as one Int64 key: polars joins and groups on one
+    integer column faster than on several (it row-encodes multi-column keys)."""
+    return (pl.col(high).cast(pl.Int64) * _HIGH + pl.col(low)).alias(name)
+
+
+def _unpack(key: str, high: str, low: str) -> tuple[pl.Expr, pl.Expr]:
+    """The two Int32 codes of a ``_pack`` key."""
+    return (pl.col(key) // _HIGH).cast(pl.Int32).alias(high), (pl.col(key) % _HIGH).cast(pl.Int32).alias(low)
+
+
 @dataclass(frozen=True)
 class _Scale:
     """One time scale: every (account, network, bucket) and the hot cells among them."""
@@ -175,7 +187,7 @@ class _Scale:
         """The same scale on some networks only (``nets``: net): a pass tests members on
         the networks of its seeds, a fraction of the rows at a million accounts."""
         def keep(frame: pl.DataFrame) -> pl.DataFrame:
-            return frame.join(nets, on="net", how="semi")
+            return frame.filter(pl.col("net").is_in(nets["net"].implode()))
         return _Scale(minutes=self.minutes, occupied=keep(self.occupied), hot=keep(self.hot),
                       buckets=keep(self.buckets), sessions=keep(self.sessions),
                       per_session=self.per_session)
@@ -193,8 +205,8 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
     else:
         occ = act.lazy().select("acc", "net", (pl.col("minute") // minutes).alias("b")).unique().collect()
     per_hour = max(60 // minutes, 1)
-    cells = occ.lazy().group_by("net", "b").agg(pl.len().alias("n")).with_columns(
-        (pl.col("b") * minutes // 60 % 24).alias("h")).collect()
+    cells = occ.lazy().group_by(_pack("net", "b", "nb")).agg(pl.len().alias("n")).select(
+        *_unpack("nb", "net", "b"), "n").with_columns((pl.col("b") * minutes // 60 % 24).alias("h")).collect()
     slots = days * per_hour
     # The hourly sums over every cell, once; each round takes the hot cells' share out
     # and tests only the cells full enough to be hot (most hold one or two accounts).
@@ -209,12 +221,14 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
         surprise = poisson_surprise(judged["n"].to_numpy(), judged["lam"].to_numpy())
         hot = judged.filter(pl.Series(surprise >= p.cell_surprise)).select(full.columns)
     per_session = max(p.session_minutes // minutes, 1)
-    counts = occ.lazy().group_by("acc", "net").agg(
-        pl.len().alias("m"), (pl.col("b") // per_session).n_unique().alias("trials")).collect()
+    counts = occ.lazy().group_by(_pack("acc", "net", "an")).agg(
+        pl.len().alias("m"), (pl.col("b") // per_session).n_unique().alias("trials")).select(
+        *_unpack("an", "acc", "net"), "m", "trials").collect()
     return _Scale(
         minutes=minutes,
         occupied=occ,
-        hot=occ.join(hot.select("net", "b"), on=["net", "b"], how="semi"),
+        hot=occ.lazy().with_columns(_pack("net", "b", "nb")).join(
+            hot.lazy().select(_pack("net", "b", "nb")), on="nb", how="semi").drop("nb").collect(),
         buckets=counts.select("acc", "net", "m"),
         sessions=counts.select("acc", "net", "trials"),
         per_session=per_session,
@@ -224,17 +238,18 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
 def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
     """(acc, net, block): accounts mostly in hot cells, grouped by the hot cells they share;
     accounts already in a block (``taken``: acc, net) are not seeds again."""
-    k = s.hot.join(taken, on=["acc", "net"], how="anti").group_by("acc", "net").agg(
-        pl.len().alias("k")).join(s.buckets, on=["acc", "net"])
-    seeds = k.filter((pl.col("k") >= p.seed_hits) & (pl.col("k") >= p.seed_share * pl.col("m")))
+    an = _pack("acc", "net", "an")
+    seeds = (s.hot.lazy().with_columns(an).join(taken.lazy().select(an), on="an", how="anti")
+             .group_by("an").agg(pl.len().alias("k")).join(s.buckets.lazy().select(an, "m"), on="an")
+             .filter((pl.col("k") >= p.seed_hits) & (pl.col("k") >= p.seed_share * pl.col("m"))).collect())
     if seeds.height < p.min_block:
         return pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32, "block": pl.Int64})
-    nodes = seeds.select("acc", "net").sort("acc", "net").with_row_index("node")
-    inc = s.hot.join(nodes, on=["acc", "net"])
-    cells = inc.select("net", "b").unique().with_row_index("cell")
-    inc = inc.join(cells, on=["net", "b"])
+    nodes = seeds.select(*_unpack("an", "acc", "net")).sort("acc", "net").with_row_index("node")
+    # a cell's number is its rank among the seeds' hot cells (any numbering joins the same nodes)
+    inc = (s.hot.lazy().with_columns(an).join(nodes.lazy().select(an, "node"), on="an")
+           .select("node", (_pack("net", "b", "nb").rank("dense") - 1).alias("cell")).collect())
     m = sp.csr_matrix((np.ones(inc.height), (inc["node"].to_numpy(), inc["cell"].to_numpy())),
-                      shape=(nodes.height, cells.height))
+                      shape=(nodes.height, int(inc["cell"].max()) + 1))  # type: ignore[arg-type]
     _, label = connected_components((m @ m.T).tocsr(), directed=False)
     size = np.bincount(label)
     # A block is named by its first (account, network) node, not by the component's
@@ -254,10 +269,18 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
     same kind (a weekday to a weekday, a weekend day to a weekend day): daily and weekly
     rhythms stay (office hours, cron jobs that skip the weekend), coordination goes."""
     per_day = MINUTES_PER_DAY // s.minutes
-
-    def slots(frame: pl.LazyFrame) -> pl.LazyFrame:
-        return frame.with_columns((pl.col("b") // per_day).alias("day"), (pl.col("b") % per_day).alias("tod")
-                                  ).join(calendar.lazy(), on="day")
+    # Keys packed into one Int64 (``_pack``; block names, the seeds' node numbers, are below
+    # 2^31 too). A block lies on one network (its seeds share cells, and cells are per
+    # network), so block and account name a test.
+    acc_net, net_b = _pack("acc", "net", "an"), _pack("net", "b", "nb")
+    block_acc = _pack("block", "acc", "ba")
+    # A bucket's kind of day and time of day, gathered from the calendar by day (days are
+    # numbered from 0): far cheaper than joining the calendar to millions of buckets.
+    day, tod = pl.col("b") // per_day, pl.col("b") % per_day
+    by_day = calendar.sort("day")
+    kind = pl.lit(by_day["kind"].cast(pl.Int64)).gather(day)
+    slot = (pl.col("block") * (2 * per_day) + kind * per_day + tod).alias("slot")
+    days_of_kind = pl.lit(by_day["days_of_kind"]).gather(day)
 
     # One lazy plan (as in ``_scale``): the joins over every occupied bucket run in
     # polars' query engine without materialising what is only grouped again.
@@ -265,26 +288,30 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
              .group_by("block", "net", "b").agg(pl.len().alias("nm")).filter(pl.col("nm") >= 2)
              .collect().lazy())
     hits = (
-        s.occupied.lazy().join(cells, on=["net", "b"])
-        .join(members.lazy().with_columns(pl.lit(1).alias("me")), on=["acc", "net", "block"], how="left")
+        s.occupied.lazy().select("acc", "b", net_b).join(cells.select(net_b, "block", "net", "nm"), on="nb")
+        .with_columns(block_acc)
+        .join(members.lazy().select(block_acc, pl.lit(1).alias("me")), on="ba", how="left")
         .filter(pl.col("nm") - pl.col("me").fill_null(0) >= 2)
-        .group_by("block", "acc", "net").agg((pl.col("b") // s.per_session).n_unique().alias("hits"))
-        .collect()
+        .group_by("ba").agg(pl.col("block", "acc", "net").first(),
+                            (pl.col("b") // s.per_session).n_unique().alias("hits"))
+        .select("block", "acc", "net", "hits")
+        .collect().with_row_index("h")
     )
     # Only an account with a hit can be a member: the null is computed for those alone
     # (every bucket of theirs on the network, against every block they hit).
-    on_net = s.occupied.lazy().join(hits.lazy().select("block", "acc", "net"), on=["acc", "net"])
-    slot_share = slots(cells).group_by("block", "net", "kind", "tod").agg(
-        (pl.len() / pl.col("days_of_kind").first()).alias("share"))
+    on_net = s.occupied.lazy().select(acc_net, "b").join(hits.lazy().select(acc_net, "h", "block"), on="an")
+    slot_share = cells.group_by(slot).agg((pl.len() / days_of_kind.first()).alias("share"))
+    session = (pl.col("h").cast(pl.Int64) * _HIGH + pl.col("b") // s.per_session).alias("hs")
     expected = (
-        slots(on_net).join(slot_share, on=["block", "net", "kind", "tod"])
-        .group_by("block", "acc", "net", pl.col("b") // s.per_session)
-        .agg(pl.col("share").sum().clip(upper_bound=1.0))
-        .group_by("block", "acc", "net").agg(pl.col("share").sum().alias("expected"))
+        on_net.with_columns(slot).join(slot_share, on="slot")
+        .group_by(session).agg(pl.col("share").sum().clip(upper_bound=1.0))
+        .group_by((pl.col("hs") // _HIGH).cast(pl.UInt32).alias("h"))
+        .agg(pl.col("share").sum().alias("expected"))
     )
-    t = (hits.lazy().join(expected, on=["block", "acc", "net"], how="left")
-         .with_columns(pl.col("expected").fill_null(0.0))
-         .join(s.sessions.lazy(), on=["acc", "net"]).collect())
+    t = (hits.lazy().join(expected, on="h", how="left")
+         .with_columns(pl.col("expected").fill_null(0.0), acc_net)
+         .join(s.sessions.lazy().select(acc_net, "trials"), on="an")
+         .select("block", "acc", "net", "hits", "expected", "trials").collect())
     floor = 1.0 / float(calendar["days_of_kind"].max())  # type: ignore[arg-type]
     q = np.clip(np.maximum(t["expected"].to_numpy(), floor) / t["trials"].to_numpy(), 0.0, 1.0)
     # The block's own rate: the share of its members' sessions that meet a wave.
@@ -406,8 +433,9 @@ def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
 def _waves(s: _Scale, members: pl.DataFrame, p: LockstepParams) -> pl.DataFrame:
     """Per block: buckets where at least ``min_occupancy`` members acted together, and their days."""
     per_day = MINUTES_PER_DAY // s.minutes
-    w = (s.occupied.join(members.select("acc", "net", "block"), on=["acc", "net"])
-         .group_by("block", "b").agg(pl.len().alias("n")).filter(pl.col("n") >= p.min_occupancy))
+    an = _pack("acc", "net", "an")
+    w = (s.occupied.lazy().with_columns(an).join(members.lazy().select(an, "block"), on="an")
+         .group_by("block", "b").agg(pl.len().alias("n")).filter(pl.col("n") >= p.min_occupancy).collect())
     return w.group_by("block").agg(pl.len().alias("waves"), (pl.col("b") // per_day).n_unique().alias("days"))
 
 
