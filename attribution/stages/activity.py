@@ -47,6 +47,15 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
     networks = ip_net.select(pl.col("network").unique().sort()).with_row_index("net")
     ip_net = ip_net.join(networks, on="network").select("ip", "net")
     accounts = exchanges.select(pl.col("account_id").unique().sort()).with_row_index("acc")
+    # (acc, minute, net) packed into one Int64 in mixed radix, so that the distinct
+    # incidences are one integer unique, already in (acc, minute, net) order.
+    minute = (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32)
+    first, last = exchanges.select(minute.min(), minute.max().alias("last")).row(0)
+    first = first or 0
+    span, width = (last or 0) - first + 1, networks.height
+    if accounts.height * span * width >= 1 << 63:
+        raise ValueError("activity: accounts x minutes x networks overflow an Int64 key")
+    key = (pl.col("acc").cast(pl.Int64) * span + (minute - first)) * width + pl.col("net")
     parts = max(1, -(-exchanges.height // rows_per_part))
     bounds = np.linspace(0, accounts.height, parts + 1).astype(np.int64)
     frames = []
@@ -54,19 +63,21 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
         if hi == lo:
             continue
         chunk = accounts.slice(lo, hi - lo)
-        coded = (
-            exchanges.lazy().select("account_id", "ts", "ip").filter(pl.col("ip").is_not_null())
+        ids = chunk.get_column("account_id")
+        # The range's ids are contiguous in sorted order: two string comparisons per
+        # exchange select its rows, so only those rows are hashed by the join.
+        keys = (
+            exchanges.lazy().select("account_id", "ts", "ip")
+            .filter(pl.col("ip").is_not_null()
+                    & pl.col("account_id").is_between(pl.lit(ids[0]), pl.lit(ids[-1])))
             .join(chunk.lazy(), on="account_id").join(ip_net.lazy(), on="ip")
-            .select("acc", (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32).alias("minute"), "net")
-            .unique().sort("acc", "minute", "net")
-            .collect()
+            .select(key.alias("key"))
+            .collect().to_series().unique().sort()
         )
-        frames.append(coded.select(
-            pl.col("acc").replace_strict(chunk["acc"], chunk["account_id"], return_dtype=pl.String)
-            .alias("account_id"),
-            "minute",
-            pl.col("net").replace_strict(networks["net"], networks["network"], return_dtype=pl.String)
-            .alias("network"),
+        frames.append(pl.select(
+            ids.gather(keys // (span * width) - lo).alias("account_id"),
+            (keys // width % span + first).cast(pl.Int32).alias("minute"),
+            networks.get_column("network").gather(keys % width).alias("network"),
         ))
     if not frames:
         return pl.DataFrame(schema=ACTIVITY_SCHEMA)

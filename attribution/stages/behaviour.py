@@ -82,15 +82,19 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     order of the ids.
     """
     known = list(CAPABILITIES[:-1])
+    # Capabilities are matched case-insensitively; lowercasing the few distinct spellings
+    # instead of every row's string gives the same codes.
+    spellings = exchanges.select(pl.col("capability").unique().drop_nulls()).collect().to_series()
+    cap_code = {spelling: known.index(lower)
+                for spelling, lower in zip(spellings, spellings.str.to_lowercase(), strict=True)
+                if lower in known}
     base = exchanges.select(
         "account_id",
         "ts",
         "input_tokens",
         "output_tokens",
         (pl.col("ts").dt.epoch("s") // 60).alias("minute"),
-        pl.col("capability").str.to_lowercase()
-        .replace_strict({c: i for i, c in enumerate(known)}, default=len(known),
-                        return_dtype=pl.Int64)
+        pl.col("capability").replace_strict(cap_code, default=len(known), return_dtype=pl.Int64)
         .fill_null(len(known)).alias("cap"),
     ).collect()
     names = base["account_id"].unique().sort()
@@ -109,8 +113,9 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     hours = _counts(codes, (minute // 60) % 24, n, 24)
     caps = _counts(codes, base["cap"].to_numpy(), n, len(CAPABILITIES))
     # Distinct (account, minute): minutes since the epoch fit in 32 bits for millennia.
-    keys = pl.Series((codes << 32) | minute).unique().to_numpy()
-    minutes = pl.DataFrame({"code": keys >> 32, "minute": keys & 0xFFFFFFFF})
+    # Sorted, so the group-by below can take the codes as sorted runs instead of hashing them.
+    keys = pl.Series((codes << 32) | minute).unique().sort().to_numpy()
+    minutes = pl.DataFrame({"code": pl.Series(keys >> 32).set_sorted(), "minute": keys & 0xFFFFFFFF})
     signature = minutes.lazy().group_by("code").agg(
         (pl.col("minute") // 1440).n_unique().cast(pl.Int64).alias("active_days"),
         pl.len().cast(pl.Int64).alias("active_minutes"),
@@ -121,17 +126,19 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
         pl.concat_list([f"mh{i}" for i in range(MINHASH_K)]).cast(pl.List(pl.Int64))
         .alias("minute_sig"),
     )
-    histograms = pl.DataFrame({
-        "code": pl.int_range(n, eager=True, dtype=pl.Int64),
-        "hours": pl.Series(hours).arr.to_list(),
-        "capabilities": pl.Series(caps).arr.to_list(),
-    })
-    out = (
-        volume.join(signature, on="code").join(histograms.lazy(), on="code")
-        .collect().sort("code")
-    )
+    # Every code 0..n-1 has exchanges and so minutes: sorted by code, the frames line up
+    # row for row and are put side by side instead of joined.
+    volume_rows, signature_rows = pl.collect_all([volume.sort("code"), signature.sort("code")])
+    out = pl.concat([
+        volume_rows,
+        signature_rows.drop("code"),
+        pl.DataFrame({
+            "hours": pl.Series(hours).arr.to_list(),
+            "capabilities": pl.Series(caps).arr.to_list(),
+        }),
+    ], how="horizontal")
     return out.select(
-        names.gather(out["code"]).alias("account_id"),
+        names.alias("account_id"),
         "exchanges", "input_tokens", "output_tokens", "first_ts", "last_ts",
         "active_days", "active_minutes", "hours", "capabilities", "minute_sig",
     )
