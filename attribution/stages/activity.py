@@ -47,21 +47,24 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
     networks = ip_net.select(pl.col("network").unique().sort()).with_row_index("net")
     ip_net = ip_net.join(networks, on="network").select("ip", "net")
     accounts = exchanges.select(pl.col("account_id").unique().sort()).with_row_index("acc")
-    # (acc, minute, net) packed into one Int64 in mixed radix, so that the distinct
-    # incidences are one integer unique, already in (acc, minute, net) order.
+    # (account within its range, minute, net) packed into one Int64 in mixed radix, so
+    # that the distinct incidences are one integer unique, already in (acc, minute, net)
+    # order. Counting accounts from the range's first keeps the key small: a range holds
+    # about ``rows_per_part`` exchanges' accounts, whatever the snapshot's size.
     minute = (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32)
     first, last = exchanges.select(minute.min(), minute.max().alias("last")).row(0)
     first = first or 0
     span, width = (last or 0) - first + 1, networks.height
-    if accounts.height * span * width >= 1 << 63:
-        raise ValueError("activity: accounts x minutes x networks overflow an Int64 key")
-    key = (pl.col("acc").cast(pl.Int64) * span + (minute - first)) * width + pl.col("net")
     parts = max(1, -(-exchanges.height // rows_per_part))
     bounds = np.linspace(0, accounts.height, parts + 1).astype(np.int64)
+    if int(np.diff(bounds).max(initial=0)) * span * width >= 1 << 63:
+        raise ValueError("activity: a range's accounts x minutes x networks overflow an Int64 key; "
+                         "lower rows_per_part")
     frames = []
     for lo, hi in pairwise(bounds.tolist()):
         if hi == lo:
             continue
+        key = ((pl.col("acc").cast(pl.Int64) - lo) * span + (minute - first)) * width + pl.col("net")
         chunk = accounts.slice(lo, hi - lo)
         ids = chunk.get_column("account_id")
         # The range's ids are contiguous in sorted order: two string comparisons per
@@ -75,7 +78,7 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
             .collect().to_series().unique().sort()
         )
         frames.append(pl.select(
-            ids.gather(keys // (span * width) - lo).alias("account_id"),
+            ids.gather(keys // (span * width)).alias("account_id"),
             (keys // width % span + first).cast(pl.Int32).alias("minute"),
             networks.get_column("network").gather(keys % width).alias("network"),
         ))
