@@ -24,7 +24,8 @@ engine's. Times are medians of ``--repeat`` runs on the machine at hand.
     python -m bench.communities bench/out/world-1000000-s11/snapshot --top 3
 
 The links of a snapshot take minutes to infer at 1M; they are cached next to the
-benchmark's other outputs (``bench/out/communities-<name>-edges.parquet``).
+benchmark's other outputs (``bench/out/communities-<name>-edges.parquet``), keyed by
+the snapshot's directory only: delete the file after changing the link inference.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def run_edges(snapshot: Path, cache: Path) -> pl.DataFrame:
         return pl.read_parquet(cache)
     params = RunParams()
     graph = build_graph(read_snapshot(snapshot).tables)
-    blocks = find_blocks(graph.activity, params.lockstep, account_zones(graph.uses, graph.devices))
-    links = infer_links(graph, params.link, account_features(graph), blocks)
+    zones = account_zones(graph.uses, graph.devices)
+    blocks = find_blocks(graph.activity, params.lockstep, zones)
+    links = infer_links(graph, params.link, account_features(graph, zones), blocks)
     edges = links.edges.select("a", "b", "weight")
     cache.parent.mkdir(parents=True, exist_ok=True)
     edges.write_parquet(cache)
