@@ -7,6 +7,12 @@ stage's share, peak memory, and the ratio of the total to the time polars
 needs just to read the snapshot (the floor of any run).
 
     python -m bench.run_bench --sizes 200000 1000000 --repeat 3
+    python -m bench.run_bench --worlds worlds/family-1000000-s101 --repeat 1
+
+``--worlds`` benchmarks worlds already on disk (a directory with ``snapshot/`` and
+``truth/``, such as a family world of ``fixtures.family_eval``) instead of generated
+default ones: the issue asks for the figures on a randomized world beside the
+repository's own.
 """
 
 from __future__ import annotations
@@ -65,7 +71,12 @@ def world_snapshot(accounts: int, seed: int) -> tuple[Path, Path]:
 
 
 def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
-    world, snapshot = world_snapshot(accounts, seed)
+    """A generated default world of ``accounts`` (see ``bench_world``)."""
+    return bench_world(*world_snapshot(accounts, seed), repeat)
+
+
+def bench_world(world: Path, snapshot: Path, repeat: int) -> dict[str, object]:
+    """``repeat`` whole runs of one world: median total, stages, floors, peak, quality."""
     floors = [read_floor(snapshot) for _ in range(3)]
     totals, peaks, stage_runs, loads = [], [], [], []
     stage_floors: dict[str, list[float]] = {}
@@ -89,7 +100,8 @@ def bench_size(accounts: int, repeat: int, seed: int) -> dict[str, object]:
     floor_s = {k: statistics.median(v) for k, v in stage_floors.items()}
     exchanges = pl.scan_parquet(snapshot / "exchanges.parquet").select(pl.len()).collect().item()
     return {
-        "accounts": accounts,
+        "world": world.name,
+        "accounts": pl.scan_parquet(snapshot / "accounts.parquet").select(pl.len()).collect().item(),
         "exchanges": exchanges,
         "runs": repeat,
         "total_s_median": round(total, 1),
@@ -122,12 +134,20 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--worlds", type=Path, nargs="+", default=[],
+                        help="world directories (snapshot/ and truth/) to run instead of --sizes")
     parser.add_argument("--floors-only", action="store_true",
                         help="time the stage floors only (bench/out/stage_floors.json)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    for world in args.worlds:
+        if not ((world / "snapshot").is_dir() and (world / "truth" / "labels.parquet").is_file()):
+            parser.error(f"{world}: not a world (needs snapshot/ and truth/labels.parquet)")
+    if args.worlds and args.floors_only:
+        parser.error("--floors-only measures generated worlds (--sizes) only")
     measure = floors_size if args.floors_only else bench_size
-    results = [measure(n, args.repeat, args.seed) for n in args.sizes]
+    results = ([bench_world(w, w / "snapshot", args.repeat) for w in args.worlds] if args.worlds
+               else [measure(n, args.repeat, args.seed) for n in args.sizes])
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                "polars": pl.__version__}
     report = {"machine": machine, "results": results}
