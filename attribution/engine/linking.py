@@ -119,7 +119,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
     # An empty part may carry other dtypes (nothing to infer them from): conform all.
-    rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(pl.String),
+    rows = pl.concat([p.select(pl.col("a", "b").cast(pl.Int32), pl.col("family").cast(FAMILY),
                                pl.col("s").cast(pl.Float64)) for p in parts])
     scored = _same_block(_combine(rows, params), in_block, params)
     tables = PairTables.of(graph, params, feats)
@@ -512,7 +512,12 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
     """Candidate pairs whose active-minute MinHash signatures agree in a band.
 
     These carry no strength themselves: the timing strength of every candidate
-    pair, whatever block produced it, is computed later from the signatures.
+    pair, whatever block produced it, is computed later from the signatures. So
+    only which pairs come out counts (``_combine`` drops the repeats), not their
+    order: all bands are blocked at once, members sorted by band, block and the
+    hash ``window_pairs`` ranks them by, and the pairs up to ``window`` apart in that
+    order taken in numpy (a group-by, a join and ``window_pairs`` per band were about
+    4 s at 1M accounts).
     """
     acc = graph.accounts.with_row_index("idx").filter(
         (pl.col("active_minutes") >= p.min_minutes) & pl.col("minute_sig").is_not_null()
@@ -521,24 +526,47 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
         return _empty_rows()
     sig = list_matrix(acc["minute_sig"], MINHASH_K, -1)
     idx = acc["idx"].cast(pl.Int32).to_numpy()
-    out = []
     bands = MINHASH_K // p.lsh_rows
+    band_parts: list[np.ndarray] = []
+    block_parts: list[np.ndarray] = []
+    idx_parts: list[np.ndarray] = []
     for band in range(bands):
         cols = sig[:, band * p.lsh_rows:(band + 1) * p.lsh_rows]
         key = np.zeros(len(idx), dtype=np.uint64)
         for j in range(cols.shape[1]):
             key = key * np.uint64(1_000_003) + cols[:, j].astype(np.uint64)
-        members = pl.DataFrame({"block": key, "idx": idx}).with_columns(
-            pl.lit(0.0).alias("s"), pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen")
-        )
-        sizes = members.group_by("block").agg(pl.len().alias("n"))
-        members = members.join(
-            sizes.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block)), on="block"
-        ).drop("n")
-        pairs = window_pairs(members, p.window)
-        if pairs.height:
-            out.append(pairs.select("a", "b", _family("timing"), "s"))
-    return pl.concat(out) if out else _empty_rows()
+        # blocks of 2 to max_block members, the members kept in row order
+        order = np.argsort(key)
+        sizes = np.diff(_run_starts(key[order]), append=len(key))
+        kept = np.sort(order[np.repeat((sizes >= 2) & (sizes <= p.max_block), sizes)])
+        band_parts.append(np.full(len(kept), band, dtype=np.int32))
+        block_parts.append(key[kept])
+        idx_parts.append(idx[kept])
+    members = pl.DataFrame({"band": np.concatenate(band_parts), "block": np.concatenate(block_parts),
+                            "idx": np.concatenate(idx_parts)}).with_columns(
+        # the rank window_pairs gives a member in its block (ties in row order)
+        pl.struct("block", "idx").hash(seed=17).alias("r")
+    ).sort("band", "block", "r", maintain_order=True)
+    band_sorted = members["band"].to_numpy()
+    block_sorted = members["block"].to_numpy()
+    idx_sorted = members["idx"].to_numpy()
+    a, b = [], []
+    for d in range(1, p.window + 1):
+        same = (band_sorted[d:] == band_sorted[:-d]) & (block_sorted[d:] == block_sorted[:-d])
+        first, second = idx_sorted[:-d][same], idx_sorted[d:][same]
+        a.append(np.minimum(first, second))
+        b.append(np.maximum(first, second))
+    return pl.DataFrame({"a": np.concatenate(a).astype(np.int32),
+                         "b": np.concatenate(b).astype(np.int32)}).select(
+        "a", "b", _family("timing"), pl.lit(0.0).alias("s"))
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted array."""
+    new = np.empty(len(values), dtype=bool)
+    new[:1] = True
+    np.not_equal(values[1:], values[:-1], out=new[1:])
+    return np.flatnonzero(new)
 
 
 def _num(value: object) -> float:
@@ -567,7 +595,8 @@ def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     family``, whose order is the (a, b) order: the grouping is on one column and the
     wide table is filled in numpy (a pivot and a sort of 13M pairs were a third of the
     stage at 1M accounts). Rows of strength 0 (the timing candidates) only propose
-    their pair: the family is worth 0 either way.
+    their pair: the family is worth 0 either way. The family column comes as an Enum
+    (``infer_links``), not as strings to code again.
     """
     width = len(FAMILIES)
     rows = rows.filter(pl.col("a") != pl.col("b"))
@@ -578,7 +607,7 @@ def _combine(rows: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     pair = (a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)
     strength = rows["s"].cast(pl.Float64).to_numpy()
     zero = strength == 0.0
-    family = rows["family"].cast(pl.String).cast(FAMILY).to_physical().to_numpy()
+    family = rows["family"].cast(FAMILY).to_physical().to_numpy()
     key = pair[~zero] * np.uint64(width) + family[~zero].astype(np.uint64)
     per_family = pl.DataFrame({"key": key, "s": strength[~zero]}).group_by("key").agg(
         pl.col("s").max().alias("top"), pl.col("s").sum().alias("total")).sort("key")
