@@ -143,11 +143,15 @@ def _same_block(scored: pl.DataFrame, in_block: pl.DataFrame, p: LinkParams) -> 
     only makes sure that members with nothing else in common are scored at all."""
     if in_block.height == 0 or scored.height == 0:
         return scored
-    a = in_block.select(pl.col("idx").cast(pl.Int32).alias("a"), pl.col("block").alias("_ba"))
-    b = in_block.select(pl.col("idx").cast(pl.Int32).alias("b"), pl.col("block").alias("_bb"))
-    return scored.join(a, on="a", how="left").join(b, on="b", how="left").with_columns(
-        pl.when(pl.col("_ba") == pl.col("_bb")).then(pl.lit(p.cap["lockstep"]))
-        .otherwise(pl.col("s_lockstep")).alias("s_lockstep")).drop("_ba", "_bb")
+    # An account can be in a block on each of two networks: the pairs sharing any block,
+    # once each (a left join on both ends repeated such an account's candidate rows).
+    a = in_block.select(pl.col("idx").cast(pl.Int32).alias("a"), "block")
+    b = in_block.select(pl.col("idx").cast(pl.Int32).alias("b"), "block")
+    shared = (scored.lazy().select("a", "b").join(a.lazy(), on="a").join(b.lazy(), on=["b", "block"])
+              .select("a", "b").unique().with_columns(pl.lit(True).alias("_same")).collect())
+    return scored.join(shared, on=["a", "b"], how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("_same")).then(pl.lit(p.cap["lockstep"]))
+        .otherwise(pl.col("s_lockstep")).alias("s_lockstep")).drop("_same")
 
 
 def _lockstep_pairs(in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:

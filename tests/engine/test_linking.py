@@ -6,7 +6,7 @@ import polars as pl
 
 from attribution.contracts.settings import LinkParams
 from attribution.contracts.vocabulary import FAMILIES
-from attribution.engine.linking import corroborating, infer_links
+from attribution.engine.linking import _same_block, corroborating, infer_links
 from attribution.stages.build import build_graph
 from tests.support.tables import tables, ts
 
@@ -195,3 +195,15 @@ def test_a_shared_network_does_not_corroborate_the_lockstep_block_read_off_it() 
             {"s_lockstep": 1.0, "s_network": 1.0, "s_creation": 1.0}, {"s_network": 1.0, "s_device": 1.0}]
     scored = pl.DataFrame([{c: r.get(c, 0.0) for c in cols} for r in rows])
     assert scored.select(corroborating(0.4).alias("n"))["n"].to_list() == [1, 2, 3, 2]
+
+
+def test_a_pair_in_one_block_carries_lockstep_once_though_an_end_is_in_two_blocks() -> None:
+    """An account can be in a block on each of two networks; its candidate pairs stay
+    one row each, with lockstep where the two ends share either block."""
+    scored = pl.DataFrame({"a": [0, 0, 1], "b": [1, 2, 2], "s_lockstep": [0.0, 0.0, 0.0]},
+                          schema={"a": pl.Int32, "b": pl.Int32, "s_lockstep": pl.Float64})
+    in_block = pl.DataFrame({"idx": [0, 0, 1, 2], "block": [5, 9, 5, 7]},
+                            schema={"idx": pl.UInt32, "block": pl.Int64})
+    out = _same_block(scored, in_block, LinkParams())
+    assert out.select("a", "b").rows() == [(0, 1), (0, 2), (1, 2)]
+    assert out["s_lockstep"].to_list() == [LinkParams().cap["lockstep"], 0.0, 0.0]
