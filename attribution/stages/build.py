@@ -21,8 +21,35 @@ def _ts(col: str) -> pl.Expr:
 def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
     """Resolve validated snapshot tables into the property graph.
 
-    >>> # see tests/test_graph.py for a worked example
+    The activity table comes last, once the exchange aggregates behind the accounts and
+    uses are gone (``_accounts_and_uses``): at 1M accounts the stage peaks while it is
+    built, beside the exchanges themselves (small worked examples: the tables of
+    ``tests/engine/test_linking.py``).
     """
+    accounts, uses = _accounts_and_uses(tables)
+    pm = tables["payment_methods"]
+    payments = pm.group_by("fingerprint").agg(
+        pl.col("kind").first(),
+        pl.col("bin").drop_nulls().first(),
+        pl.col("issuer_country").drop_nulls().first(),
+        pl.col("payment_method_id").sort().str.join(",").alias("payment_method_ids"),
+    ).sort("fingerprint")
+
+    return PropertyGraph(
+        accounts=accounts,
+        uses=uses,
+        payments=payments,
+        devices=tables["devices"].sort("device_id"),
+        ips=tables["ips"].sort("ip"),
+        proxies=tables["proxies"].sort("proxy_id"),
+        organizations=tables["organizations"].sort("org_id"),
+        known_links=_resolve_links(tables["known_links"], pm),
+        activity=activity(tables["exchanges"], tables["ips"], tables["proxies"]),
+    )
+
+
+def _accounts_and_uses(tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The accounts with their exchange aggregates, and every account-entity use."""
     acc = tables["accounts"]
     agg = behaviour.aggregate(tables["exchanges"])
     beh = agg.accounts
@@ -87,25 +114,7 @@ def build_graph(tables: dict[str, pl.DataFrame]) -> PropertyGraph:
             for kind, frame in parts
         ]
     ).sort("account_id", "kind", "entity_id")
-
-    payments = pm.group_by("fingerprint").agg(
-        pl.col("kind").first(),
-        pl.col("bin").drop_nulls().first(),
-        pl.col("issuer_country").drop_nulls().first(),
-        pl.col("payment_method_id").sort().str.join(",").alias("payment_method_ids"),
-    ).sort("fingerprint")
-
-    return PropertyGraph(
-        accounts=accounts,
-        uses=uses,
-        payments=payments,
-        devices=tables["devices"].sort("device_id"),
-        ips=tables["ips"].sort("ip"),
-        proxies=tables["proxies"].sort("proxy_id"),
-        organizations=tables["organizations"].sort("org_id"),
-        known_links=_resolve_links(tables["known_links"], pm),
-        activity=activity(tables["exchanges"], tables["ips"], tables["proxies"]),
-    )
+    return accounts, uses
 
 
 def _prefer(declared: pl.DataFrame, observed: pl.DataFrame) -> pl.DataFrame:
