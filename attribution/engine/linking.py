@@ -211,6 +211,12 @@ def _dormant(graph: PropertyGraph, p: LinkParams) -> pl.Series:
     ).cast(pl.Int32).implode()
 
 
+def _window_order() -> pl.Expr:
+    """Where a member stands in its block for ``window_pairs``: a hash of block and
+    account, so a big block's band of pairs does not follow row numbers."""
+    return pl.struct("block", "idx").hash(seed=17)
+
+
 def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
     """Pairs inside each block: all of them for small blocks, a band for big ones.
 
@@ -218,7 +224,7 @@ def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
     a, b, s and the two members' intervals (f1, l1, f2, l2).
     """
     ranked = members.with_columns(
-        pl.struct("block", "idx").hash(seed=17).rank("ordinal").over("block").alias("r"),
+        _window_order().rank("ordinal").over("block").alias("r"),
         pl.len().over("block").alias("_n"),
     )
     right = ranked.select(
@@ -548,8 +554,8 @@ def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:
         idx_parts.append(idx[kept])
     members = pl.DataFrame({"band": np.concatenate(band_parts), "block": np.concatenate(block_parts),
                             "idx": np.concatenate(idx_parts)}).with_columns(
-        # the rank window_pairs gives a member in its block (ties in row order)
-        pl.struct("block", "idx").hash(seed=17).alias("r")
+        # the order window_pairs ranks a block's members by (ties in row order)
+        _window_order().alias("r")
     ).sort("band", "block", "r", maintain_order=True)
     band_sorted = members["band"].to_numpy()
     block_sorted = members["block"].to_numpy()
