@@ -50,6 +50,7 @@ class LinkParams:
     burst_minutes: int = 30
     burst_min_size: int = 3
     coherence_min_users: int = 20     # entities this big may link by who uses them
+    coherence_from: float = 0.25      # anomaly lift from which a crowd's entity starts to count
     coherence_full: float = 0.5       # anomaly lift (share of the way to 1) at full strength
     coherence_share: float = 0.6      # of the family's cap, at full lift
     attach_min: float = 0.9           # a burst at this share of its cap may attach a loner

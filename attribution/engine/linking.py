@@ -312,8 +312,11 @@ def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) ->
     the population (rented networks, foreign time zones, harvesting) is a marker of
     one operation, however many accounts share it: ``lift`` is how far their mean
     anomaly is from the population's towards fully anomalous (for the families where
-    users tell, ``COHERENCE_FAMILIES``, from ``coherence_min_users`` on), and it reaches
-    the family's ``coherence_share`` at ``coherence_full``. Linking pairs accounts on
+    users tell, ``COHERENCE_FAMILIES``, from ``coherence_min_users`` on). It counts from
+    ``coherence_from`` and reaches the family's ``coherence_share`` at ``coherence_full``:
+    a public tool's template is used by a crowd with an anomalous minority (developers
+    behind rented proxies, 0.1-0.3 of the way on the development worlds), an operation's
+    by accounts that nearly all are (0.5 and more). Linking pairs accounts on
     ``s``; ``fleets.merge_fragments`` judges an operator's entity by ``rare`` and
     ``lift`` (``Links.entities``), so the two agree on what is specific.
     """
@@ -336,7 +339,8 @@ def entity_strength(uses: pl.DataFrame, anomaly: pl.DataFrame, p: LinkParams) ->
         degree.filter((pl.col("n") >= 2) & (pl.col("n") <= p.max_block))
         .with_columns((cap * rarity(pl.col("n"), hub)).alias("rare"), lift.alias("lift"))
         .with_columns(pl.max_horizontal(
-            "rare", cap * p.coherence_share * (pl.col("lift") / p.coherence_full).clip(0.0, 1.0),
+            "rare", cap * p.coherence_share * ((pl.col("lift") - p.coherence_from)
+                                               / (p.coherence_full - p.coherence_from)).clip(0.0, 1.0),
         ).alias("s"))
         .select("kind", "entity_id", "family", "n", "s", "rare", "lift")
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from attribution.contracts.settings import LinkParams
 from attribution.contracts.vocabulary import FAMILIES
-from attribution.engine.linking import _same_block, corroborating, infer_links
+from attribution.engine.linking import _same_block, corroborating, entity_strength, infer_links
 from attribution.stages.build import build_graph
 from tests.support.tables import tables, ts
 
@@ -207,3 +208,24 @@ def test_a_pair_in_one_block_carries_lockstep_once_though_an_end_is_in_two_block
     out = _same_block(scored, in_block, LinkParams())
     assert out.select("a", "b").rows() == [(0, 1), (0, 2), (1, 2)]
     assert out["s_lockstep"].to_list() == [LinkParams().cap["lockstep"], 0.0, 0.0]
+
+
+def test_a_popular_template_is_no_evidence_for_the_anomalous_minority_among_its_users() -> None:
+    # 10,000 accounts; a public tool's template used by 2,000 of them, 500 of whom sit on
+    # rented networks with foreign zones (its users together a sixth of the way to fully
+    # anomalous), and an operation's template used by 300 accounts that all do.
+    n = 10_000
+    anomaly = pl.DataFrame({"idx": list(range(n)),
+                            "anomaly": [0.9 if 1_800 <= i < 2_300 or i < 300 else 0.05
+                                        for i in range(n)]})
+    public = [{"idx": i, "entity_id": "public"} for i in range(300, 2_300)]
+    own = [{"idx": i, "entity_id": "own"} for i in range(300)]
+    uses = pl.DataFrame(public + own).with_columns(pl.lit("prompt").alias("kind"),
+                                                  pl.lit("prompt").alias("family"))
+    p = LinkParams()
+    got = {e: (s, lift) for e, s, lift in
+           entity_strength(uses, anomaly, p).select("entity_id", "s", "lift").iter_rows()}
+    assert 0.1 < got["public"][1] < p.coherence_from  # anomalous together, but a crowd
+    assert got["public"][0] < p.family_threshold  # so sharing it does not count
+    assert got["own"][1] > p.coherence_full  # all anomalous: one operation's
+    assert got["own"][0] == pytest.approx(p.cap["prompt"] * p.coherence_share)
