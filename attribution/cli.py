@@ -18,8 +18,6 @@ from typing import NoReturn, cast
 import polars as pl
 
 from attribution import __version__
-from attribution import notebook as notebook_cmd
-from attribution.api import cli as api_cli
 from attribution.contracts.results import RunRecord, read_tables
 from attribution.contracts.settings import Neo4jSettings
 from attribution.contracts.verdicts import (
@@ -29,7 +27,6 @@ from attribution.contracts.verdicts import (
     check_subject,
     make_verdict,
 )
-from attribution.dev import neo4j_harness as neo4j_dev
 from attribution.engine.diff import run_diff
 from attribution.errors import UsageError
 from attribution.job.jobs import EXIT_LOCKED, reattribute, run_job, summary_line
@@ -37,7 +34,6 @@ from attribution.job.locks import Locked
 from attribution.job.progress import Stages
 from attribution.stages.ingest import BadInput
 from attribution.store import default_home, open_store
-from attribution.store.neo4j_import import write_for_snapshot
 
 __all__ = ["UsageError", "build_parser", "main", "open_store", "summary"]
 
@@ -55,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _neo4j_import(args: argparse.Namespace) -> int:
+    from attribution.store.neo4j_import import write_for_snapshot  # the driver's codec: not for `run`
+
     print(write_for_snapshot(Path(args.snapshot), args.out, database=args.database,
                              admin=args.admin, server_dir=args.server_dir))
     return 0
@@ -194,7 +192,15 @@ def summary(manifest: dict[str, object], fleets: pl.DataFrame, out: Path) -> str
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose modules are light. The others (serve and keys, notebook, the dev
+# Neo4j) import the web server, the Neo4j driver or Jupyter's tools, about 0.8 s
+# before anything runs; a command line naming one of these first leaves them out.
+CORE_COMMANDS = frozenset({"run", "diff", "reattribute", "runs", "verdict", "neo4j-import"})
+
+
+def build_parser(*, extras: bool = True) -> argparse.ArgumentParser:
+    """The command's parser; ``extras`` False leaves out the commands outside
+    ``CORE_COMMANDS`` (for a command line that names a core command)."""
     parser = Parser(
         prog="attribution",
         description="Find fleets of coordinated accounts and attribute them to organizations.",
@@ -243,9 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--admin", default="neo4j-admin", help="the neo4j-admin executable")
     i.set_defaults(handler=_neo4j_import)
 
-    neo4j_dev.register(sub)
-    api_cli.register(sub)
-    notebook_cmd.register(sub)
+    if extras:
+        from attribution import notebook as notebook_cmd
+        from attribution.api import cli as api_cli
+        from attribution.dev import neo4j_harness as neo4j_dev
+
+        neo4j_dev.register(sub)
+        api_cli.register(sub)
+        notebook_cmd.register(sub)
     return parser
 
 
@@ -324,7 +335,8 @@ def _register_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(extras=not (words and words[0] in CORE_COMMANDS))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage already (one line, see Parser)

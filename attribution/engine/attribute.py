@@ -252,10 +252,6 @@ def _evidence_pieces(
     uses = graph.uses.select("account_id", "kind", "entity_id", "count").with_columns(
         pl.col("kind").replace({"signup_ip": "ip"})
     )
-    ip_uses = uses.filter(pl.col("kind") == "ip").join(ip_meta, on="entity_id", how="left")
-    asn_uses = ip_uses.filter(pl.col("asn").is_not_null()).select(
-        "account_id", pl.lit("asn").alias("kind"), pl.col("asn").alias("entity_id"), "count"
-    )
     rented_asn = (
         ip_meta.filter(pl.col("asn").is_not_null())
         .group_by("asn").agg(pl.col("rented").mean().alias("r"))
@@ -268,14 +264,6 @@ def _evidence_pieces(
         ),
         rented_asn.select("entity_id", "kind", "rented"),
     ])
-    touch = pl.concat([
-        uses,
-        asn_uses,
-        members.select("account_id", pl.lit("account").alias("kind"),
-                       pl.col("account_id").alias("entity_id"), pl.lit(1, pl.Int64).alias("count")),
-    ]).group_by("account_id", "kind", "entity_id").agg(pl.col("count").sum())
-    degree = touch.group_by("kind", "entity_id").agg(pl.col("account_id").n_unique().alias("deg"))
-
     direct = (
         links.select("kind", pl.col("key").alias("entity_id"), "org_id", "source", "confidence")
         # one fact per (entity, org): the most confident, ties by source name
@@ -307,6 +295,25 @@ def _evidence_pieces(
     ])
     org_entities = pl.concat([direct, hop])
 
+    # Touch is read only where it meets an entity some organization is known by
+    # (what reaches it from a fleet; the entity's users, for the specificity), so
+    # the other uses, nearly all of them, are left out before the group-by. The
+    # test reads only a group's key: every group kept is whole, its sum unchanged.
+    known = org_entities["entity_id"].unique().implode()
+    known_asn_ips = ip_meta.filter(pl.col("asn").is_in(known))["entity_id"].implode()
+    asn_uses = (
+        uses.filter((pl.col("kind") == "ip") & pl.col("entity_id").is_in(known_asn_ips))
+        .join(ip_meta.filter(pl.col("asn").is_not_null()), on="entity_id")
+        .select("account_id", pl.lit("asn").alias("kind"), pl.col("asn").alias("entity_id"),
+                "count")
+    )
+    touch = pl.concat([
+        uses.filter(pl.col("entity_id").is_in(known)),
+        asn_uses,
+        members.select("account_id", pl.lit("account").alias("kind"),
+                       pl.col("account_id").alias("entity_id"), pl.lit(1, pl.Int64).alias("count"))
+        .filter(pl.col("entity_id").is_in(known)),
+    ]).group_by("account_id", "kind", "entity_id").agg(pl.col("count").sum())
     fleet_touch = members.select("account_id", "fleet").join(touch, on="account_id")
     in_fleet = members.select(pl.col("account_id").alias("via_account"), "fleet",
                               pl.lit(True).alias("via_inside"))
@@ -343,13 +350,14 @@ def _evidence_pieces(
     size = fleet_scores.select("fleet", "size")
     # Network evidence counts by traffic: two requests of thousands through an
     # organization's network (a shared co-working NAT) is not the fleet's network.
-    traffic = fleet_touch.filter(pl.col("kind") == "ip").group_by("fleet").agg(
+    # (Integer sums: the members' IP uses summed directly, as their grouped touch would.)
+    traffic = members.select("account_id", "fleet").join(
+        uses.filter(pl.col("kind") == "ip"), on="account_id").group_by("fleet").agg(
         pl.col("count").sum().alias("fleet_requests")
     )
     hits = (
         hits.join(size, on="fleet")
         .join(traffic, on="fleet", how="left")
-        .join(degree, on=["kind", "entity_id"], how="left")
         .join(rented, on=["kind", "entity_id"], how="left")
         .with_columns(pl.col("rented").fill_null(False))
         .with_columns(

@@ -222,33 +222,37 @@ def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
 
     ``members``: block (u64), idx (i32), s, first_seen, last_seen. The result has
     a, b, s and the two members' intervals (f1, l1, f2, l2).
+
+    Members are ranked in their block by ``_window_order`` (ties in row order), and
+    each is paired with the members up to ``window`` ranks before it. The pairs are
+    gathered in numpy from one sort, in the order the join of each distance's ranks
+    gave them (by distance, then by the later member's row): ``_combine`` sums a
+    pair's strengths in row order, so the order is part of the result. Twelve joins
+    per family were most of the entity evidence's time.
     """
-    ranked = members.with_columns(
-        _window_order().rank("ordinal").over("block").alias("r"),
-        pl.len().over("block").alias("_n"),
-    )
-    right = ranked.select(
-        "block",
-        "r",
-        pl.col("idx").alias("idx_b"),
-        pl.col("first_seen").alias("f2"),
-        pl.col("last_seen").alias("l2"),
-        "_n",
-    )
-    max_n = int(ranked["_n"].max() or 0)  # type: ignore[arg-type]
-    out = []
-    for d in range(1, min(window, max(max_n - 1, 0)) + 1):
-        # only blocks of more than d members have pairs d apart (most blocks of the
-        # timing bands have two or three)
-        bigger = pl.col("_n") > d
-        shifted = ranked.filter(bigger).with_columns((pl.col("r") + d).alias("r")).drop("_n")
-        out.append(shifted.join(right.filter(bigger).drop("_n"), on=["block", "r"], how="inner"))
-    if not out:
+    ordered = members.select(
+        pl.arg_sort_by("block", _window_order(), maintain_order=True).alias("o"))["o"].to_numpy()
+    block = members["block"].to_numpy()[ordered]
+    starts = _run_starts(block) if len(block) else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(starts, append=len(block))
+    top = min(window, max(int(sizes.max(initial=0)) - 1, 0))
+    if top < 1:
         return pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "s": pl.Float64})
-    pairs = pl.concat(out).rename({"first_seen": "f1", "last_seen": "l1"})
+    start = np.repeat(starts, sizes)  # by sorted position: where its block starts
+    at = np.empty(len(ordered), dtype=np.int64)
+    at[ordered] = np.arange(len(ordered))  # by row: its sorted position
+    earlier, later = [], []
+    for d in range(1, top + 1):
+        rows = np.flatnonzero(at - d >= start[at])  # members with one d ranks before them
+        later.append(rows)
+        earlier.append(ordered[at[rows] - d])
+    first, second = pl.Series(np.concatenate(earlier)), pl.Series(np.concatenate(later))
+    pairs = members[first].rename({"first_seen": "f1", "last_seen": "l1"}).with_columns(
+        members["idx"][second].alias("idx_b"), members["first_seen"][second].alias("f2"),
+        members["last_seen"][second].alias("l2"))
     return pairs.with_columns(
         pl.min_horizontal("idx", "idx_b").alias("a"), pl.max_horizontal("idx", "idx_b").alias("b")
-    ).drop("idx", "idx_b", "r")
+    ).drop("idx", "idx_b")
 
 
 def _entity_evidence(
@@ -789,10 +793,12 @@ class TimingNull:
         b = rng.choice(active, p.null_pairs)
         keep = a != b
         a, b = a[keep], b[keep]
-        m = (sig[a] == sig[b]).sum(axis=1)
+        # Gathered a few thousand pairs at a time (``_rowwise``), counted by bincount:
+        # the same integer counts as a 400k-row gather and ``np.add.at``, at a third of the time.
+        m = _rowwise(_equal_count, sig, a, b)
         bins = np.digitize(np.log2(n_min[a] * n_min[b]), edges)
-        counts = np.zeros((len(edges) + 1, MINHASH_K + 1))
-        np.add.at(counts, (bins, m), 1.0)
+        counts = np.bincount(bins * (MINHASH_K + 1) + m, minlength=(len(edges) + 1) * (MINHASH_K + 1)
+                             ).reshape(len(edges) + 1, MINHASH_K + 1).astype(np.float64)
         at_least = counts[:, ::-1].cumsum(axis=1)[:, ::-1]
         total = counts.sum(axis=1, keepdims=True)
         # Add-one smoothing: a bin never seen gives no evidence, never certainty.

@@ -90,6 +90,9 @@ def apply_verdicts(
     """Confirm and reject act on the attribution; every verdict that touches a fleet
     adds an ``analyst_verdict`` evidence row to it. Returns (attribution, evidence,
     ids of the verdicts applied)."""
+    if not verdicts:
+        # Most runs have none: no lookups over every account (a second at 1M accounts).
+        return attribution, _verdict_evidence([], ids), set()
     fleet_of_id = dict(zip(ids["fleet_id"].to_list(), ids["fleet"].to_list(), strict=True))
     fleet_of_acc = dict(zip(members["account_id"].to_list(), members["fleet"].to_list(),
                             strict=True))
@@ -140,10 +143,16 @@ def apply_verdicts(
                                  1.0 if v.action == "pin" else 0.0))
     out = pl.DataFrame(list(rows.values()), schema=attribution.schema, orient="row") \
         if rows else attribution
+    return out, _verdict_evidence(evidence, ids), applied
+
+
+def _verdict_evidence(evidence: list[tuple[Any, str | None, str, float]], ids: pl.DataFrame
+                      ) -> pl.DataFrame:
+    """The ``analyst_verdict`` evidence rows: (fleet, org_id, kind, detail, weight)."""
     ev = pl.DataFrame(evidence, schema={"fleet": ids.schema["fleet"], "org_id": pl.String,
                                         "detail": pl.String, "weight": pl.Float64},
                       orient="row").with_columns(pl.lit(VERDICT_EVIDENCE).alias("kind"))
-    return out, ev.select("fleet", "org_id", "kind", "detail", "weight"), applied
+    return ev.select("fleet", "org_id", "kind", "detail", "weight")
 
 
 def _confirm(row: dict[str, Any], org: str) -> None:
