@@ -233,7 +233,7 @@ def window_pairs(members: pl.DataFrame, window: int) -> pl.DataFrame:
     ordered = members.select(
         pl.arg_sort_by("block", _window_order(), maintain_order=True).alias("o"))["o"].to_numpy()
     block = members["block"].to_numpy()[ordered]
-    starts = _run_starts(block) if len(block) else np.zeros(0, dtype=np.int64)
+    starts = _run_starts(block)
     sizes = np.diff(starts, append=len(block))
     top = min(window, max(int(sizes.max(initial=0)) - 1, 0))
     if top < 1:
