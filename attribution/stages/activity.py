@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from attribution.contracts.graph import ACTIVITY_SCHEMA
+from attribution.stages.codes import coded, ranks
 
 
 def network_of(ips: pl.DataFrame, proxies: pl.DataFrame) -> pl.DataFrame:
@@ -37,26 +38,39 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
     account and minute and network it acted on (minutes since the Unix epoch).
 
     Accounts and networks are integer codes (in sorted order) while the tens of millions
-    of exchange rows are reduced, and names again only for the rows that remain. The
-    accounts are taken in contiguous ranges of about ``rows_per_part`` exchanges, so the
-    working copies of one range at a time are in memory (about 2 GB for 30M exchanges in
-    one pass) and the ranges, each in order, concatenate in order."""
+    of exchange rows are reduced, and names again only for the rows that remain. Each row's
+    account and network are looked up by the code of its account and IP
+    (:mod:`attribution.stages.codes`), never joined as text. The accounts are taken in
+    contiguous ranges of about ``rows_per_part`` exchanges, so the keys of one range at a
+    time are in memory, and the ranges, each in order, concatenate in order."""
+    exchanges = coded(exchanges)  # (columns are taken one by one: a select would copy them)
+    if exchanges.height == 0:
+        return pl.DataFrame(schema=ACTIVITY_SCHEMA)
     net = network_of(ips, proxies)
-    ip_net = (exchanges.select(pl.col("ip").unique()).drop_nulls().join(net, on="ip", how="left")
-              .select("ip", pl.coalesce("network", _prefix(pl.col("ip"))).alias("network")))
+    seen = exchanges.get_column("ip").unique().drop_nulls()
+    ip_net = (pl.DataFrame({"code": seen.to_physical(), "ip": seen.cast(pl.String)})
+              .join(net, on="ip", how="left")
+              .select("code", pl.coalesce("network", _prefix(pl.col("ip"))).alias("network")))
     networks = ip_net.select(pl.col("network").unique().sort()).with_row_index("net")
-    ip_net = ip_net.join(networks, on="network").select("ip", "net")
-    accounts = exchanges.select(pl.col("account_id").unique().sort()).with_row_index("acc")
+    ip_net = ip_net.join(networks, on="network")
+    # Per row: its IP's network code (-1 without an IP), its account's rank, its minute.
+    known = ip_net["code"].to_numpy()
+    net_of = np.full(int(known.max(initial=0)) + 1, -1, dtype=np.int32)
+    net_of[known] = ip_net["net"].to_numpy()
+    ip_code = exchanges.get_column("ip").to_physical()
+    row_net = net_of[ip_code.fill_null(0).to_numpy()]
+    row_net[ip_code.is_null().to_numpy()] = -1
+    del ip_code
+    names, row_acc = ranks(exchanges.get_column("account_id"))
+    row_minute = (exchanges.get_column("ts").dt.epoch("s") // 60).cast(pl.Int32).to_numpy()
     # (account within its range, minute, net) packed into one Int64 in mixed radix, so
     # that the distinct incidences are one integer unique, already in (acc, minute, net)
     # order. Counting accounts from the range's first keeps the key small: a range holds
     # about ``rows_per_part`` exchanges' accounts, whatever the snapshot's size.
-    minute = (pl.col("ts").dt.epoch("s") // 60).cast(pl.Int32)
-    first, last = exchanges.select(minute.min(), minute.max().alias("last")).row(0)
-    first = first or 0
-    span, width = (last or 0) - first + 1, networks.height
+    first = int(row_minute.min())
+    span, width = int(row_minute.max()) - first + 1, networks.height
     parts = max(1, -(-exchanges.height // rows_per_part))
-    bounds = np.linspace(0, accounts.height, parts + 1).astype(np.int64)
+    bounds = np.linspace(0, names.len(), parts + 1).astype(np.int64)
     if int(np.diff(bounds).max(initial=0)) * span * width >= 1 << 63:
         raise ValueError("activity: a range's accounts x minutes x networks overflow an Int64 key; "
                          "lower rows_per_part")
@@ -64,22 +78,13 @@ def activity(exchanges: pl.DataFrame, ips: pl.DataFrame, proxies: pl.DataFrame, 
     for lo, hi in pairwise(bounds.tolist()):
         if hi == lo:
             continue
-        key = ((pl.col("acc").cast(pl.Int64) - lo) * span + (minute - first)) * width + pl.col("net")
-        chunk = accounts.slice(lo, hi - lo)
-        ids = chunk.get_column("account_id")
-        # The range's ids are contiguous in sorted order: two string comparisons per
-        # exchange select its rows, so only those rows are hashed by the join.
-        keys = (
-            exchanges.lazy().select("account_id", "ts", "ip")
-            .filter(pl.col("ip").is_not_null()
-                    & pl.col("account_id").is_between(pl.lit(ids[0]), pl.lit(ids[-1])))
-            .join(chunk.lazy(), on="account_id").join(ip_net.lazy(), on="ip")
-            .select(key.alias("key"))
-            .collect().to_series().unique().sort()
-        )
+        take = (row_acc >= lo) & (row_acc < hi) & (row_net >= 0)
+        acc = row_acc[take].astype(np.int64)
+        keys = pl.Series(((acc - lo) * span + (row_minute[take] - first)) * width
+                         + row_net[take]).unique().sort().to_numpy()
         frames.append(pl.select(
-            ids.gather(keys // (span * width)).alias("account_id"),
-            (keys // width % span + first).cast(pl.Int32).alias("minute"),
+            names.slice(lo, hi - lo).gather(keys // (span * width)).alias("account_id"),
+            pl.Series(keys // width % span + first).cast(pl.Int32).alias("minute"),
             networks.get_column("network").gather(keys % width).alias("network"),
         ))
     if not frames:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import polars as pl
 
 from attribution.contracts.schema import CAPABILITIES
+from attribution.stages.codes import coded, ranks
 
 MINHASH_K = 32
 _PRIME = (1 << 31) - 1
@@ -44,8 +45,11 @@ def aggregate(exchanges: pl.DataFrame, *, rows_per_part: int = 6_000_000) -> Exc
     Every aggregate is per account, so splitting the accounts by a hash of
     their id gives exact results while each pass holds only a slice of the
     table's working copies in memory (tens of millions of rows otherwise need
-    several times the table's own size at the peak).
+    several times the table's own size at the peak). Text columns are taken
+    coded (:mod:`attribution.stages.codes`; ingest hands them over so), and
+    the aggregates come out as text.
     """
+    exchanges = coded(exchanges)
     parts = max(1, -(-exchanges.height // rows_per_part))
     results: list[tuple[pl.DataFrame, ...]] = []
     for part in range(parts):
@@ -84,7 +88,8 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
     known = list(CAPABILITIES[:-1])
     # Capabilities are matched case-insensitively; lowercasing the few distinct spellings
     # instead of every row's string gives the same codes.
-    spellings = exchanges.select(pl.col("capability").unique().drop_nulls()).collect().to_series()
+    spellings = (exchanges.select(pl.col("capability").unique().drop_nulls()).collect()
+                 .to_series().cast(pl.String))
     cap_code = {spelling: known.index(lower)
                 for spelling, lower in zip(spellings, spellings.str.to_lowercase(), strict=True)
                 if lower in known}
@@ -94,12 +99,14 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
         "input_tokens",
         "output_tokens",
         (pl.col("ts").dt.epoch("s") // 60).alias("minute"),
-        pl.col("capability").replace_strict(cap_code, default=len(known), return_dtype=pl.Int64)
+        pl.col("capability").cast(pl.String)
+        .replace_strict(cap_code, default=len(known), return_dtype=pl.Int64)
         .fill_null(len(known)).alias("cap"),
     ).collect()
-    names = base["account_id"].unique().sort()
+    names, ranked = ranks(base["account_id"])
+    codes = ranked.astype(np.int64)
     n = names.len()
-    code = names.search_sorted(base["account_id"]).cast(pl.Int64)
+    code = pl.Series(codes)
     volume = base.lazy().select(code.alias("code"), "ts", "input_tokens", "output_tokens") \
         .group_by("code").agg(
             pl.len().cast(pl.Int64).alias("exchanges"),
@@ -108,7 +115,6 @@ def account_behaviour(exchanges: pl.LazyFrame) -> pl.DataFrame:
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
         )
-    codes = code.to_numpy()
     minute = base["minute"].to_numpy()
     hours = _counts(codes, (minute // 60) % 24, n, 24)
     caps = _counts(codes, base["cap"].to_numpy(), n, len(CAPABILITIES))
@@ -163,6 +169,7 @@ def prompt_edges(exchanges: pl.LazyFrame) -> pl.DataFrame:
         )
         .rename({"prompt_hash": "entity_id"})
         .collect()
+        .with_columns(pl.col("account_id", "entity_id").cast(pl.String))
         .sort("account_id", "entity_id")
     )
 
@@ -179,4 +186,5 @@ def exchange_entity_edges(exchanges: pl.LazyFrame, column: str) -> pl.DataFrame:
         )
         .rename({column: "entity_id"})
         .collect()
+        .with_columns(pl.col("account_id", "entity_id").cast(pl.String))
     )

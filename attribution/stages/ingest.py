@@ -74,6 +74,10 @@ Decisions on what the contract leaves open (tests in ``tests/stages/test_ingest.
   values are masked by the kind of entity each column holds (:mod:`attribution.contracts.masking`: an
   e-mail never shows, an IP as its /24, a card or device as its last 4 characters, free text
   with e-mails and IPs masked), and so is the first line of a reader's error.
+* **Coded text.** The text columns of ``exchanges`` (``CODED_TABLES``) are loaded as polars
+  Categoricals, the same values coded: that table is most of a snapshot's rows, and its ids
+  spelled out in every row were most of a 1M-account run's memory. Every other table's text
+  is String. Rejected rows are text as everywhere.
 * **Extra columns** are kept after the contract columns, with their Parquet type (text from
   CSV). **Rejected frames** hold the columns of the file (not added nullable ones) as text
   (timestamps ISO-8601, nested values JSON, bytes hex), then ``reason`` = ``problem (column)``
@@ -104,7 +108,7 @@ import polars as pl
 from attribution.contracts.masking import kind_of, mask, scrub_text
 from attribution.contracts.schema import LOAD_ORDER, MAX_ID_LENGTH, TABLES, Column, ColumnKind, Table
 
-__all__ = ["DTYPES", "BadInput", "Snapshot", "TableCount", "contract_schema", "read_snapshot"]
+__all__ = ["CODED_TABLES", "DTYPES", "BadInput", "Snapshot", "TableCount", "contract_schema", "read_snapshot"]
 
 
 class BadInput(Exception):
@@ -211,9 +215,21 @@ Progress = Callable[[str], None]
 Fixer = Callable[[pl.Series], pl.Series]
 
 
+# Tables whose text columns are loaded as Categoricals (one 32-bit code per row, see
+# :mod:`attribution.stages.codes`): the exchanges are most of a snapshot's rows, and their
+# ids spelled out in every row were most of a 1M-account run's memory at its peak.
+CODED_TABLES = frozenset({"exchanges"})
+
+
 def contract_schema(table: str) -> dict[str, pl.DataType]:
     """The normalised dtypes of a contract table's columns, in schema order."""
-    return {c.name: DTYPES[c.kind] for c in TABLES[table].columns}
+    return {c.name: _dtype(table, c) for c in TABLES[table].columns}
+
+
+def _dtype(table: str, col: Column) -> pl.DataType:
+    """A loaded column's dtype: its kind's, text coded in ``CODED_TABLES``."""
+    dtype = DTYPES[col.kind]
+    return pl.Categorical() if table in CODED_TABLES and dtype == pl.String() else dtype
 
 
 def read_snapshot(
@@ -625,28 +641,66 @@ def _read_table(
     present: set[str],
     say: Progress,
 ) -> tuple[pl.DataFrame, pl.DataFrame, _Reasons]:
-    """Read, convert and check one table: loaded rows, rejected rows (with codes), reasons."""
+    """Read, convert and check one table: loaded rows, rejected rows (with codes), reasons.
+
+    A large Parquet table without a key is checked in parts of ``_PART_ROWS`` rows, each
+    part's raw and converted columns dropped once its rows are split: every check is per
+    row or against earlier tables, so the parts give the rows the whole table would, in
+    order, while only one part's text is in memory beside the coded rows loaded so far.
+    """
     try:
         source = _scan(spec, file, lossy=False)
-        data = _convert(spec, source)
-    except _NotUtf8:
+        parts = _parts(spec, source)
+        data = _convert(spec, source, parts[0])
+    except _NotUtf8:  # CSV: one part
         source = _scan(spec, file, lossy=True)
-        data = _convert(spec, source)
+        parts = _parts(spec, source)
+        data = _convert(spec, source, parts[0])
     say(f"checking {spec.name}")
     reasons = _Reasons()
-    data = _problems(spec, source, data, reasons)
-    data = _check_references(spec, source, data, tables, rejected, present, reasons)
-    data = _check_keys(spec, data, reasons)
-    loaded, bad = _split(spec, source, data)
-    return loaded, bad, reasons
+    loaded: list[pl.DataFrame] = []
+    bad: list[pl.DataFrame] = []
+    for i, part in enumerate(parts):
+        if i:
+            data = _convert(spec, source, part)
+        data = _problems(spec, source, data, reasons)
+        data = _check_references(spec, source, data, tables, rejected, present, reasons)
+        data = _check_keys(spec, data, reasons)
+        good, no = _split(spec, source, data)
+        del data
+        loaded.append(good)
+        bad.append(no)
+    if len(parts) == 1:
+        return loaded[0], bad[0], reasons
+    return pl.concat(loaded, rechunk=False), pl.concat(bad, rechunk=False), reasons
+
+
+# Rows per part of a large table (see ``_read_table``): about 1 GB of raw and converted
+# exchange text, against about 7 GB for 50M rows at once.
+_PART_ROWS = 8_000_000
+
+
+def _parts(spec: Table, source: _Source) -> list[tuple[int, int] | None]:
+    """(offset, rows) of each part of a table, or [None]: the whole table at once.
+
+    Only Parquet (whose row groups a slice reads directly) without a key (duplicates are
+    found across the whole table) is taken in parts."""
+    if source.format != "parquet" or spec.key:
+        return [None]
+    rows = source.frame.select(pl.len()).collect().item()
+    if rows <= _PART_ROWS:
+        return [None]
+    return [(start, _PART_ROWS) for start in range(0, rows, _PART_ROWS)]
 
 
 class _NotUtf8(Exception):
     """The CSV has invalid UTF-8: read it again, lossily, and reject the rows concerned."""
 
 
-def _convert(spec: Table, source: _Source) -> pl.DataFrame:
-    """Collect the raw columns and their normalised values; fix what the fast path missed."""
+def _convert(spec: Table, source: _Source, part: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Collect the raw columns and their normalised values (of rows ``part``, or all); fix
+    what the fast path missed. Formats are picked on the first rows of the file, whatever
+    the part."""
     frame = source.frame
     try:
         if source.format == "csv":
@@ -659,6 +713,8 @@ def _convert(spec: Table, source: _Source) -> pl.DataFrame:
                 if c.kind == "ts" and _family(source.schema.get(c.name, pl.Null())) == "text"
             ]
             sample = frame.select(text_ts).head(_SAMPLE_ROWS).collect()
+        if part is not None:
+            frame = frame.slice(*part)
         plans = [_plan(c, source, sample) for c in spec.columns]
         data = frame.with_columns(
             [p.value.alias(_vname(p.column.name)) for p in plans]
@@ -875,7 +931,8 @@ def _check_keys(spec: Table, data: pl.DataFrame, reasons: _Reasons) -> pl.DataFr
 def _split(spec: Table, source: _Source, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Loaded rows (normalised, contract columns then extras) and rejected rows (as text)."""
     extras = [n for n in source.schema if n not in spec.column_names]
-    loaded_cols = [pl.col(_vname(c.name)).alias(c.name) for c in spec.columns]
+    loaded_cols = [pl.col(_vname(c.name)).cast(_dtype(spec.name, c)).alias(c.name)
+                   for c in spec.columns]
     if spec.name == "known_links":
         at = spec.column_names.index("confidence")
         loaded_cols[at] = pl.col(_vname("confidence")).fill_null(1.0).alias("confidence")
