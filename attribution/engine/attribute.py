@@ -6,7 +6,8 @@ corporate card, device, IP, ASN, email domain or a prompt template of an
 earlier case) or in two hops (a member shares a card or device with a known
 employee account, or, weaker, with an account the organization's known
 evidence places in its team: its own card or email domain is the
-organization's). Each kind of evidence has its own strength, scaled by the
+organization's; surer when both are, two independent sources). Each kind of
+evidence has its own strength, scaled by the
 analyst's confidence in the fact, by how much of the fleet it touches (a
 template also by how often the fleet ran it: one use is a leak), and by
 how specific the entity is to the fleet: the share of its users that are the
@@ -57,6 +58,13 @@ COUNT_KINDS = ("account", "payment", "device", "prompt")
 TWO_HOP = 0.8        # shared with an employee account, rather than known itself
 TEAM_HOP = 0.6       # shared with an account placed in the team only by its card or domain
 TEAM_KINDS = ("payment", "email_domain")  # an account's own facts that place it in a team
+# How sure one fact of TEAM_KINDS makes us that its account is the organization's
+# staff (a known employee account counts as sure): a hop through it weighs
+# TWO_HOP x TEAM_PLACE = TEAM_HOP. Facts of different kinds are independent
+# sources (a corporate card registry, a domain's whois): the account is staff
+# unless each of them is wrong, 1 - prod(1 - TEAM_PLACE x confidence). A public
+# mail domain of a university holds students; its students do not hold its card.
+TEAM_PLACE = TEAM_HOP / TWO_HOP
 RENTED = 0.1         # proxy exits and hosting ranges say little about who rents them
 SAME_KIND_BONUS = 0.3
 # An operation runs its template over and over (hundreds of uses in a fleet); one or
@@ -164,7 +172,8 @@ def attribute(
     sentences = [
         _sentence(*row)
         for row in evidence.select(
-            "kind", "key", "n_members", "via", "name", "org_id", "source", "rented", "requests"
+            "kind", "key", "n_members", "via", "name", "org_id", "source", "rented", "requests",
+            "facts"
         ).iter_rows()
     ]
     evidence = evidence.with_columns(
@@ -204,7 +213,7 @@ def _rank(per_org: pl.DataFrame, params: AttributionParams) -> pl.DataFrame:
 
 def _sentence(
     kind: str, key: str, n: int, via: str | None, name: str | None, org: str, source: str,
-    rented: bool, uses: int,
+    rented: bool, uses: int, facts: int | None = None,
 ) -> str:
     who = name or org
     accounts = f"{n} account{'s' if n != 1 else ''}"
@@ -214,7 +223,9 @@ def _sentence(
         plural = via != "1"
         text = (f"{accounts} share {STRENGTH[kind][2]} {mask(kind, key)} with {via} "
                 f"account{'s' if plural else ''} of {who}'s team (not {'themselves' if plural else 'itself'} "
-                f"known, but {'their' if plural else 'its'} card or email domain is {who}'s): "
+                f"known, but {'their' if plural else 'its'} "
+                f"{'card and email domain are' if (facts or 0) > 1 else 'card or email domain is'} "
+                f"{who}'s): "
                 f"two hops, weighed below direct evidence")
     elif via is not None:
         text = (f"{accounts} share {STRENGTH[kind][2]} {mask(kind, key)} with "
@@ -269,18 +280,26 @@ def _evidence_pieces(
         # one fact per (entity, org): the most confident, ties by source name
         .sort(["confidence", "source"], descending=[True, False], nulls_last=True)
         .unique(["kind", "entity_id", "org_id"], keep="first", maintain_order=True)
-        .with_columns(pl.lit(None, pl.String).alias("via_account"))
+        .with_columns(pl.lit(None, pl.String).alias("via_account"),
+                      pl.lit(None, pl.Int64).alias("facts"))
     )
     # The organization's people: known employee accounts, and accounts its known
     # evidence places in its team (their own card or email domain is its).
     employees = links.filter(pl.col("kind") == "account").select(
         pl.col("key").alias("account_id"), "org_id", "confidence"
     )
+    # ``confidence`` of a team account: how sure its facts make us that it is staff;
+    # one fact per kind (two cards of one registry are one source), kinds combined
+    # as independent sources (see TEAM_PLACE); ``facts``: how many kinds agree.
     team = (
         uses.filter(pl.col("kind").is_in(list(TEAM_KINDS)))
         .join(direct.select("kind", "entity_id", "org_id", "confidence"), on=["kind", "entity_id"])
         .join(employees, on=["account_id", "org_id"], how="anti")
-        .group_by("account_id", "org_id").agg(pl.col("confidence").max())
+        .group_by("account_id", "org_id", "kind").agg(pl.col("confidence").max())
+        .group_by("account_id", "org_id").agg(
+            (1.0 - (1.0 - TEAM_PLACE * pl.col("confidence")).product()).alias("confidence"),
+            pl.len().cast(pl.Int64).alias("facts"),
+        )
     )
     # Two hops: a card or device shared with one of them.
     ties = uses.filter(pl.col("kind").is_in(["payment", "device"])).select(
@@ -288,10 +307,11 @@ def _evidence_pieces(
     hop = pl.concat([
         ties.join(people, on="account_id").select(
             "kind", "entity_id", "org_id", pl.lit(source).alias("source"),
-            (pl.col("confidence") * factor).alias("confidence"),
-            pl.col("account_id").alias("via_account"))
-        for people, source, factor in ((employees, "shared_with_employee", TWO_HOP),
-                                       (team, "shared_with_team", TEAM_HOP))
+            (pl.col("confidence") * TWO_HOP).alias("confidence"),
+            pl.col("account_id").alias("via_account"), "facts")
+        for people, source in ((employees.with_columns(pl.lit(None, pl.Int64).alias("facts")),
+                                "shared_with_employee"),
+                               (team, "shared_with_team"))
     ])
     org_entities = pl.concat([direct, hop])
 
@@ -331,19 +351,22 @@ def _evidence_pieces(
         pl.col("via_account").n_unique().cast(pl.String).alias("via"))
     hits = (
         reached.group_by([*key, "account_id"])
-        .agg(pl.col("confidence").max(), pl.col("count").first())
+        .agg(pl.col("confidence").max(), pl.col("count").first(),
+             pl.col("facts").sort_by("confidence").last())
         .group_by(key)
         .agg(
             pl.col("account_id").n_unique().alias("n_members"),
             pl.col("confidence").max(),
             pl.col("count").sum().alias("requests"),
+            # the kinds of fact placing the surest of the team accounts (for the sentence)
+            pl.col("facts").sort_by("confidence").last(),
         )
         .join(via, on=key, how="left")
     )
     if not hits.height:
         return hits.with_columns(pl.lit(1.0).alias("specificity")), bearers
     hits = hits.join(_specificity(hits, touch, members, fleet_scores, likely_sybil,
-                                  pl.concat([employees, team]).select("account_id", "org_id")),
+                                  pl.concat([p.select("account_id", "org_id") for p in (employees, team)])),
                      on=["fleet", "org_id", "kind", "entity_id"], how="left")
     base = pl.col("kind").replace_strict({k: v[0] for k, v in STRENGTH.items()},
                                          return_dtype=pl.Float64)

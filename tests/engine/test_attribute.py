@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
@@ -146,6 +147,54 @@ def test_two_hops_through_a_team_member_name_the_organization_with_a_sentence() 
 def test_a_team_hop_is_weaker_than_an_employee_hop_and_than_direct_evidence() -> None:
     conf = {how: _run(_two_hop_world(how))[0]["confidence"] for how in ("team", "employee", "direct")}
     assert conf["team"] < conf["employee"] < conf["direct"]
+
+
+def _team_device_world(facts: tuple[str, ...]) -> tuple[PropertyGraph, pl.DataFrame]:
+    """A careful campaign's fleet of 130: two members share a device with ``emp``,
+    an account of Alpha's staff not itself known, placed in Alpha's team by ``facts``
+    (its corporate card, its email domain, or a second corporate card)."""
+    fleet = [f"c{i}" for i in range(130)]
+    uses = [(a, "device", "box") for a in fleet[:2]] + [("emp", "device", "box")]
+    links: list[tuple[str, str, str, str, float]] = []
+    for fact in facts:
+        if fact == "card":
+            uses.append(("emp", "payment", "corp"))
+            links.append(("payment", "corp", "org_a", "corporate_card_registry", 0.95))
+        elif fact == "second_card":
+            uses.append(("emp", "payment", "corp2"))
+            links.append(("payment", "corp2", "org_a", "corporate_card_registry", 0.95))
+        elif fact == "domain":
+            uses.append(("emp", "email_domain", "alpha.test"))
+            links.append(("email_domain", "alpha.test", "org_a", "whois", 1.0))
+    members = pl.DataFrame({"account_id": fleet, "fleet": [0] * len(fleet)})
+    return _graph(uses, links), members
+
+
+def _run_members(graph: PropertyGraph, members: pl.DataFrame) -> tuple[dict[str, Any], pl.DataFrame]:
+    scores = pl.DataFrame({"fleet": [0], "size": [members.height], "sybil_score": [0.99]},
+                          schema={"fleet": pl.Int64, "size": pl.UInt32, "sybil_score": pl.Float64})
+    out, evidence, _ = attribute(graph, members, scores, AttributionParams())
+    return out.row(0, named=True), evidence
+
+
+def test_a_team_account_placed_by_its_card_and_its_domain_is_a_surer_hop() -> None:
+    # Two independent sources (the card registry, the domain's whois) agree that the
+    # account is Alpha's staff: the hop names the fleet, as one a known employee would.
+    row, evidence = _run_members(*_team_device_world(("card", "domain")))
+    assert row["org_id"] == "org_a"
+    detail = evidence.filter(pl.col("org_id") == "org_a")["detail"].item()
+    assert "card and email domain are Alpha's" in detail and "two hops" in detail
+    # One of them alone places it less surely (a public domain holds students, a card
+    # may be lent): two members of 130 on its device name nobody.
+    for facts in (("card",), ("domain",), ("card", "second_card")):  # two cards: one source
+        assert _run_members(*_team_device_world(facts))[0]["org_id"] is None, facts
+    # ...and the two facts together still weigh below a known employee account.
+    graph, members = _team_device_world(())
+    employee = replace(graph, known_links=pl.concat([graph.known_links, _graph(
+        [], [("account", "emp", "org_a", "employee_registry", 1.0)]).known_links]))
+    conf = {k: _run_members(g, members)[0] for k, g in
+            (("both", _team_device_world(("card", "domain"))[0]), ("employee", employee))}
+    assert conf["both"]["confidence"] < conf["employee"]["confidence"]
 
 
 def test_no_hop_without_the_team_evidence() -> None:
