@@ -352,14 +352,14 @@ def _evidence_pieces(
     hits = (
         reached.group_by([*key, "account_id"])
         .agg(pl.col("confidence").max(), pl.col("count").first(),
-             pl.col("facts").sort_by("confidence").last())
+             pl.col("facts").sort_by("confidence", "facts").last())
         .group_by(key)
         .agg(
             pl.col("account_id").n_unique().alias("n_members"),
             pl.col("confidence").max(),
             pl.col("count").sum().alias("requests"),
             # the kinds of fact placing the surest of the team accounts (for the sentence)
-            pl.col("facts").sort_by("confidence").last(),
+            pl.col("facts").sort_by("confidence", "facts").last(),
         )
         .join(via, on=key, how="left")
     )
