@@ -335,33 +335,37 @@ def _evidence_pieces(
         .filter(pl.col("entity_id").is_in(known)),
     ]).group_by("account_id", "kind", "entity_id").agg(pl.col("count").sum())
     fleet_touch = members.select("account_id", "fleet").join(touch, on="account_id")
-    in_fleet = members.select(pl.col("account_id").alias("via_account"), "fleet",
-                              pl.lit(True).alias("via_inside"))
+    in_fleet = members.select(pl.col("account_id").alias("via_account"), "fleet")
     # A hop runs to someone outside the fleet: a member holding the organization's
-    # card is direct evidence already, not a second path to it.
-    reached = (
-        fleet_touch.join(org_entities, on=["kind", "entity_id"])
-        .join(in_fleet, on=["via_account", "fleet"], how="left")
-        .filter(pl.col("via_inside").is_null())
-        .drop("via_inside")
-    )
-    bearers = reached.select("account_id", "fleet", "org_id").unique()
+    # card is direct evidence already, not a second path to it. Hops are settled per
+    # fleet and entity before members meet them: a company card held by thousands of
+    # staff would otherwise pair every member touching it with each of them (16M rows
+    # for one 1M-account world).
     key = ["fleet", "org_id", "kind", "entity_id", "source"]
-    via = reached.filter(pl.col("via_account").is_not_null()).group_by(key).agg(
-        pl.col("via_account").n_unique().cast(pl.String).alias("via"))
-    hits = (
-        reached.group_by([*key, "account_id"])
-        .agg(pl.col("confidence").max(), pl.col("count").first(),
-             pl.col("facts").sort_by("confidence", "facts").last())
-        .group_by(key)
-        .agg(
-            pl.col("account_id").n_unique().alias("n_members"),
+    hops = (
+        fleet_touch.select("fleet", "kind", "entity_id").unique()
+        .join(hop, on=["kind", "entity_id"])
+        .join(in_fleet, on=["via_account", "fleet"], how="anti")
+        .group_by(key).agg(
             pl.col("confidence").max(),
-            pl.col("count").sum().alias("requests"),
-            # the kinds of fact placing the surest of the team accounts (for the sentence)
             pl.col("facts").sort_by("confidence", "facts").last(),
+            pl.col("via_account").n_unique().cast(pl.String).alias("via"),
         )
-        .join(via, on=key, how="left")
+    )
+    columns = ["account_id", "count", *key, "confidence", "facts", "via"]
+    reached = pl.concat([
+        fleet_touch.join(direct.drop("via_account"), on=["kind", "entity_id"])
+        .with_columns(pl.lit(None, pl.String).alias("via")).select(columns),
+        fleet_touch.join(hops, on=["fleet", "kind", "entity_id"]).select(columns),
+    ])
+    bearers = reached.select("account_id", "fleet", "org_id").unique()
+    hits = reached.group_by(key).agg(
+        pl.col("account_id").n_unique().alias("n_members"),
+        pl.col("confidence").max(),
+        pl.col("count").sum().alias("requests"),
+        # the kinds of fact placing the surest of the team accounts (for the sentence)
+        pl.col("facts").sort_by("confidence", "facts").last(),
+        pl.col("via").first(),
     )
     if not hits.height:
         return hits.with_columns(pl.lit(1.0).alias("specificity")), bearers
