@@ -220,6 +220,32 @@ def test_limit_is_strict_and_settable(tmp_path: Path) -> None:
         read_snapshot(tmp_path, max_rejected_share=1.5)
 
 
+def test_a_large_table_read_in_parts_loads_and_rejects_as_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exchanges in parts of 7 rows (as 50M rows go in parts of 8M): the same loaded rows
+    in the same order, the same rejected rows with the same reasons, codes that agree
+    across parts."""
+    build_valid(tmp_path, fmt="parquet", exchanges=40)
+    frame = pl.read_parquet(tmp_path / "exchanges.parquet").with_columns(
+        pl.when(pl.int_range(pl.len()) % 9 == 4).then(pl.lit("nobody"))
+        .otherwise(pl.col("account_id")).alias("account_id"),
+        pl.when(pl.int_range(pl.len()) % 13 == 6).then(-1)
+        .otherwise(pl.col("input_tokens")).alias("input_tokens"),
+    )  # fmt: skip
+    write_table(tmp_path, "exchanges", frame, "parquet")
+    whole = read_snapshot(tmp_path, max_rejected_share=0.5)
+    monkeypatch.setattr(ingest, "_PART_ROWS", 7)
+    parted = read_snapshot(tmp_path, max_rejected_share=0.5)
+    assert parted.counts == whole.counts
+    assert whole.counts["exchanges"].rejected == 7  # rows 4, 13, 22, 31 and 6, 19, 32
+    assert_frame_equal(parted.tables["exchanges"], whole.tables["exchanges"])
+    assert_frame_equal(parted.rejected["exchanges"], whole.rejected["exchanges"])
+    codes = parted.tables["exchanges"]["account_id"]
+    assert codes.dtype == pl.Categorical
+    assert codes.to_physical().n_unique() == codes.cast(pl.String).n_unique()
+
+
 def test_long_values_in_limit_message_are_cut(tmp_path: Path) -> None:
     build_valid(tmp_path)
     frame = pl.read_csv(tmp_path / "devices.csv", infer_schema=False)
