@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
@@ -91,11 +90,7 @@ def _local(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def python_louvain(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, seed: int
                    ) -> np.ndarray:
-    graph = nx.Graph()
-    graph.add_nodes_from(range(len(nodes)))
-    graph.add_weighted_edges_from(zip(a.tolist(), b.tolist(), w.tolist(), strict=True))
-    level0 = _louvain_level0(graph, seed)
-    return np.array([level0[i] for i in range(len(nodes))], dtype=np.int64)
+    return _louvain_level0(np.arange(len(nodes)), a, b, w, seed)
 
 
 def _igraph(nodes: np.ndarray, a: np.ndarray, b: np.ndarray) -> object:

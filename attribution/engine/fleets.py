@@ -11,11 +11,9 @@ model expects: a real fleet boundary is a near-absence of links, not a dip.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import polars as pl
 from community import community_louvain
-from community.community_status import Status
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -97,12 +95,7 @@ def split_component(
     The largest part comes first (it keeps the component's label).
     """
     nodes = np.unique(np.concatenate([a, b]))
-    graph = nx.Graph()
-    graph.add_nodes_from(nodes.tolist())
-    graph.add_weighted_edges_from(zip(a[keep].tolist(), b[keep].tolist(), w[keep].tolist(),
-                                      strict=True))
-    level0 = _louvain_level0(graph, params.seed)
-    comm = np.array([level0[int(n)] for n in nodes], dtype=np.int64)
+    comm = _louvain_level0(nodes, a[keep], b[keep], w[keep], params.seed)
     comm = _merge_back(nodes, comm, a, b, w, params.merge_ratio, params.closed_share)
     parts = [nodes[comm == c] for c in np.unique(comm)]
     parts.sort(key=lambda p: (-len(p), int(p.min())))
@@ -110,19 +103,88 @@ def split_component(
 
 
 # python-louvain (pinned to 0.16) builds every level of the dendrogram; only the first
-# is used, so its first pass is called directly: the same partition, without the
-# graph copy, the induced graphs and the later passes (a third of Louvain's time at 1M).
-_ONE_LEVEL = getattr(community_louvain, "__one_level")
+# is used. Its first pass is pure Python over a networkx graph: the same pass is run
+# here over lists (``_louvain_level0``), step for step, so the partition is the one
+# python-louvain gives (``tests/engine/test_fleets.py`` compares them), without the
+# graph, its dict-of-dicts lookups, the induced graphs and the later passes.
 _RENUMBER = getattr(community_louvain, "__renumber")
+_MIN_GAIN = getattr(community_louvain, "__MIN")
 
 
-def _louvain_level0(graph: nx.Graph, seed: int) -> dict[int, int]:
-    """Level 0 of ``community_louvain.generate_dendrogram(graph, random_state=seed)``."""
-    status = Status()
-    status.init(graph, "weight", None)
-    _ONE_LEVEL(graph, status, "weight", 1.0, community_louvain.check_random_state(seed))
-    level0: dict[int, int] = _RENUMBER(status.node2com)
-    return level0
+def _louvain_level0(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray,
+                    seed: int) -> np.ndarray:
+    """Level 0 of ``community_louvain.generate_dendrogram`` on the graph of ``nodes`` (sorted)
+    and the edges (a, b, w) added in that order, as each node's community label.
+
+    The same arithmetic in the same order as python-louvain's ``__one_level`` over an
+    ``nx.Graph`` built with ``add_nodes_from(nodes)`` and ``add_weighted_edges_from``:
+    neighbours in the order their edge first appeared (a repeated edge keeps its place
+    and takes the later weight), weighted degrees summed in that order, the same calls
+    to the seeded ``RandomState`` (a node order per pass, a neighbour-community order
+    per node), and the same modularity test between passes.
+    """
+    n = len(nodes)
+    ua = np.searchsorted(nodes, a).tolist()
+    ub = np.searchsorted(nodes, b).tolist()
+    adj: list[dict[int, float]] = [{} for _ in range(n)]
+    for u, v, x in zip(ua, ub, w.tolist(), strict=True):
+        adj[u][v] = x
+        adj[v][u] = x
+    neighbours = [list(d.items()) for d in adj]
+    gdeg = [float(sum(x for _, x in nb) + (i in adj[i] and adj[i][i])) for i, nb in enumerate(neighbours)]
+    loops = [float(adj[i].get(i, 0.0)) for i in range(n)]
+    total = sum(gdeg) / 2
+    node2com = list(range(n))
+    degrees = list(gdeg)
+    internals = list(loops)
+    rng = community_louvain.check_random_state(seed)
+
+    def modularity() -> float:
+        links = float(total)
+        result = 0.0
+        for com in set(node2com):
+            if links > 0:
+                result += internals[com] * 1.0 / links - ((degrees[com] / (2.0 * links)) ** 2)
+        return result
+
+    modified = True
+    new_mod = modularity()
+    while modified:
+        cur_mod = new_mod
+        modified = False
+        order = list(range(n))
+        rng.shuffle(order)
+        for node in order:
+            com_node = node2com[node]
+            degc_totw = gdeg[node] / (total * 2.0)
+            neigh: dict[int, float] = {}
+            for nb, x in neighbours[node]:
+                if nb != node:
+                    c = node2com[nb]
+                    neigh[c] = neigh.get(c, 0) + x
+            remove_cost = -neigh.get(com_node, 0) + 1.0 * (degrees[com_node] - gdeg[node]) * degc_totw
+            degrees[com_node] = degrees[com_node] - gdeg[node]
+            internals[com_node] = float(internals[com_node] - neigh.get(com_node, 0.0) - loops[node])
+            node2com[node] = -1
+            best_com = com_node
+            best_increase: float = 0
+            items = list(neigh.items())
+            rng.shuffle(items)
+            for com, dnc in items:
+                incr = remove_cost + dnc - 1.0 * degrees[com] * degc_totw
+                if incr > best_increase:
+                    best_increase = incr
+                    best_com = com
+            node2com[node] = best_com
+            degrees[best_com] = degrees[best_com] + gdeg[node]
+            internals[best_com] = float(internals[best_com] + neigh.get(best_com, 0.0) + loops[node])
+            if best_com != com_node:
+                modified = True
+        new_mod = modularity()
+        if new_mod - cur_mod < _MIN_GAIN:
+            break
+    level0: dict[int, int] = _RENUMBER(dict(zip(nodes.tolist(), node2com, strict=True)))
+    return np.array([level0[int(v)] for v in nodes], dtype=np.int64)
 
 
 def _top_k(a: np.ndarray, b: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from attribution.contracts.settings import AttributionParams, FleetParams, LinkP
 from attribution.engine.attribute import CLOCK_ONLY_REACH, member_reach
 from attribution.engine.features import anomaly
 from attribution.engine.fleets import (
+    _louvain_level0,
     attach_by_evidence,
     attach_loners,
     find_fleets,
@@ -277,3 +278,48 @@ def test_a_team_tied_to_an_operation_by_one_stray_link_stays_its_own_fleet() -> 
     # Without the rule the team is merged into the small operation.
     merged = fleets(FleetParams(closed_share=0.0))
     assert merged[2040] == merged[2000]
+
+
+def _python_louvain_level0(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray,
+                           seed: int) -> np.ndarray:
+    """python-louvain's own first level over an ``nx.Graph``: the reference the engine's
+    list-based pass must reproduce exactly."""
+    import networkx as nx
+    from community import community_louvain
+    from community.community_status import Status
+
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes.tolist())
+    graph.add_weighted_edges_from(zip(a.tolist(), b.tolist(), w.tolist(), strict=True))
+    status = Status()
+    status.init(graph, "weight", None)
+    getattr(community_louvain, "__one_level")(graph, status, "weight", 1.0,
+                                              community_louvain.check_random_state(seed))
+    level0 = getattr(community_louvain, "__renumber")(status.node2com)
+    return np.array([level0[int(v)] for v in nodes], dtype=np.int64)
+
+
+def test_the_louvain_pass_is_python_louvains_step_for_step() -> None:
+    """Random graphs (planted groups, noise, a repeated edge, a self-loop, an isolated
+    pair): the same labels, node for node, as python-louvain gives on an nx.Graph."""
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        n = int(rng.integers(5, 400))
+        groups = rng.integers(0, max(1, n // 25), n)
+        m = int(rng.integers(n, 6 * n))
+        a = rng.integers(0, n, m)
+        b = np.where(rng.random(m) < 0.8,
+                     # mostly inside a group: a random member of a's group
+                     np.array([rng.choice(np.flatnonzero(groups == groups[x])) for x in a]),
+                     rng.integers(0, n, m))
+        keep = a != b
+        a, b = a[keep], b[keep]
+        w = rng.choice([0.4, 0.7, 1.0, 1.3, 2.0], len(a)) * rng.random(len(a))
+        if trial % 3 == 0 and len(a):  # a repeated edge with another weight, a self-loop
+            a, b, w = np.append(a, [a[0], 1]), np.append(b, [b[0], 1]), np.append(w, [0.9, 0.5])
+        ids = np.sort(rng.choice(10 * n, n, replace=False))  # account indices, not 0..n-1
+        nodes = np.unique(np.concatenate([ids[a], ids[b]]))
+        for seed in (0, 7):
+            mine = _louvain_level0(nodes, ids[a], ids[b], w, seed)
+            theirs = _python_louvain_level0(nodes, ids[a], ids[b], w, seed)
+            assert mine.tolist() == theirs.tolist(), (trial, seed)
