@@ -1,8 +1,8 @@
 """Fleets: connected components of the inferred links, split by Louvain.
 
 Components come first, so small fleets are never swallowed by big ones, and
-Louvain (python-louvain, seeded) runs only inside components large enough to
-hold more than one fleet. Louvain's first dendrogram level is used (the final
+Louvain (python-louvain's first pass, seeded, run over lists: ``_louvain_level0``)
+runs only inside components large enough to hold more than one fleet. Louvain's first dendrogram level is used (the final
 level suffers the resolution limit), and because modularity also "finds"
 communities inside a uniformly linked group, communities are merged back
 while the weight between them is not clearly below what the configuration
