@@ -2,11 +2,12 @@
 
 Components come first, so small fleets are never swallowed by big ones, and
 Louvain (python-louvain's first pass, seeded, run over lists: ``_louvain_level0``)
-runs only inside components large enough to hold more than one fleet. Louvain's first dendrogram level is used (the final
-level suffers the resolution limit), and because modularity also "finds"
-communities inside a uniformly linked group, communities are merged back
-while the weight between them is not clearly below what the configuration
-model expects: a real fleet boundary is a near-absence of links, not a dip.
+runs only inside components large enough to hold more than one fleet. Louvain's
+first dendrogram level is used (the final level suffers the resolution limit),
+and because modularity also "finds" communities inside a uniformly linked
+group, communities are merged back while the weight between them is not
+clearly below what the configuration model expects: a real fleet boundary is a
+near-absence of links, not a dip.
 """
 
 from __future__ import annotations
