@@ -20,7 +20,7 @@ demo: setup
 
 # Every test, including the real Neo4j (built with Maven on first use) and lint.
 test: setup
-	$(BIN)/ruff check attribution fixtures bench tests
+	$(BIN)/ruff check attribution fixtures bench tests notebooks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
