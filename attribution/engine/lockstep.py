@@ -248,9 +248,14 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
     # a cell's number is its rank among the seeds' hot cells (any numbering joins the same nodes)
     inc = (s.hot.lazy().with_columns(an).join(nodes.lazy().select(an, "node"), on="an")
            .select("node", (_pack("net", "b", "nb").rank("dense") - 1).alias("cell")).collect())
-    m = sp.csr_matrix((np.ones(inc.height), (inc["node"].to_numpy(), inc["cell"].to_numpy())),
-                      shape=(nodes.height, int(inc["cell"].max()) + 1))  # type: ignore[arg-type]
-    _, label = connected_components((m @ m.T).tocsr(), directed=False)
+    # Nodes sharing a cell are joined through it: the components of the node-cell graph,
+    # read on its nodes, are those of the node-node graph of shared cells, without
+    # squaring the incidence (a busy cell of k seeds would give k * k pairs).
+    n, cells = nodes.height, int(inc["cell"].max()) + 1  # type: ignore[arg-type]
+    m = sp.csr_matrix((np.ones(inc.height), (inc["node"].to_numpy(), n + inc["cell"].to_numpy())),
+                      shape=(n + cells, n + cells))
+    _, label = connected_components(m, directed=False)
+    label = label[:n]
     size = np.bincount(label)
     # A block is named by its first (account, network) node, not by the component's
     # label: the labels follow the row order of a group-by, which differs from run to
