@@ -49,6 +49,10 @@ class LinkParams:
     timing_span: float = 2.5          # ... and how much more reaches its cap
     burst_minutes: int = 30
     burst_min_size: int = 3
+    # Sign-up surges: a network's sign-ups over days against its share of all sign-ups in
+    # the other days (a cohort registered in small batches through one rented service).
+    surge_days: int = 7
+    surge_base_min: int = 30          # sign-ups outside the window a network's share needs
     coherence_min_users: int = 20     # entities this big may link by who uses them
     coherence_from: float = 0.25      # anomaly lift from which a crowd's entity starts to count
     coherence_full: float = 0.5       # anomaly lift (share of the way to 1) at full strength

@@ -12,6 +12,8 @@ near-absence of links, not a dip.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 from community import community_louvain
@@ -25,7 +27,7 @@ from attribution.contracts.vocabulary import (
     STRENGTH_COLUMNS,
     total_weight,
 )
-from attribution.engine.linking import anchored, corroborating
+from attribution.engine.linking import Links, anchored, corroborating
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -275,9 +277,10 @@ def attach_loners(
     that is nearly none; among millions it can be most of them, and then the
     loners stay out.
 
-    ``membership`` gains ``belief`` (1.0 for linked members).
+    ``membership`` gains ``belief`` (1.0 for linked members) unless it has one.
     """
-    membership = membership.with_columns(pl.lit(1.0).alias("belief"))
+    if "belief" not in membership.columns:  # (a second call keeps the first's beliefs)
+        membership = membership.with_columns(pl.lit(1.0).alias("belief"))
     if not bursts.height or not membership.height:
         return membership
     loner_rate = 1.0 - membership.height / max(n_accounts, 1)
@@ -311,6 +314,37 @@ def attach_loners(
     added = candidates.select(
         pl.col("idx").cast(pl.Int32), "fleet", "attachment", pl.col("belief").cast(pl.Float64))
     return pl.concat([membership, added]).sort("idx")
+
+
+def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
+                  ) -> tuple[pl.DataFrame, Links]:
+    """Fleets of sign-up cohorts among the accounts nothing else placed: the membership
+    and the links with the cohort edges those fleets use among their edges (their
+    evidence, for the score and the sentences).
+
+    ``links.cohort`` holds the edges of ``linking._cohort_edges``: accounts registered
+    through one rented service in a surge of sign-ups, that have done nothing since. A
+    surge says which sign-ups are excess, not whose, so these edges come last: an
+    account that a link, a fragment merge or an attachment placed stays where it is,
+    and the rest form fleets of their own (numbered after the existing ones, with
+    ``belief`` 1.0 as for any linked member). ``membership``: idx, fleet, attachment,
+    belief.
+    """
+    if not links.cohort.height:
+        return membership, links
+    membership = attach_loners(membership, links.cohort_members, links.accounts.height, params)
+    placed = membership["idx"].implode()
+    edges = links.cohort.filter(~pl.col("a").is_in(placed) & ~pl.col("b").is_in(placed))
+    if not edges.height:
+        return membership, links
+    found = find_fleets(links.accounts.height, edges, params)
+    first = int(membership["fleet"].max()) + 1 if membership.height else 0  # type: ignore[arg-type]
+    added = found.select(pl.col("idx").cast(pl.Int32), (pl.col("fleet") + first).alias("fleet"),
+                         "attachment", pl.lit(1.0).alias("belief"))
+    kept = added["idx"].implode()
+    used = edges.filter(pl.col("a").is_in(kept) & pl.col("b").is_in(kept))
+    return (pl.concat([membership, added.select(membership.columns)]).sort("idx"),
+            replace(links, edges=pl.concat([links.edges, used]).sort("a", "b")))
 
 
 ATTACH_DOMINANCE = 3.0

@@ -69,6 +69,12 @@ class Links:
     # s_<family> columns): evidence spread over several members of one fleet
     # may attach the loner to it (see attach_by_evidence).
     near: pl.DataFrame
+    # Edges inside sign-up cohorts (``_cohort_edges``): they form fleets only among the
+    # accounts that nothing else placed (see ``fleets.cohort_fleets``).
+    cohort: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # ... and their members (block, idx, s, lam, dormant, as ``bursts``): a cohort whose
+    # placed members are mostly one fleet attaches its members to it first.
+    cohort_members: pl.DataFrame = field(default_factory=pl.DataFrame)
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
@@ -115,6 +121,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     in_block = _in_block(blocks, accounts)
     signup = _signup_networks(graph, accounts)
     bursts = _creation_blocks(graph, accounts, signup, params)
+    surges = _surge_blocks(_signups(graph, accounts, signup), params)
     creation = _creation_evidence(bursts, params)
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
@@ -129,11 +136,15 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     batch, batch_candidates = _batch_edges(graph, tables, signup, bursts, creation, edges, params)
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
+    cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, signup, surges,
+                                                              bursts, edges, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
-    return Links(accounts=accounts, edges=edges, candidates=scored.height + batch_candidates,
+    return Links(accounts=accounts, edges=edges,
+                 candidates=scored.height + batch_candidates + cohort_candidates,
                  bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks,
+                 cohort=cohort, cohort_members=cohort_members,
                  entities=entities.select("kind", "entity_id", "rare", "lift"))
 
 
@@ -187,6 +198,40 @@ def _batch_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
     rows = pl.concat([net, creation.join(pairs, on=["a", "b"])])
     scored = _add_pairwise_families(_combine(rows, p), tables, p)
     return _decide(scored, p).select(edges.columns), scored.height
+
+
+def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
+                  surges: pl.DataFrame, bursts: pl.DataFrame, edges: pl.DataFrame,
+                  p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Edges inside sign-up cohorts: (edges, members as ``bursts`` are, pairs scored).
+
+    A sign-up surge (``_surge_blocks``) is a cohort over days, not one batch: an
+    operator that registers a few accounts at a time through one rented service and
+    leaves many unused. Its members that have done nothing yet (``_dormant``), are
+    linked to nothing and are in no strong burst (a burst is the finer observation:
+    ``attach_loners`` places its loners) are a batch of their own, where the surge is as
+    strong as a burst must be to attach a loner on its sign-up alone (``attach_min``:
+    nearly all the window's sign-ups at their level of use are excess). They are scored
+    as a burst's batch is: the sign-up and the network it came through. These edges
+    form fleets only among accounts that the fleet stage left unplaced
+    (``fleets.cohort_fleets``): a surge says which sign-ups are excess, not whose, so it
+    never joins an account to a fleet that other evidence formed.
+    """
+    linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
+    strong = bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"])["idx"].implode()
+    surges = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"])
+    quiet = (pl.col("idx").is_in(_dormant(graph, p)) & ~pl.col("idx").is_in(linked)
+             & ~pl.col("idx").is_in(strong))
+    members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
+    cohort = surges.filter(quiet)
+    cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
+    net = _burst_network_evidence(graph, signup, cohort, p)
+    if not net.height:
+        return edges.clear(), members, 0
+    pairs = net.select("a", "b").unique()
+    rows = pl.concat([net, _creation_evidence(cohort, p).join(pairs, on=["a", "b"])])
+    scored = _add_pairwise_families(_combine(rows, p), tables, p)
+    return _decide(scored, p).select(edges.columns), members, scored.height
 
 
 def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
@@ -380,6 +425,20 @@ def email_shape(local: pl.Expr) -> pl.Expr:
     return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
 
 
+def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame) -> pl.DataFrame:
+    """(idx, minute, email_domain, shape, signup_net, level): each account's sign-up, and
+    how much it has done since in doublings of active minutes (0, 1, 2-3, 4-7, ...)."""
+    return graph.accounts.join(index, on="account_id").join(
+        signup.rename({"net": "signup_net"}), on="idx", how="left").select(
+        "idx",
+        (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
+        pl.col("email_domain").fill_null(""),
+        email_shape(pl.col("email_local").fill_null("")).alias("shape"),
+        "signup_net",
+        (pl.col("active_minutes").fill_null(0) + 1).log(2).floor().cast(pl.Int32).alias("level"),
+    )
+
+
 def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
                      p: LinkParams) -> pl.DataFrame:
     """Sign-up bursts: (block, idx, s, lam), one row per member of each burst;
@@ -394,14 +453,7 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataF
     the share of the burst that is excess, so background sign-ups in a busy
     window (a carrier NAT, a popular proxy service) are not glued together.
     """
-    acc = graph.accounts.join(index, on="account_id").join(
-        signup.rename({"net": "signup_net"}), on="idx", how="left").select(
-        "idx",
-        (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
-        pl.col("email_domain").fill_null(""),
-        email_shape(pl.col("email_local").fill_null("")).alias("shape"),
-        "signup_net",
-    )
+    acc = _signups(graph, index, signup)
     if acc.height < 2:
         return _empty_blocks()
     span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
@@ -453,6 +505,111 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataF
                 pl.col("lam").cast(pl.Float64),
             ))
     return pl.concat(out) if out else _empty_blocks()
+
+
+def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Sign-up surges: (block, idx, s, lam) for the accounts a network signed up in a
+    window of days when it signed up far more than its share.
+
+    An operator that registers its accounts a few at a time, minutes apart, through a
+    proxy service makes no burst: each half hour holds a handful, and the service's own
+    day, which the operator fills, is the burst's baseline. Over days the batches add up
+    to a cohort: k sign-ups through one network in a window where its share of every
+    sign-up away from the window predicts about lambda = T_w * (T_n - K) / (N - K_w) (T_w
+    all sign-ups in the window, T_n the network's, N all; K and K_w the network's and
+    everyone's in the window and the two next to it, so that a cohort spilling over
+    the window's edge is not its own history). A launch or a growing month raises every
+    network's sign-ups together and leaves the share where it was. A network needs
+    ``surge_base_min`` sign-ups away from the window to have a share at all: a /24 with
+    three sign-ups, all in one week, has no history to surge over.
+
+    A surge says that most of the window's sign-ups are excess, not which: the network's
+    ordinary customers who signed up that week are in it too (a developer who rents the
+    same proxy service). Each member is weighed by the share of excess among the
+    members at its own level of use since (``level``): the bystanders expected at that
+    level are lambda times the share of the network's ordinary sign-ups (those in
+    windows where it signed up no more than its share; the population's where the
+    network has too few) at that level, pooled over the network's surges. A cohort
+    that has done little beside a background of heavy customers is nearly all excess;
+    its heavy members are as likely the background's. Strength as for a burst, with that share in place of the
+    window's: the Poisson surprise and the member's chance of being excess.
+    """
+    keyed = acc.drop_nulls(["signup_net"])
+    if keyed.height < 2:
+        return _empty_blocks()
+    width = p.surge_days * 1440
+    total = keyed.height
+    base = keyed.group_by("signup_net").agg(pl.len().alias("t_n"))
+    cap = p.cap["creation"]
+    out = []
+    for offset in (0, width // 2):
+        counted = keyed.with_columns(((pl.col("minute") + offset) // width).alias("window"))
+        t_w = counted.group_by("window").agg(pl.len().alias("t_w"))
+        k = counted.group_by("window", "signup_net").agg(pl.len().alias("k"))
+        # the window and its two neighbours are left out of the share: a cohort that
+        # spills over a window's edge is not its own history
+        near_w = _around(t_w, "t_w", [])
+        near_k = _around(k, "k", ["signup_net"])
+        cells = (
+            k.join(t_w, on="window").join(base, on="signup_net")
+            .join(near_w, on="window").join(near_k, on=["window", "signup_net"])
+            .filter((pl.col("k") >= p.burst_min_size)
+                    & (pl.col("t_n") - pl.col("near_k") >= p.surge_base_min)
+                    & (pl.col("near_t_w") < total))
+            .with_columns((pl.col("t_w") * (pl.col("t_n") - pl.col("near_k"))
+                           / (total - pl.col("near_t_w"))).alias("lam"))
+            .with_columns(
+                (pl.col("k") * (pl.col("k") / pl.col("lam")).log() - pl.col("k") + pl.col("lam"))
+                .alias("surprise"))
+            .filter(pl.col("k") > pl.col("lam"))
+        )
+        members = counted.join(cells.select("window", "signup_net", "lam", "surprise"),
+                               on=["window", "signup_net"])
+        share = _surge_excess(counted, members, cells, p)
+        blocks = members.join(share, on=["signup_net", "level"]).with_columns(
+            (cap * pl.col("excess") * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s")
+        ).filter(pl.col("s") >= p.min_block_strength)
+        out.append(blocks.select(
+            pl.struct(pl.lit(offset).alias("offset"), pl.lit("surge").alias("scale"), "window",
+                      "signup_net").hash(seed=5).alias("block"),
+            pl.col("idx").cast(pl.Int32),
+            "s",
+            pl.col("lam").cast(pl.Float64),
+        ))
+    return pl.concat(out)
+
+
+def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:
+    """(window, *keys, near_<column>): ``column`` summed over each window and its two
+    neighbours."""
+    shifted = pl.concat([counts.with_columns(pl.col("window") + d) for d in (-1, 0, 1)])
+    return shifted.group_by("window", *keys).agg(pl.col(column).sum().alias(f"near_{column}"))
+
+
+def _surge_excess(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.DataFrame,
+                  p: LinkParams) -> pl.DataFrame:
+    """(signup_net, level, excess): the share of a network's surge members at one level of
+    use that the network's ordinary sign-ups do not explain (see ``_surge_blocks``)."""
+    ordinary = counted.join(members.select("window", "signup_net"), on=["window", "signup_net"],
+                            how="anti")
+    mix = ordinary.group_by("signup_net", "level").agg(pl.len().alias("n")).with_columns(
+        pl.col("n").sum().over("signup_net").alias("n_net"))
+    population = ordinary.group_by("level").agg((pl.len() / ordinary.height).alias("f_all"))
+    own = mix.filter(pl.col("n_net") >= p.surge_base_min).select(
+        "signup_net", "level", (pl.col("n") / pl.col("n_net")).alias("f_own"),
+        pl.lit(True).alias("has_own"))
+    lam = cells.group_by("signup_net").agg(pl.col("lam").sum())
+    seen = members.group_by("signup_net", "level").agg(pl.len().alias("c"))
+    return (
+        seen.join(lam, on="signup_net")
+        .join(own.select("signup_net", "has_own").unique(), on="signup_net", how="left")
+        .join(own.drop("has_own"), on=["signup_net", "level"], how="left")
+        .join(population, on="level", how="left")
+        .with_columns(pl.when(pl.col("has_own")).then(pl.col("f_own").fill_null(0.0))
+                      .otherwise(pl.col("f_all").fill_null(0.0)).alias("f"))
+        .select("signup_net", "level",
+                (1.0 - pl.col("lam") * pl.col("f") / pl.col("c")).clip(0.0, 1.0).alias("excess"))
+    )
 
 
 def _empty_blocks() -> pl.DataFrame:

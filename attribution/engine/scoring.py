@@ -29,12 +29,16 @@ from attribution.engine.matrix import list_matrix
 HARVEST = ("coding", "agentic", "reasoning")
 # Feature -> (weight in log-odds, evidence kind, sentence template).
 FEATURES: dict[str, tuple[float, str, str]] = {
-    "infra": (3.0, "proxy_share", "{pct} of the fleet's requests come through proxy or hosting IPs"),
+    "infra": (3.0, "proxy_share",
+              "{pct} of the fleet's requests (the sign-up, for an account not used yet) come "
+              "through proxy or hosting IPs"),
     "tz_leak": (2.5, "timezone",
                 "{pct} of accounts report a device time zone foreign to their network's country"),
     "sync": (2.0, "synchronized_timing", "accounts active in the same minutes (mean sync {val})"),
     "lockstep": (2.0, "lockstep", "{detail}"),
-    "burst": (0.6, "creation_burst", "{pct} of accounts created in sign-up bursts with one email pattern"),
+    "burst": (0.6, "creation_burst",
+              "{pct} of accounts created in sign-up bursts (one email pattern or one sign-up "
+              "network, within half an hour or in a surge over days)"),
     "uniform": (1.5, "uniform_behaviour",
                 "scripted sameness: volume spread {val} and capability mixes alike"),
     "harvest": (1.0, "capability_mix", "{pct} of exchanges are coding, agentic or reasoning"),

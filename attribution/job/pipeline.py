@@ -21,7 +21,13 @@ from attribution.engine.attribute import attribute, member_reach
 from attribution.engine.diff import run_diff
 from attribution.engine.features import account_features, account_zones
 from attribution.engine.fleet_ids import assign_fleet_ids
-from attribution.engine.fleets import attach_by_evidence, attach_loners, find_fleets, merge_fragments
+from attribution.engine.fleets import (
+    attach_by_evidence,
+    attach_loners,
+    cohort_fleets,
+    find_fleets,
+    merge_fragments,
+)
 from attribution.engine.linking import infer_links
 from attribution.engine.lockstep import find_blocks
 from attribution.engine.scoring import sybil_scores
@@ -202,6 +208,7 @@ def attribute_graph(
                                      feats, params.link, links.entities)
         membership = attach_by_evidence(membership, links.near, params.link)
         membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
+        membership, links = cohort_fleets(membership, links, params.fleet)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)

@@ -1,0 +1,212 @@
+"""Sign-up surges: a cohort registered a few at a time through one rented service.
+
+Hand-made worlds: a year of ordinary sign-ups through home ISPs and a residential proxy
+service (developers who rent it and use the service a lot), then a week in which an
+operator registers accounts through the same service one at a time, hours apart, and
+leaves them unused. No half hour holds a burst; the week holds a surge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from attribution.contracts.settings import FleetParams, LinkParams
+from attribution.engine.features import account_features
+from attribution.engine.fleets import attach_loners, cohort_fleets, find_fleets
+from attribution.engine.linking import (
+    Links,
+    _signup_networks,
+    _signups,
+    _surge_blocks,
+    infer_links,
+)
+from attribution.engine.scoring import sybil_scores
+from attribution.stages.build import build_graph
+from tests.support.tables import tables, ts
+
+DAY = 1440.0
+ISPS = 8
+# e-mail addresses of every shape on several services: no burst of one pattern
+SHAPES = ("{w}{n}", "{w}.{w}{n}", "{n}{w}", "{w}_{n}x", "x{n}.{w}")
+WORDS = ("amber", "lee", "kim", "jones", "rivera", "sato", "novak")
+DOMAINS = ("mailbox.test", "post.test", "inbox.test", "webmail.test")
+
+
+def surge_world(*, cohort: int = 90, bystanders: int = 6, launch: bool = False
+                ) -> dict[str, pl.DataFrame]:
+    """``o``: 1,600 home users on eight ISPs over 400 days; ``d``: 240 developers signing
+    up through the proxy service over the same days, each with 40 minutes of use; ``c``:
+    the operator's ``cohort`` accounts, registered in the week from day 390 one at a
+    time, never used; ``x``: ``bystanders`` developers who signed up through the service in
+    that week and used it as much as the others. With ``launch``, that week every
+    network signs up three times its usual number instead (and no operator)."""
+    accounts: list[dict[str, Any]] = []
+    exchanges: list[dict[str, Any]] = []
+
+    def sign_up(name: str, day: float, ip: str, used: int) -> None:
+        n = len(accounts)
+        local = SHAPES[n % len(SHAPES)].format(n=n, w=WORDS[n % len(WORDS)])
+        accounts.append({"account_id": name, "created_at": ts(day * DAY),
+                         "email": f"{local}@{DOMAINS[n % len(DOMAINS)]}", "signup_ip": ip})
+        for k in range(used):
+            exchanges.append({"account_id": name, "ts": ts(day * DAY + 60.0 + n * 53 % 997
+                                                           + k * 37.0),
+                              "ip": ip, "input_tokens": 100, "output_tokens": 200,
+                              "capability": "coding"})
+
+    for i in range(1600):
+        sign_up(f"o{i:04d}", i * 0.25, f"198.51.{i % ISPS}.{i % 200 + 1}", 3)
+    for i in range(240):
+        sign_up(f"d{i:03d}", i * 400.0 / 240, f"198.18.0.{i % 50 + 1}", 40)
+    week = 390.0
+    if launch:
+        for i in range(2 * 28):  # the ISPs' usual 28 a week, twice more
+            sign_up(f"l{i:03d}", week + i * 7.0 / 56, f"198.51.{i % ISPS}.{i % 200 + 1}", 3)
+        for i in range(2 * 4):  # and the service's usual four, twice more
+            sign_up(f"m{i:03d}", week + i * 7.0 / 8, f"198.18.0.{i % 50 + 1}", 40)
+    else:
+        for i in range(cohort):  # one at a time, hours apart: no half hour holds a burst
+            sign_up(f"c{i:03d}", week + i * 7.0 / cohort, f"198.18.0.{i % 50 + 1}", 0)
+        for i in range(bystanders):
+            sign_up(f"x{i:03d}", week + 0.31 + i * 7.0 / max(bystanders, 1),
+                    f"198.18.0.{i % 50 + 1}", 40)
+    ips = [{"ip": f"198.51.{n}.{h}", "asn": 64500 + n, "country": "US"}
+           for n in range(ISPS) for h in range(1, 201)]
+    ips += [{"ip": f"198.18.0.{h}", "asn": 64600, "country": "US", "proxy_id": "prx1"}
+            for h in range(1, 51)]
+    account_ips = [{"account_id": a, "ip": ip, "first_seen": ts(0), "last_seen": ts(0),
+                    "requests": 1}
+                   for a, ip in {(e["account_id"], e["ip"]) for e in exchanges}]
+    return tables(accounts=accounts, ips=ips, account_ips=account_ips, exchanges=exchanges,
+                  proxies=[{"proxy_id": "prx1", "provider": "Strata", "kind": "residential"}])
+
+
+def surges_of(world: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(account_id, s): the strongest surge each account is in."""
+    graph = build_graph(world)
+    index = graph.accounts.select("account_id").with_row_index("idx").with_columns(
+        pl.col("idx").cast(pl.Int32))
+    blocks = _surge_blocks(_signups(graph, index, _signup_networks(graph, index)), LinkParams())
+    return (blocks.join(index, on="idx").group_by("account_id").agg(pl.col("s").max())
+            .sort("account_id"))
+
+
+def test_a_week_of_small_batches_through_one_service_is_a_surge() -> None:
+    got = surges_of(surge_world())
+    strong = LinkParams().attach_min * LinkParams().cap["creation"]
+    cohort = got.filter(pl.col("account_id").str.starts_with("c"))
+    assert cohort.height == 90
+    assert cohort["s"].min() >= strong  # type: ignore[operator]
+    # Nobody else is in a surge that strong: not the home users, not the developers
+    # who signed up through the service that week (they used it as the service's
+    # ordinary customers do, and such customers explain them).
+    others = got.filter(~pl.col("account_id").str.starts_with("c"))
+    assert others.filter(pl.col("s") >= strong).height == 0
+    assert others.filter(~pl.col("account_id").str.starts_with("x")).height == 0
+
+
+def test_a_launch_week_raising_every_network_is_no_surge() -> None:
+    # Three times the usual sign-ups on every network: each network's share is as ever.
+    assert surges_of(surge_world(launch=True)).height == 0
+
+
+def test_without_a_history_on_the_network_there_is_no_surge() -> None:
+    world = surge_world()
+    # the service's own customers gone: the cohort is all the service ever signed up
+    world["accounts"] = world["accounts"].filter(~pl.col("account_id").str.starts_with("d"))
+    world["exchanges"] = world["exchanges"].filter(~pl.col("account_id").str.starts_with("d"))
+    world["account_ips"] = world["account_ips"].filter(~pl.col("account_id").str.starts_with("d"))
+    assert surges_of(world).filter(pl.col("account_id").str.starts_with("c")).height == 0
+
+
+def fleets_of(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(account_id, fleet, belief) after the fleet stage, and (account_id, sybil_score)."""
+    graph = build_graph(world)
+    feats = account_features(graph)
+    links = infer_links(graph, LinkParams(), feats)
+    params = FleetParams()
+    membership = find_fleets(links.accounts.height, links.edges, params)
+    membership = attach_loners(membership, links.bursts, links.accounts.height, params)
+    membership, links = cohort_fleets(membership, links, params)
+    _, scores, _ = sybil_scores(graph, links, membership, feats)
+    return membership.join(links.accounts, on="idx").select("account_id", "fleet", "belief"), \
+        scores.select("account_id", "sybil_score")
+
+
+def test_the_unused_cohort_forms_a_fleet_scored_inauthentic() -> None:
+    members, scores = fleets_of(surge_world())
+    cohort = members.filter(pl.col("account_id").str.starts_with("c"))
+    assert cohort.height >= 80  # nearly all of the 90
+    assert cohort["fleet"].n_unique() <= 3
+    assert set(members["account_id"].str.slice(0, 1).to_list()) == {"c"}
+    flagged = scores.filter(pl.col("sybil_score") >= 0.5)["account_id"]
+    assert flagged.str.starts_with("c").all()
+    assert flagged.len() >= 80
+
+
+def test_no_cohort_fleet_in_a_launch_week() -> None:
+    members, scores = fleets_of(surge_world(launch=True))
+    assert members.height == 0
+    assert scores.filter(pl.col("sybil_score") >= 0.5).height == 0
+
+
+def _links(cohort: pl.DataFrame, cohort_members: pl.DataFrame, n: int = 20) -> Links:
+    accounts = pl.DataFrame({"account_id": [f"a{i:02d}" for i in range(n)]}).with_row_index(
+        "idx").with_columns(pl.col("idx").cast(pl.Int32))
+    empty = pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "weight": pl.Float64})
+    return Links(accounts=accounts, edges=empty, candidates=0, bursts=pl.DataFrame(),
+                 near=pl.DataFrame(), cohort=cohort, cohort_members=cohort_members)
+
+
+def _edges(pairs: list[tuple[int, int]]) -> pl.DataFrame:
+    return pl.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs],
+                         "weight": [3.0] * len(pairs)},
+                        schema={"a": pl.Int32, "b": pl.Int32, "weight": pl.Float64})
+
+
+def _members(placed: dict[int, list[int]]) -> pl.DataFrame:
+    rows = [(i, f, 5.0, 1.0) for f, idx in placed.items() for i in idx]
+    return pl.DataFrame(rows, schema={"idx": pl.Int32, "fleet": pl.Int64, "attachment": pl.Float64,
+                                      "belief": pl.Float64}, orient="row")
+
+
+def _cohort_members(idx: list[int], dormant: set[int], lam: float = 0.05) -> pl.DataFrame:
+    return pl.DataFrame({"block": [7] * len(idx), "idx": idx, "s": [2.0] * len(idx),
+                         "lam": [lam] * len(idx), "dormant": [i in dormant for i in idx]},
+                        schema={"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64,
+                                "lam": pl.Float64, "dormant": pl.Boolean})
+
+
+def test_a_cohort_never_moves_a_placed_account_and_its_edges_to_them_are_dropped() -> None:
+    placed = _members({0: [0, 1, 2], 1: [3, 4, 5]})
+    # the cohort: 10..13 unplaced, and 2 and 3, placed in two fleets, which it must not weld
+    cohort = _edges([(10, 11), (11, 12), (12, 13), (2, 10), (3, 13), (2, 3)])
+    members = _cohort_members([2, 3, 10, 11, 12, 13], dormant={10, 11, 12, 13})
+    out, links = cohort_fleets(placed, _links(cohort, members), FleetParams())
+    assert out.filter(pl.col("idx") < 6).equals(placed)
+    new = out.filter(pl.col("idx") >= 10)
+    assert new["fleet"].unique().to_list() == [2]  # numbered after the existing fleets
+    assert new["belief"].to_list() == [1.0] * 4
+    # the edges the new fleet uses join the links (its evidence); the others do not
+    assert links.edges.select("a", "b").rows() == [(10, 11), (11, 12), (12, 13)]
+
+
+def test_a_cohort_mostly_in_one_fleet_joins_it_with_a_belief() -> None:
+    placed = _members({0: [0, 1, 2, 3], 1: [5]})
+    cohort = _edges([(10, 11), (11, 12)])
+    # the cohort's placed members: four in fleet 0, one in fleet 1 (80 % in one)
+    members = _cohort_members([0, 1, 2, 3, 5, 10, 11, 12], dormant={10, 11, 12})
+    out, links = cohort_fleets(placed, _links(cohort, members), FleetParams())
+    joined = out.filter(pl.col("idx") >= 10)
+    assert joined["fleet"].to_list() == [0, 0, 0]
+    assert 0.5 <= joined["belief"].min() < 1.0  # type: ignore[operator]
+    assert links.edges.height == 0  # nobody was left for a fleet of its own
+
+
+def test_a_second_attachment_keeps_the_beliefs_of_the_first() -> None:
+    placed = _members({0: [0, 1, 2, 3]}).with_columns(
+        pl.when(pl.col("idx") == 3).then(0.6).otherwise(1.0).alias("belief"))
+    out = attach_loners(placed, _cohort_members([0, 1, 2], dormant=set()), 5000, FleetParams())
+    assert out.sort("idx")["belief"].to_list() == [1.0, 1.0, 1.0, 0.6]
