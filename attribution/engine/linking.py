@@ -120,8 +120,9 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     feats = feats if feats is not None else features.account_features(graph)
     in_block = _in_block(blocks, accounts)
     signup = _signup_networks(graph, accounts)
-    bursts = _creation_blocks(graph, accounts, signup, params)
-    surges = _surge_blocks(_signups(graph, accounts, signup), params)
+    signups = _signups(graph, accounts, signup)
+    bursts = _creation_blocks(signups, params)
+    surges = _surge_blocks(signups, params)
     creation = _creation_evidence(bursts, params)
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
@@ -426,8 +427,9 @@ def email_shape(local: pl.Expr) -> pl.Expr:
 
 
 def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame) -> pl.DataFrame:
-    """(idx, minute, email_domain, shape, signup_net, level): each account's sign-up, and
-    how much it has done since in doublings of active minutes (0, 1, 2-3, 4-7, ...)."""
+    """(idx, minute, email_domain, shape, signup_net, level): each account's sign-up (its
+    network: ``_signup_networks``), and how much it has done since in doublings of active
+    minutes (0, 1, 2-3, 4-7, ...)."""
     return graph.accounts.join(index, on="account_id").join(
         signup.rename({"net": "signup_net"}), on="idx", how="left").select(
         "idx",
@@ -439,10 +441,9 @@ def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame) ->
     )
 
 
-def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
-                     p: LinkParams) -> pl.DataFrame:
-    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst;
-    ``signup`` is ``_signup_networks``.
+def _creation_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
+    """Sign-up bursts: (block, idx, s, lam), one row per member of each burst, from the
+    accounts' sign-ups (``_signups``).
 
     A burst is accounts created in one window with the same email pattern, or
     signed up from the same network (proxy service, ASN or /24, as the lockstep
@@ -453,7 +454,6 @@ def _creation_blocks(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataF
     the share of the burst that is excess, so background sign-ups in a busy
     window (a carrier NAT, a popular proxy service) are not glued together.
     """
-    acc = _signups(graph, index, signup)
     if acc.height < 2:
         return _empty_blocks()
     span = max(_num(acc["minute"].max()) - _num(acc["minute"].min()), 1440.0)
