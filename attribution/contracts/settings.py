@@ -52,7 +52,9 @@ class LinkParams:
     # Sign-up surges: a network's sign-ups over days against its share of all sign-ups in
     # the other days (a cohort registered in small batches through one rented service).
     surge_days: int = 7
-    surge_base_min: int = 30          # sign-ups outside the window a network's share needs
+    surge_base_min: int = 30          # sign-ups away from the window a network's share needs
+    cohort_used_min: float = 0.98     # a used account joins a sign-up cohort only this sure
+    #                                   (share of the cap; unused ones at ``attach_min``)
     coherence_min_users: int = 20     # entities this big may link by who uses them
     coherence_from: float = 0.25      # anomaly lift from which a crowd's entity starts to count
     coherence_full: float = 0.5       # anomaly lift (share of the way to 1) at full strength

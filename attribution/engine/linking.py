@@ -120,7 +120,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     feats = feats if feats is not None else features.account_features(graph)
     in_block = _in_block(blocks, accounts)
     signup = _signup_networks(graph, accounts)
-    signups = _signups(graph, accounts, signup)
+    signups = _signups(graph, accounts, signup, feats)
     bursts = _creation_blocks(signups, params)
     surges = _surge_blocks(signups, params)
     creation = _creation_evidence(bursts, params)
@@ -208,25 +208,30 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
 
     A sign-up surge (``_surge_blocks``) is a cohort over days, not one batch: an
     operator that registers a few accounts at a time through one rented service and
-    leaves many unused. Its members that have done nothing yet (``_dormant``), are
-    linked to nothing and are in no strong burst (a burst is the finer observation:
-    ``attach_loners`` places its loners) are a batch of their own, where the surge is as
-    strong as a burst must be to attach a loner on its sign-up alone (``attach_min``:
-    nearly all the window's sign-ups at their level of use are excess). They are scored
-    as a burst's batch is: the sign-up and the network it came through. These edges
-    form fleets only among accounts that the fleet stage left unplaced
+    leaves many unused or barely used. Its members linked to nothing and in no strong
+    burst (a burst is the finer observation: ``attach_loners`` places its loners) are a
+    batch of their own where the surge is as strong for them as a burst must be to
+    attach a loner on its sign-up alone (``attach_min``): for an account that has done
+    nothing yet (``_dormant``), nearly all the window's sign-ups like it are excess. An
+    account that has used the service has traffic of its own that linked it to nothing,
+    and the network's ordinary customers who signed up that week look like it: it joins
+    only where the surge is surer still (``cohort_used_min``), and only beside an unused
+    member (an edge needs one unused end), never two used accounts on their sign-ups
+    alone. Edges are scored as a burst's batch is: the sign-up and the network it came
+    through. They form fleets only among accounts that the fleet stage left unplaced
     (``fleets.cohort_fleets``): a surge says which sign-ups are excess, not whose, so it
     never joins an account to a fleet that other evidence formed.
     """
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     strong = bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"])["idx"].implode()
     surges = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"])
-    quiet = (pl.col("idx").is_in(_dormant(graph, p)) & ~pl.col("idx").is_in(linked)
-             & ~pl.col("idx").is_in(strong))
+    unused = pl.col("idx").is_in(_dormant(graph, p))
+    sure = unused | (pl.col("s") >= p.cohort_used_min * p.cap["creation"])
+    quiet = sure & ~pl.col("idx").is_in(linked) & ~pl.col("idx").is_in(strong)
     members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
     cohort = surges.filter(quiet)
     cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
-    net = _burst_network_evidence(graph, signup, cohort, p)
+    net = _burst_network_evidence(graph, signup, cohort, p, unused_ends=1)
     if not net.height:
         return edges.clear(), members, 0
     pairs = net.select("a", "b").unique()
@@ -426,19 +431,43 @@ def email_shape(local: pl.Expr) -> pl.Expr:
     return local.str.replace_all(r"[a-z]+", "a").str.replace_all(r"[0-9]+", "9")
 
 
-def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame) -> pl.DataFrame:
-    """(idx, minute, email_domain, shape, signup_net, level): each account's sign-up (its
-    network: ``_signup_networks``), and how much it has done since in doublings of active
-    minutes (0, 1, 2-3, 4-7, ...)."""
+# What a sign-up cohort's members are compared on (``_surge_posterior``): how much the
+# account has used the service, what for, on which plan, from which device zone.
+SURGE_TRAITS = ("level", "cap_main", "plan", "zone")
+
+
+def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
+             feats: pl.DataFrame) -> pl.DataFrame:
+    """(idx, minute, email_domain, shape, signup_net, *SURGE_TRAITS): each account's sign-up
+    (its network: ``_signup_networks``) and what it has been since (``_level``, its main
+    capability, plan and device zone from ``feats``)."""
+    zones = feats.select("account_id", pl.col("timezone").fill_null("").alias("zone"))
     return graph.accounts.join(index, on="account_id").join(
-        signup.rename({"net": "signup_net"}), on="idx", how="left").select(
+        signup.rename({"net": "signup_net"}), on="idx", how="left").join(
+        zones, on="account_id", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
         email_shape(pl.col("email_local").fill_null("")).alias("shape"),
         "signup_net",
-        (pl.col("active_minutes").fill_null(0) + 1).log(2).floor().cast(pl.Int32).alias("level"),
+        _level().alias("level"),
+        pl.when(pl.col("active_minutes").fill_null(0) > 0)
+        .then(pl.col("capabilities").list.arg_max()).cast(pl.Int32).fill_null(-1)
+        .alias("cap_main"),
+        pl.col("plan").fill_null(""),
+        pl.col("zone").fill_null(""),
     )
+
+
+def _level() -> pl.Expr:
+    """How much an account has used the service, in doublings of active minutes per week
+    it has been there (since its sign-up, or since the snapshot's first exchange if it
+    signed up before): a developer who joined last week and one of the same habits who
+    joined a year ago are at one level, and an unused account is at 0."""
+    start, end = pl.col("first_ts").min(), pl.col("last_ts").max()
+    since = pl.max_horizontal(pl.col("created_at"), start)
+    weeks = ((end - since).dt.total_seconds() / (7 * 86400.0)).clip(lower_bound=1.0).fill_null(1.0)
+    return (pl.col("active_minutes").fill_null(0) / weeks + 1.0).log(2).floor().cast(pl.Int32)
 
 
 def _creation_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
@@ -525,14 +554,12 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
 
     A surge says that most of the window's sign-ups are excess, not which: the network's
     ordinary customers who signed up that week are in it too (a developer who rents the
-    same proxy service). Each member is weighed by the share of excess among the
-    members at its own level of use since (``level``): the bystanders expected at that
-    level are lambda times the share of the network's ordinary sign-ups (those in
-    windows where it signed up no more than its share; the population's where the
-    network has too few) at that level, pooled over the network's surges. A cohort
-    that has done little beside a background of heavy customers is nearly all excess;
-    its heavy members are as likely the background's. Strength as for a burst, with that share in place of the
-    window's: the Poisson surprise and the member's chance of being excess.
+    same proxy service). Each member is weighed by its chance of being excess given what
+    it has been since (``_surge_posterior``: its level of use, main capability, plan and
+    device zone, against the network's ordinary sign-ups): a cohort that has done little
+    beside a background of heavy customers is nearly all excess, its heavy members are
+    as likely the background's. Strength as for a burst, with that chance in place of
+    the window's excess share: the Poisson surprise and the member's chance.
     """
     keyed = acc.drop_nulls(["signup_net"])
     if keyed.height < 2:
@@ -565,8 +592,8 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
         )
         members = counted.join(cells.select("window", "signup_net", "lam", "surprise"),
                                on=["window", "signup_net"])
-        share = _surge_excess(counted, members, cells, p)
-        blocks = members.join(share, on=["signup_net", "level"]).with_columns(
+        share = _surge_posterior(counted, members, cells, p)
+        blocks = members.join(share, on=["window", "signup_net", "idx"]).with_columns(
             (cap * pl.col("excess") * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s")
         ).filter(pl.col("s") >= p.min_block_strength)
         out.append(blocks.select(
@@ -586,30 +613,54 @@ def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:
     return shifted.group_by("window", *keys).agg(pl.col(column).sum().alias(f"near_{column}"))
 
 
-def _surge_excess(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.DataFrame,
-                  p: LinkParams) -> pl.DataFrame:
-    """(signup_net, level, excess): the share of a network's surge members at one level of
-    use that the network's ordinary sign-ups do not explain (see ``_surge_blocks``)."""
+def _surge_posterior(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.DataFrame,
+                     p: LinkParams) -> pl.DataFrame:
+    """(window, signup_net, idx, excess): each surge member's chance of being the excess
+    rather than one of the network's ordinary sign-ups (see ``_surge_blocks``).
+
+    Naive Bayes over ``SURGE_TRAITS``, pooled over a network's surges. The prior odds are
+    the surges' excess against the ordinary sign-ups they expect (sum of k - lambda against
+    sum of lambda). For each trait, the ordinary mix is the network's sign-ups in windows
+    where it signed up no more than its share (the population's where it has fewer than
+    ``surge_base_min``), add-one smoothed; the excess's mix is what the members hold beyond
+    lambda times that (plus a half count, so that no value is impossible).
+    """
     ordinary = counted.join(members.select("window", "signup_net"), on=["window", "signup_net"],
                             how="anti")
-    mix = ordinary.group_by("signup_net", "level").agg(pl.len().alias("n")).with_columns(
-        pl.col("n").sum().over("signup_net").alias("n_net"))
-    population = ordinary.group_by("level").agg((pl.len() / ordinary.height).alias("f_all"))
-    own = mix.filter(pl.col("n_net") >= p.surge_base_min).select(
-        "signup_net", "level", (pl.col("n") / pl.col("n_net")).alias("f_own"),
-        pl.lit(True).alias("has_own"))
-    lam = cells.group_by("signup_net").agg(pl.col("lam").sum())
-    seen = members.group_by("signup_net", "level").agg(pl.len().alias("c"))
-    return (
-        seen.join(lam, on="signup_net")
-        .join(own.select("signup_net", "has_own").unique(), on="signup_net", how="left")
-        .join(own.drop("has_own"), on=["signup_net", "level"], how="left")
-        .join(population, on="level", how="left")
-        .with_columns(pl.when(pl.col("has_own")).then(pl.col("f_own").fill_null(0.0))
-                      .otherwise(pl.col("f_all").fill_null(0.0)).alias("f"))
-        .select("signup_net", "level",
-                (1.0 - pl.col("lam") * pl.col("f") / pl.col("c")).clip(0.0, 1.0).alias("excess"))
-    )
+    lam = cells.group_by("signup_net").agg(pl.col("lam").sum().alias("lam"))
+    prior = members.group_by("signup_net").agg(pl.len().alias("k")).join(lam, on="signup_net")
+    out = members.select("window", "signup_net", "idx").join(prior.select(
+        "signup_net",
+        ((pl.col("k") - pl.col("lam")).clip(lower_bound=0.5) / pl.col("lam")).log().alias("logit"),
+    ), on="signup_net")
+    n_own = ordinary.group_by("signup_net").agg(pl.len().alias("n_own"))
+    for trait in SURGE_TRAITS:
+        values = max(counted[trait].n_unique(), 1)
+        own = ordinary.group_by("signup_net", trait).agg(pl.len().alias("o"))
+        population = ordinary.group_by(trait).agg(
+            (pl.len() / max(ordinary.height, 1)).alias("f_all"))
+        odds = (
+            members.group_by("signup_net", trait).agg(pl.len().alias("c"))
+            .join(own, on=["signup_net", trait], how="left")
+            .join(n_own, on="signup_net", how="left").join(population, on=trait, how="left")
+            .join(lam, on="signup_net")
+            .with_columns(pl.when(pl.col("n_own").fill_null(0) >= p.surge_base_min)
+                          .then((pl.col("o").fill_null(0) + 1.0) / (pl.col("n_own") + values))
+                          .otherwise(pl.col("f_all").fill_null(1.0 / values)).alias("f_ordinary"))
+            .with_columns(((pl.col("c") - pl.col("lam") * pl.col("f_ordinary")).clip(lower_bound=0.0)
+                           + 0.5).alias("excess"))
+            .with_columns((pl.col("excess") / pl.col("excess").sum().over("signup_net"))
+                          .alias("f_excess"))
+            .select("signup_net", trait,
+                    (pl.col("f_excess").log() - pl.col("f_ordinary").log()).alias("llr"))
+        )
+        out = (out.join(members.select("window", "signup_net", "idx", trait),
+                        on=["window", "signup_net", "idx"])
+               .join(odds, on=["signup_net", trait], how="left")
+               .with_columns(pl.col("logit") + pl.col("llr").fill_null(0.0))
+               .drop(trait, "llr"))
+    return out.select("window", "signup_net", "idx",
+                      (1.0 / (1.0 + (-pl.col("logit")).exp())).alias("excess"))
 
 
 def _empty_blocks() -> pl.DataFrame:
@@ -638,7 +689,7 @@ def _signup_networks(graph: PropertyGraph, index: pl.DataFrame) -> pl.DataFrame:
 
 
 def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,
-                            p: LinkParams) -> pl.DataFrame:
+                            p: LinkParams, unused_ends: int = 2) -> pl.DataFrame:
     """(a, b, family, s): members of one sign-up burst who signed up through one network.
 
     A network here is the sign-up network (``signup``: ``_signup_networks``). Two ordinary
@@ -676,11 +727,12 @@ def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: 
         pl.struct("block", "net").hash(seed=9).alias("block"), "idx", "s",
         pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen"))
     pairs = window_pairs(grouped, p.window)
-    # Only between accounts that have done (almost) nothing yet: active
-    # accounts have their own traffic to link them.
+    # Only between accounts that have done (almost) nothing yet (``unused_ends`` of the
+    # two; a cohort's used members join beside an unused one): active accounts have
+    # their own traffic to link them.
     dormant = _dormant(graph, p)
-    return pairs.filter(pl.col("a").is_in(dormant) & pl.col("b").is_in(dormant)).select(
-        "a", "b", _family("network"), "s")
+    unused = pl.col("a").is_in(dormant).cast(pl.Int32) + pl.col("b").is_in(dormant).cast(pl.Int32)
+    return pairs.filter(unused >= unused_ends).select("a", "b", _family("network"), "s")
 
 
 def _timing_candidates(graph: PropertyGraph, p: LinkParams) -> pl.DataFrame:

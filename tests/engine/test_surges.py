@@ -34,44 +34,53 @@ WORDS = ("amber", "lee", "kim", "jones", "rivera", "sato", "novak")
 DOMAINS = ("mailbox.test", "post.test", "inbox.test", "webmail.test")
 
 
-def surge_world(*, cohort: int = 90, bystanders: int = 6, launch: bool = False
+HORIZON = 360.0  # the snapshot's exchanges cover days 360-400
+
+
+def surge_world(*, cohort: int = 90, light: int = 0, bystanders: int = 6, launch: bool = False
                 ) -> dict[str, pl.DataFrame]:
-    """``o``: 1,600 home users on eight ISPs over 400 days; ``d``: 240 developers signing
-    up through the proxy service over the same days, each with 40 minutes of use; ``c``:
-    the operator's ``cohort`` accounts, registered in the week from day 390 one at a
-    time, never used; ``x``: ``bystanders`` developers who signed up through the service in
-    that week and used it as much as the others. With ``launch``, that week every
-    network signs up three times its usual number instead (and no operator)."""
+    """``o``: 1,600 home users on eight ISPs signing up over 400 days; ``d``: 240
+    developers signing up through the proxy service over the same days, each using it
+    seven minutes a week; ``c``: the operator's ``cohort`` accounts, registered in the
+    week from day 390 one at a time, never used but for the first ``light`` of them,
+    which use it 30 minutes a week (more than the service's customers do); ``x``:
+    ``bystanders`` developers who signed up through the service in that week and use
+    it as the others do. With ``launch``, that week every network
+    signs up three times its usual number instead (and no operator). Exchanges fall in
+    the snapshot's last 40 days, at each account's own rate, from its sign-up on."""
     accounts: list[dict[str, Any]] = []
     exchanges: list[dict[str, Any]] = []
 
-    def sign_up(name: str, day: float, ip: str, used: int) -> None:
+    def sign_up(name: str, day: float, ip: str, per_week: float) -> None:
         n = len(accounts)
         local = SHAPES[n % len(SHAPES)].format(n=n, w=WORDS[n % len(WORDS)])
         accounts.append({"account_id": name, "created_at": ts(day * DAY),
                          "email": f"{local}@{DOMAINS[n % len(DOMAINS)]}", "signup_ip": ip})
+        first = max(day, HORIZON)
+        used = round(per_week * (400.0 - first) / 7.0)
         for k in range(used):
-            exchanges.append({"account_id": name, "ts": ts(day * DAY + 60.0 + n * 53 % 997
-                                                           + k * 37.0),
+            at = first + (k + 0.5) * (400.0 - first) / used
+            exchanges.append({"account_id": name, "ts": ts(at * DAY + n * 53 % 997),
                               "ip": ip, "input_tokens": 100, "output_tokens": 200,
                               "capability": "coding"})
 
     for i in range(1600):
-        sign_up(f"o{i:04d}", i * 0.25, f"198.51.{i % ISPS}.{i % 200 + 1}", 3)
+        sign_up(f"o{i:04d}", i * 0.25, f"198.51.{i % ISPS}.{i % 200 + 1}", 0.5)
     for i in range(240):
-        sign_up(f"d{i:03d}", i * 400.0 / 240, f"198.18.0.{i % 50 + 1}", 40)
+        sign_up(f"d{i:03d}", i * 400.0 / 240, f"198.18.0.{i % 50 + 1}", 7.0)
     week = 390.0
     if launch:
         for i in range(2 * 28):  # the ISPs' usual 28 a week, twice more
-            sign_up(f"l{i:03d}", week + i * 7.0 / 56, f"198.51.{i % ISPS}.{i % 200 + 1}", 3)
+            sign_up(f"l{i:03d}", week + i * 7.0 / 56, f"198.51.{i % ISPS}.{i % 200 + 1}", 0.5)
         for i in range(2 * 4):  # and the service's usual four, twice more
-            sign_up(f"m{i:03d}", week + i * 7.0 / 8, f"198.18.0.{i % 50 + 1}", 40)
+            sign_up(f"m{i:03d}", week + i * 7.0 / 8, f"198.18.0.{i % 50 + 1}", 7.0)
     else:
         for i in range(cohort):  # one at a time, hours apart: no half hour holds a burst
-            sign_up(f"c{i:03d}", week + i * 7.0 / cohort, f"198.18.0.{i % 50 + 1}", 0)
+            sign_up(f"c{i:03d}", week + i * 7.0 / cohort, f"198.18.0.{i % 50 + 1}",
+                    30.0 if i < light else 0.0)
         for i in range(bystanders):
             sign_up(f"x{i:03d}", week + 0.31 + i * 7.0 / max(bystanders, 1),
-                    f"198.18.0.{i % 50 + 1}", 40)
+                    f"198.18.0.{i % 50 + 1}", 7.0)
     ips = [{"ip": f"198.51.{n}.{h}", "asn": 64500 + n, "country": "US"}
            for n in range(ISPS) for h in range(1, 201)]
     ips += [{"ip": f"198.18.0.{h}", "asn": 64600, "country": "US", "proxy_id": "prx1"}
@@ -88,7 +97,8 @@ def surges_of(world: dict[str, pl.DataFrame]) -> pl.DataFrame:
     graph = build_graph(world)
     index = graph.accounts.select("account_id").with_row_index("idx").with_columns(
         pl.col("idx").cast(pl.Int32))
-    blocks = _surge_blocks(_signups(graph, index, _signup_networks(graph, index)), LinkParams())
+    signups = _signups(graph, index, _signup_networks(graph, index), account_features(graph))
+    blocks = _surge_blocks(signups, LinkParams())
     return (blocks.join(index, on="idx").group_by("account_id").agg(pl.col("s").max())
             .sort("account_id"))
 
@@ -144,6 +154,29 @@ def test_the_unused_cohort_forms_a_fleet_scored_inauthentic() -> None:
     flagged = scores.filter(pl.col("sybil_score") >= 0.5)["account_id"]
     assert flagged.str.starts_with("c").all()
     assert flagged.len() >= 80
+
+
+def test_used_members_join_the_cohort_beside_its_unused_ones() -> None:
+    members, scores = fleets_of(surge_world(light=30))
+    light = members.filter(pl.col("account_id").is_in([f"c{i:03d}" for i in range(30)]))
+    assert light.height >= 25
+    cohort = members.filter(pl.col("account_id").str.starts_with("c"))
+    assert cohort["fleet"].n_unique() <= 3
+    # the developers who signed up that week use it as the service's customers do: out
+    assert members.filter(pl.col("account_id").str.starts_with("x")).height == 0
+    assert scores.filter(pl.col("sybil_score") >= 0.5)["account_id"].str.starts_with("c").all()
+
+
+def test_used_accounts_are_never_linked_on_their_sign_ups_alone() -> None:
+    # every member of the cohort used the service: only an unused account joins two of them
+    graph = build_graph(surge_world(light=90))
+    links = infer_links(graph, LinkParams(), account_features(graph))
+    unused = links.accounts.join(graph.accounts.select("account_id", "active_minutes"),
+                                 on="account_id").filter(pl.col("active_minutes") <= 2)["idx"]
+    assert links.cohort.height > 0  # (the one developer who joined on the last days is unused)
+    ends = links.cohort.select(pl.col("a").is_in(unused.implode()) | pl.col("b").is_in(
+        unused.implode())).to_series()
+    assert ends.all()
 
 
 def test_no_cohort_fleet_in_a_launch_week() -> None:
