@@ -323,12 +323,14 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
     evidence, for the score and the sentences).
 
     ``links.cohort`` holds the edges of ``linking._cohort_edges``: accounts registered
-    through one rented service in a surge of sign-ups, that have done nothing since. A
+    through one network in a surge of sign-ups that nothing else linked (unused ones,
+    and used ones where the surge is surer still, each beside an unused one). A
     surge says which sign-ups are excess, not whose, so these edges come last: an
     account that a link, a fragment merge or an attachment placed stays where it is,
-    and the rest form fleets of their own (numbered after the existing ones, with
-    ``belief`` 1.0 as for any linked member). ``membership``: idx, fleet, attachment,
-    belief.
+    and the rest first join the fleet that holds most of their cohort's placed members
+    (``attach_loners``, with its belief), then form fleets of their own (numbered after
+    the existing ones, with ``belief`` 1.0 as for any linked member). ``membership``:
+    idx, fleet, attachment, belief.
     """
     if not links.cohort.height:
         return membership, links

@@ -72,8 +72,9 @@ class Links:
     # Edges inside sign-up cohorts (``_cohort_edges``): they form fleets only among the
     # accounts that nothing else placed (see ``fleets.cohort_fleets``).
     cohort: pl.DataFrame = field(default_factory=pl.DataFrame)
-    # ... and their members (block, idx, s, lam, dormant, as ``bursts``): a cohort whose
-    # placed members are mostly one fleet attaches its members to it first.
+    # ... and the surges' members (block, idx, s, lam, and ``dormant``: in a cohort, as
+    # ``bursts`` name who may attach): a cohort whose placed members are mostly one fleet
+    # attaches its members to it first.
     cohort_members: pl.DataFrame = field(default_factory=pl.DataFrame)
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
