@@ -193,7 +193,14 @@ def _batch_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     touched = bursts.filter(pl.col("idx").is_in(linked))["block"].unique().implode()
     quiet = bursts.filter(~pl.col("block").is_in(touched))
-    net = _burst_network_evidence(graph, signup, quiet, p)
+    return _batch_scored(_burst_network_evidence(graph, signup, quiet, p), creation, tables,
+                         edges, p)
+
+
+def _batch_scored(net: pl.DataFrame, creation: pl.DataFrame, tables: PairTables,
+                  edges: pl.DataFrame, p: LinkParams) -> tuple[pl.DataFrame, int]:
+    """The edges a batch's network evidence (``net``) makes beside the creation evidence
+    of the same pairs: (edges in the columns of ``edges``, pairs scored)."""
     if not net.height:
         return edges.clear(), 0
     pairs = net.select("a", "b").unique()
@@ -232,13 +239,9 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
     cohort = surges.filter(quiet)
     cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
-    net = _burst_network_evidence(graph, signup, cohort, p, unused_ends=1)
-    if not net.height:
-        return edges.clear(), members, 0
-    pairs = net.select("a", "b").unique()
-    rows = pl.concat([net, _creation_evidence(cohort, p).join(pairs, on=["a", "b"])])
-    scored = _add_pairwise_families(_combine(rows, p), tables, p)
-    return _decide(scored, p).select(edges.columns), members, scored.height
+    found, scored = _batch_scored(_burst_network_evidence(graph, signup, cohort, p, unused_ends=1),
+                                  _creation_evidence(cohort, p), tables, edges, p)
+    return found, members, scored
 
 
 def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
