@@ -138,14 +138,15 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     batch, batch_candidates = _batch_edges(graph, tables, signup, bursts, creation, edges, params)
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
+    strong = _strong_bursts(bursts, graph, params)
     cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, signup, surges,
-                                                              bursts, edges, params)
+                                                              strong, edges, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
     return Links(accounts=accounts, edges=edges,
                  candidates=scored.height + batch_candidates + cohort_candidates,
-                 bursts=_strong_bursts(bursts, graph, params), near=near, lockstep=blocks,
+                 bursts=strong, near=near, lockstep=blocks,
                  cohort=cohort, cohort_members=cohort_members,
                  entities=entities.select("kind", "entity_id", "rare", "lift"))
 
@@ -210,9 +211,10 @@ def _batch_scored(net: pl.DataFrame, creation: pl.DataFrame, tables: PairTables,
 
 
 def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
-                  surges: pl.DataFrame, bursts: pl.DataFrame, edges: pl.DataFrame,
+                  surges: pl.DataFrame, strong: pl.DataFrame, edges: pl.DataFrame,
                   p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Edges inside sign-up cohorts: (edges, members as ``bursts`` are, pairs scored).
+    """Edges inside sign-up cohorts: (edges, members as ``bursts`` are, pairs scored);
+    ``strong`` is ``_strong_bursts``.
 
     A sign-up surge (``_surge_blocks``) is a cohort over days, not one batch: an
     operator that registers a few accounts at a time through one rented service and
@@ -231,11 +233,10 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     never joins an account to a fleet that other evidence formed.
     """
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
-    strong = bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"])["idx"].implode()
     surges = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"])
     unused = pl.col("idx").is_in(_dormant(graph, p))
     sure = unused | (pl.col("s") >= p.cohort_used_min * p.cap["creation"])
-    quiet = sure & ~pl.col("idx").is_in(linked) & ~pl.col("idx").is_in(strong)
+    quiet = sure & ~pl.col("idx").is_in(linked) & ~pl.col("idx").is_in(strong["idx"].implode())
     members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
     cohort = surges.filter(quiet)
     cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
@@ -513,13 +514,7 @@ def _creation_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
                     pl.col("total") * p.burst_minutes / span,
                     (pl.col("that_day") - pl.col("k")).clip(0) * p.burst_minutes / 1440.0,
                 ).alias("lam"))
-                .with_columns(
-                    (
-                        pl.col("k") * (pl.col("k") / pl.col("lam")).log()
-                        - pl.col("k")
-                        + pl.col("lam")
-                    ).alias("surprise")
-                )
+                .with_columns(_surprise("k").alias("surprise"))
                 .with_columns(
                     (
                         cap
@@ -589,9 +584,7 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
                     & (pl.col("near_t_w") < total))
             .with_columns((pl.col("t_w") * (pl.col("t_n") - pl.col("near_k"))
                            / (total - pl.col("near_t_w"))).alias("lam"))
-            .with_columns(
-                (pl.col("k") * (pl.col("k") / pl.col("lam")).log() - pl.col("k") + pl.col("lam"))
-                .alias("surprise"))
+            .with_columns(_surprise("k").alias("surprise"))
             .filter(pl.col("k") > pl.col("lam"))
         )
         members = counted.join(cells.select("window", "signup_net", "lam", "surprise"),
@@ -667,6 +660,13 @@ def _surge_posterior(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.Dat
                       (1.0 / (1.0 + (-pl.col("logit")).exp())).alias("excess"))
 
 
+def _surprise(count: str) -> pl.Expr:
+    """The Poisson surprise (in nats) of ``count`` where about ``lam`` were expected:
+    k log(k / lambda) - k + lambda, the log of the likelihood ratio of rate k to lambda."""
+    k = pl.col(count)
+    return k * (k / pl.col("lam")).log() - k + pl.col("lam")
+
+
 def _empty_blocks() -> pl.DataFrame:
     return pl.DataFrame(schema={"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64,
                                 "lam": pl.Float64})
@@ -719,9 +719,7 @@ def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: 
         .join(sizes, on="block")
         .filter(pl.col("m") >= p.burst_min_size)
         .with_columns((pl.col("k") * pl.col("q")).alias("lam"))
-        .with_columns(
-            (pl.col("m") * (pl.col("m") / pl.col("lam")).log() - pl.col("m") + pl.col("lam"))
-            .alias("surprise"))
+        .with_columns(_surprise("m").alias("surprise"))
         .with_columns(
             (cap * (1.0 - pl.col("lam") / pl.col("m")).clip(0.0, 1.0)
              * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s"))
