@@ -81,6 +81,13 @@ class FleetParams:
     fragment_specific: float = 0.5    # lift of its users' in-fleet share over the population's
     fragment_touch: float = 0.25      # share of each of the two fleets that uses it
     fragment_conceal_gap: float = 0.5  # ... and whose rented-traffic shares differ at most this
+    # The fleets of one sign-up surge (see fleets.merge_surges): a fleet belongs to the
+    # episode holding this share of it, and merges where a test of homogeneity of its
+    # members' traits against the group's gives at least this p-value, or where no
+    # trait's mix differs by more than this total variation distance.
+    surge_share: float = 0.5
+    surge_alpha: float = 1e-3
+    surge_gap: float = 0.2
 
 
 @dataclass(frozen=True)

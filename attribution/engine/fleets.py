@@ -13,12 +13,14 @@ near-absence of links, not a dip.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
 from community import community_louvain
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.stats import chi2
 
 from attribution.contracts.settings import FleetParams, LinkParams
 from attribution.contracts.vocabulary import (
@@ -444,6 +446,172 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     """
     if not membership.height:
         return membership
+    touch, used = _touches(membership, accounts, uses, params, link, entities)
+    touch = _one_operation(touch, used, params)
+    pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
+        pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
+    if concealment is not None and pairs.height:
+        hidden = membership.join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)),
+                                 on="idx").join(concealment.select("account_id", "infra"),
+                                                on="account_id", how="left").group_by(
+            "fleet").agg(pl.col("infra").fill_null(0.0).mean().alias("c"))
+        pairs = pairs.join(hidden, on="fleet").join(
+            hidden.rename({"fleet": "fleet_b", "c": "c_b"}), on="fleet_b").filter(
+            (pl.col("c") - pl.col("c_b")).abs() <= params.fragment_conceal_gap).select(
+            "fleet", "fleet_b")
+    if not pairs.height:
+        return membership
+    # Union-find over fleet numbers; each group takes its smallest number.
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for x, y in sorted(pairs.iter_rows()):
+        rx, ry = root(int(x)), root(int(y))
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+    return _relabel(membership, {x: root(x) for x in parent})
+
+
+def _relabel(membership: pl.DataFrame, merged: dict[int, int]) -> pl.DataFrame:
+    """``membership`` with each fleet number in ``merged`` replaced by its value; the other
+    columns kept."""
+    mapping = pl.DataFrame({"fleet": list(merged), "merged": list(merged.values())},
+                           schema={"fleet": pl.Int64, "merged": pl.Int64})
+    return membership.join(mapping, on="fleet", how="left").with_columns(
+        pl.coalesce("merged", "fleet").alias("fleet")).drop("merged").sort("idx")
+
+
+# What the fleets of one surge are compared on (``merge_surges``): the main capability,
+# plan and device zone, the first and last only over accounts that have used the
+# service (an unused account has neither). Not the level of use: the links select on
+# it (a lockstep wave needs activity, a cohort of unused accounts its absence), so
+# pieces of one operation differ in it by the way they were found.
+MERGE_TRAITS = ("cap_main", "plan", "zone")
+USED_TRAITS = ("cap_main", "zone")
+
+
+def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
+                 params: FleetParams, link: LinkParams | None = None) -> pl.DataFrame:
+    """Merge the fleets one sign-up surge is made of where nothing tells them apart.
+
+    A careful operation registers its accounts a few at a time through one rented
+    service for weeks and then acts in small waves: the links find it in dozens of
+    pieces (a batch, a lockstep wave, a cohort), while the surge of sign-ups through
+    that service (``Links.episodes``: one network's surge windows in a row) is one
+    operation's. A fleet belongs to the episode holding at least ``surge_share`` of its
+    members. But two operators can rent one service in the same weeks, and a business
+    ISP signs up several companies' teams, so fleets of one episode merge only where
+    their members are alike over ``MERGE_TRAITS``: a G-test of homogeneity at
+    ``surge_alpha``, or no trait's mix differing by more than ``surge_gap`` (total
+    variation; a test of two large fleets tells apart even the drift of one operator's
+    mix over weeks). One operator's pieces are drawn from one mix, two operators' are
+    not (three operators on one datacenter service leak three home time zones). Each
+    fleet, largest first, joins the group it is most alike. A group never holds two
+    fleets that each have an operator entity of their own (``merge_fragments``: a card,
+    device or template that a quarter of the fleet uses; pieces of one operation that
+    share one are merged there already, so a second is a second operator or team).
+    Merged fleets take the smallest fleet number of their group; membership rows keep
+    their other columns.
+    """
+    episodes = links.episodes
+    if not membership.height or not episodes.height:
+        return membership
+    sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
+    home = (membership.select("idx", "fleet").join(episodes.select("idx", "episode"), on="idx")
+            .group_by("fleet", "episode").agg(pl.len().alias("n")).join(sizes, on="fleet")
+            .filter(pl.col("n") >= params.surge_share * pl.col("size"))
+            .sort(["fleet", "n", "episode"], descending=[False, True, False])
+            .unique("fleet", keep="first", maintain_order=True)
+            .filter(pl.len().over("episode") >= 2))
+    if not home.height:
+        return membership
+    touch, _ = _touches(membership, links.accounts, uses, params, link, links.entities)
+    signed = home.select("fleet", pl.col("fleet").is_in(touch["fleet"].implode()).alias("signed"))
+    members = membership.select("idx", "fleet").join(home.select("fleet", "episode"),
+                                                     on="fleet").join(episodes, on=["idx", "episode"])
+    # One column per (trait, value): a fleet's row counts its members holding each.
+    used = (members["cap_main"] >= 0).to_numpy()
+    codes = [members.select(pl.col(t).cast(pl.String).rank("dense").cast(pl.Int64) - 1)
+             .to_series() for t in MERGE_TRAITS]
+    widths = [c.n_unique() for c in codes]  # dense codes 0 .. n-1
+    starts = np.cumsum([0, *widths])
+    order = home.join(signed, on="fleet").sort(["episode", "n", "fleet"],
+                                              descending=[False, True, False])
+    row = {f: i for i, f in enumerate(order["fleet"].to_list())}
+    counts = np.zeros((order.height, int(starts[-1])))
+    rows = np.array([row[f] for f in members["fleet"].to_list()])
+    for trait, code, start in zip(MERGE_TRAITS, codes, starts[:-1], strict=True):
+        keep = used if trait in USED_TRAITS else np.ones(len(used), dtype=bool)
+        np.add.at(counts, (rows[keep], code.to_numpy()[keep] + start), 1.0)
+    segments = [(int(a), int(b)) for a, b in pairwise(starts)]
+    merged: dict[int, int] = {}
+    for _, part in order.group_by("episode", maintain_order=True):
+        fleets = part["fleet"].to_list()
+        groups: list[int] = []          # the first (largest) fleet of each group
+        pooled: list[np.ndarray] = []
+        has_entity: list[bool] = []
+        for fleet, own in zip(fleets, part["signed"].to_list(), strict=True):
+            x = counts[row[fleet]]
+            ok: list[int] = []
+            if pooled:
+                p_value, gap = _alike(x, np.array(pooled), segments)
+                ok = [int(g) for g in np.argsort(gap, kind="stable")
+                      if (p_value[g] >= params.surge_alpha or gap[g] <= params.surge_gap)
+                      and not (own and has_entity[g])]
+            if ok:
+                g = int(ok[0])
+                pooled[g] = pooled[g] + x
+                has_entity[g] = has_entity[g] or own
+                merged[fleet] = groups[g]
+            else:
+                groups.append(fleet)
+                pooled.append(x.copy())
+                has_entity.append(own)
+    # Each group takes the smallest fleet number among its fleets.
+    label: dict[int, int] = {}
+    for fleet, first in merged.items():
+        label[first] = min(label.get(first, first), fleet)
+    merged.update({first: first for first in label})
+    return _relabel(membership, {f: label[g] for f, g in merged.items()}) if label else membership
+
+
+def _alike(x: np.ndarray, groups: np.ndarray, segments: list[tuple[int, int]]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """How alike ``x`` (counts per trait value; ``segments`` are the traits' columns) is
+    to each row of ``groups``: the p-value of a G-test of homogeneity (the traits'
+    statistics and degrees of freedom summed) and the largest total variation distance
+    between the two mixes of one trait (0 where either side has no count)."""
+    g_stat = np.zeros(len(groups))
+    dof = np.zeros(len(groups))
+    gap = np.zeros(len(groups))
+    for a, b in segments:
+        o1 = np.broadcast_to(x[a:b], groups[:, a:b].shape)
+        o2 = groups[:, a:b]
+        n1 = o1.sum(axis=1, keepdims=True)
+        n2 = o2.sum(axis=1, keepdims=True)
+        col = o1 + o2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e1 = col * n1 / (n1 + n2)
+            e2 = col * n2 / (n1 + n2)
+            t1 = np.where(o1 > 0, o1 * np.log(o1 / e1), 0.0)
+            t2 = np.where(o2 > 0, o2 * np.log(o2 / e2), 0.0)
+            tv = 0.5 * np.abs(o1 / n1 - o2 / n2).sum(axis=1)
+        g_stat += 2.0 * (t1 + t2).sum(axis=1)
+        dof += np.maximum((col > 0).sum(axis=1) - 1, 0)
+        gap = np.maximum(gap, np.nan_to_num(tv, nan=0.0))
+    return np.where(dof > 0, chi2.sf(g_stat, np.maximum(dof, 1)), 1.0), gap
+
+
+def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
+             params: FleetParams, link: LinkParams | None, entities: pl.DataFrame | None
+             ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(touch, used): the specific operator entities each fleet uses substantially (kind,
+    entity_id, fleet; see ``merge_fragments``) and every use of an operator entity (kind,
+    entity_id, idx, fleet)."""
     kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
     used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
         .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
@@ -475,36 +643,7 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
         .filter(pl.col("n") >= params.fragment_touch * pl.col("size"))
         .select("kind", "entity_id", "fleet")
     )
-    touch = _one_operation(touch, used, params)
-    pairs = touch.join(touch, on=["kind", "entity_id"], suffix="_b").filter(
-        pl.col("fleet") < pl.col("fleet_b")).select("fleet", "fleet_b").unique()
-    if concealment is not None and pairs.height:
-        hidden = membership.join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)),
-                                 on="idx").join(concealment.select("account_id", "infra"),
-                                                on="account_id", how="left").group_by(
-            "fleet").agg(pl.col("infra").fill_null(0.0).mean().alias("c"))
-        pairs = pairs.join(hidden, on="fleet").join(
-            hidden.rename({"fleet": "fleet_b", "c": "c_b"}), on="fleet_b").filter(
-            (pl.col("c") - pl.col("c_b")).abs() <= params.fragment_conceal_gap).select(
-            "fleet", "fleet_b")
-    if not pairs.height:
-        return membership
-    # Union-find over fleet numbers; each group takes its smallest number.
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    for x, y in sorted(pairs.iter_rows()):
-        rx, ry = root(int(x)), root(int(y))
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-    mapping = pl.DataFrame({"fleet": list(parent), "merged": [root(x) for x in parent]},
-                           schema={"fleet": pl.Int64, "merged": pl.Int64})
-    return membership.join(mapping, on="fleet", how="left").with_columns(
-        pl.coalesce("merged", "fleet").alias("fleet")).drop("merged").sort("idx")
+    return touch, used
 
 
 def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams) -> pl.DataFrame:

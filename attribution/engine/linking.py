@@ -76,6 +76,10 @@ class Links:
     # ``bursts`` name who may attach): a cohort whose placed members are mostly one fleet
     # attaches its members to it first.
     cohort_members: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Each surge member's episode (idx, episode, *SURGE_TRAITS: ``_surge_episodes``): the
+    # fleets one surge is made of merge when nothing tells their members apart
+    # (``fleets.merge_surges``).
+    episodes: pl.DataFrame = field(default_factory=pl.DataFrame)
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
@@ -148,6 +152,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
                  candidates=scored.height + batch_candidates + cohort_candidates,
                  bursts=strong, near=near, lockstep=blocks,
                  cohort=cohort, cohort_members=cohort_members,
+                 episodes=_surge_episodes(surges, signups, params),
                  entities=entities.select("kind", "entity_id", "rare", "lift"))
 
 
@@ -225,9 +230,9 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     nothing yet (``_dormant``), nearly all the window's sign-ups like it are excess. An
     account that has used the service has traffic of its own that linked it to nothing,
     and the network's ordinary customers who signed up that week look like it: it joins
-    only where the surge is surer still (``cohort_used_min``), and only beside an unused
-    member (an edge needs one unused end), never two used accounts on their sign-ups
-    alone. Edges are scored as a burst's batch is: the sign-up and the network it came
+    only where the surge is surer still (``cohort_used_min``: its use, capability, plan
+    and zone unlike the customers', or a surge so large that nearly every sign-up is
+    excess). Edges are scored as a burst's batch is: the sign-up and the network it came
     through. They form fleets only among accounts that the fleet stage left unplaced
     (``fleets.cohort_fleets``): a surge says which sign-ups are excess, not whose, so it
     never joins an account to a fleet that other evidence formed.
@@ -240,7 +245,7 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
     cohort = surges.filter(quiet)
     cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
-    found, scored = _batch_scored(_burst_network_evidence(graph, signup, cohort, p, unused_ends=1),
+    found, scored = _batch_scored(_burst_network_evidence(graph, signup, cohort, p, unused_ends=0),
                                   _creation_evidence(cohort, p), tables, edges, p)
     return found, members, scored
 
@@ -603,6 +608,27 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     return pl.concat(out)
 
 
+def _surge_episodes(surges: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
+                    ) -> pl.DataFrame:
+    """(idx, episode, *SURGE_TRAITS): the members of one network's surges (as strong as a
+    cohort's: ``attach_min``) whose sign-ups follow one another within ``surge_days``.
+
+    An operation that registers its accounts through one rented service over weeks
+    surges in several windows in a row: an episode is that run, numbered by network and
+    first sign-up."""
+    members = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
+        "idx").unique().join(signups.select("idx", "signup_net", "minute", *SURGE_TRAITS),
+                             on="idx")
+    if not members.height:
+        return members.select("idx", pl.lit(0, dtype=pl.Int64).alias("episode"),
+                              *SURGE_TRAITS)
+    gap = pl.col("minute").diff().over("signup_net").fill_null(0) > p.surge_days * 1440
+    return members.sort("signup_net", "minute", "idx").with_columns(
+        gap.cum_sum().over("signup_net").alias("_run")).select(
+        "idx", pl.struct("signup_net", "_run").rank("dense").cast(pl.Int64).alias("episode"),
+        *SURGE_TRAITS)
+
+
 def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:
     """(window, *keys, near_<column>): ``column`` summed over each window and its two
     neighbours."""
@@ -730,8 +756,8 @@ def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: 
         pl.lit(0).alias("first_seen"), pl.lit(0).alias("last_seen"))
     pairs = window_pairs(grouped, p.window)
     # Only between accounts that have done (almost) nothing yet (``unused_ends`` of the
-    # two; a cohort's used members join beside an unused one): active accounts have
-    # their own traffic to link them.
+    # two; 0 for a cohort, whose used members were chosen by how sure the surge is of
+    # them): active accounts have their own traffic to link them.
     dormant = _dormant(graph, p)
     unused = pl.col("a").is_in(dormant).cast(pl.Int32) + pl.col("b").is_in(dormant).cast(pl.Int32)
     return pairs.filter(unused >= unused_ends).select("a", "b", _family("network"), "s")

@@ -27,6 +27,7 @@ from attribution.engine.fleets import (
     cohort_fleets,
     find_fleets,
     merge_fragments,
+    merge_surges,
 )
 from attribution.engine.linking import infer_links
 from attribution.engine.lockstep import find_blocks
@@ -209,6 +210,7 @@ def attribute_graph(
         membership = attach_by_evidence(membership, links.near, params.link)
         membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
         membership, links = cohort_fleets(membership, links, params.fleet)
+        membership = merge_surges(membership, links, graph.uses, params.fleet, params.link)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)

@@ -1,0 +1,122 @@
+"""Merging the fleets one sign-up surge is made of (``fleets.merge_surges``).
+
+Hand-made memberships and episodes: pieces of one careful operation found as several
+fleets, beside a second operator renting the same service in the same weeks and company
+teams signed up through one business ISP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+
+from attribution.contracts.settings import FleetParams
+from attribution.engine.fleets import merge_surges
+from attribution.engine.linking import Links
+
+N = 2000
+
+
+def _membership(fleets: dict[int, range]) -> pl.DataFrame:
+    rows = [(i, f, 3.0, 1.0) for f, idx in fleets.items() for i in idx]
+    return pl.DataFrame(rows, schema={"idx": pl.Int32, "fleet": pl.Int64,
+                                      "attachment": pl.Float64, "belief": pl.Float64},
+                        orient="row").sort("idx")
+
+
+def _episodes(rows: list[tuple[range, int, str, int]]) -> pl.DataFrame:
+    """(idx range, episode, zone, main capability; -1: unused): every member on the free
+    plan at level 1."""
+    out = [(i, ep, 1, cap, "free", zone if cap >= 0 else "")
+           for idx, ep, zone, cap in rows for i in idx]
+    return pl.DataFrame(out, schema={"idx": pl.Int32, "episode": pl.Int64, "level": pl.Int32,
+                                     "cap_main": pl.Int32, "plan": pl.String,
+                                     "zone": pl.String}, orient="row")
+
+
+def _links(episodes: pl.DataFrame) -> Links:
+    accounts = pl.DataFrame({"account_id": [f"a{i:03d}" for i in range(N)]}).with_row_index(
+        "idx").with_columns(pl.col("idx").cast(pl.Int32))
+    empty = pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "weight": pl.Float64})
+    return Links(accounts=accounts, edges=empty, candidates=0, bursts=pl.DataFrame(),
+                 near=pl.DataFrame(), episodes=episodes)
+
+
+NO_USES = pl.DataFrame(schema={"account_id": pl.String, "kind": pl.String,
+                               "entity_id": pl.String})
+
+
+def _merged(fleets: dict[int, range], episodes: pl.DataFrame,
+            uses: pl.DataFrame = NO_USES) -> dict[int, int]:
+    """{fleet before: fleet after} for the first member of each fleet."""
+    before = _membership(fleets)
+    after = merge_surges(before, _links(episodes), uses, FleetParams())
+    assert after.select("idx", "attachment", "belief").equals(
+        before.select("idx", "attachment", "belief"))
+    got = dict(after.select("idx", "fleet").iter_rows())
+    return {f: got[idx[0]] for f, idx in fleets.items()}
+
+
+def test_pieces_of_one_surge_that_look_alike_become_one_fleet() -> None:
+    # a lockstep wave, a batch and a cohort of unused accounts, all of one episode
+    fleets = {4: range(0, 60), 9: range(60, 80), 2: range(80, 84), 7: range(84, 120)}
+    episodes = _episodes([
+        (range(0, 45), 0, "Europe/Moscow", 0), (range(45, 60), 0, "America/Chicago", 1),
+        (range(60, 75), 0, "Europe/Moscow", 0), (range(75, 80), 0, "America/Chicago", 1),
+        (range(80, 84), 0, "Europe/Moscow", 0),
+        (range(84, 120), 0, "", -1),  # unused: only their plan is compared
+    ])
+    assert _merged(fleets, episodes) == {4: 2, 9: 2, 2: 2, 7: 2}
+
+
+def test_two_operators_on_one_service_in_one_surge_stay_apart() -> None:
+    # same service, same weeks, but each operator's accounts leak its own time zone
+    fleets = {0: range(0, 50), 1: range(50, 90), 2: range(90, 130), 3: range(130, 150)}
+    episodes = _episodes([
+        (range(0, 50), 0, "Europe/Berlin", 0), (range(50, 90), 0, "Asia/Seoul", 0),
+        (range(90, 130), 0, "Europe/Berlin", 0), (range(130, 150), 0, "Asia/Seoul", 0),
+    ])
+    assert _merged(fleets, episodes) == {0: 0, 1: 1, 2: 0, 3: 1}
+
+
+def test_one_operators_mix_drifting_over_weeks_still_merges_but_a_different_one_does_not(
+) -> None:
+    # 88 % against 78 % on the main capability: a G-test of 800 against 800 tells them
+    # apart (p ~ 1e-6), the distance (0.1) is a drift; 88 % against 30 % is another
+    def mixed(idx: range, share: float, ep: int = 0) -> list[tuple[range, int, str, int]]:
+        cut = idx.start + round(share * len(idx))
+        return [(range(idx.start, cut), ep, "Europe/Moscow", 0),
+                (range(cut, idx.stop), ep, "Europe/Moscow", 1)]
+    fleets = {0: range(0, 800), 1: range(800, 1600), 2: range(1600, 1680)}
+    episodes = _episodes(mixed(fleets[0], 0.88) + mixed(fleets[1], 0.78)
+                         + mixed(fleets[2], 0.30))
+    assert _merged(fleets, episodes) == {0: 0, 1: 0, 2: 2}
+    # (by the distance alone: the test would keep the first two apart)
+    alone = merge_surges(_membership(fleets), _links(episodes), NO_USES,
+                         replace(FleetParams(), surge_gap=0.0))
+    assert alone["fleet"].n_unique() == 3
+
+
+def test_two_teams_with_cards_of_their_own_never_merge() -> None:
+    # two companies' onboarding days on one business ISP: alike, but each team pays with
+    # its own corporate card; a third, cardless piece may join one of them
+    fleets = {0: range(0, 20), 1: range(20, 40), 2: range(40, 45)}
+    episodes = _episodes([(range(0, 45), 0, "Europe/Berlin", 0)])
+    uses = pl.DataFrame({
+        "account_id": [f"a{i:03d}" for i in range(40)], "kind": ["payment"] * 40,
+        "entity_id": ["card-a" if i < 20 else "card-b" for i in range(40)]})
+    got = _merged(fleets, episodes, uses)
+    assert got[0] != got[1]
+    assert got[2] in (got[0], got[1])
+
+
+def test_a_fleet_mostly_outside_the_surge_and_other_episodes_stay_where_they_are() -> None:
+    fleets = {0: range(0, 40), 1: range(40, 60), 2: range(60, 100), 3: range(100, 120)}
+    episodes = _episodes([
+        (range(0, 40), 0, "Europe/Moscow", 0),
+        (range(40, 49), 0, "Europe/Moscow", 0),  # 9 of 20: less than half in the surge
+        (range(60, 100), 1, "Europe/Moscow", 0),  # the same traits, another episode
+        (range(100, 120), 2, "Europe/Moscow", 0),
+    ])
+    assert _merged(fleets, episodes) == {0: 0, 1: 1, 2: 2, 3: 3}
