@@ -5,7 +5,7 @@ development seeds, are in the README (``python -m fixtures.family_eval``).
 Held-out seeds are only measured: a failure here is reproduced on a development
 seed before anything changes. The bars the engine meets are the issue's own;
 recall and ARI meet the issue's bars on the mean of the ten held-out seeds
-(0.94 and 0.85) but not on every seed (201: recall 0.88), so they are asserted
+(0.95 and 0.87) but not on every seed (201: recall 0.90, 204: ARI 0.61), so they are asserted
 per seed at what the engine reaches, so that nothing slides back, and say so.
 """
 
@@ -30,8 +30,8 @@ ACCOUNTS = 20_000
 # Legitimate populations that look like fleets and must stay unflagged (issue 12: <= 2 %).
 OPEN_POPULATIONS = ("company_team", "lab_employee", "ci_bot", "api_customer", "heavy_developer",
                     "heavy_chat", "eval_burst", "cafe", "onboarding_team", "family")
-# Per seed, below the issue's bars (0.90, 0.8) where seed 201 is (recall 0.88, ARI 0.81).
-RECALL_FLOOR = 0.86
+# Per seed, at or below the issue's bars (0.90, 0.8) where seed 201 is (recall 0.898, ARI 0.81).
+RECALL_FLOOR = 0.88
 ARI_FLOOR = 0.78
 
 
@@ -97,14 +97,14 @@ def test_lockstep_blocks_are_campaigns_and_read_as_sentences(family_run: Path) -
 # Issue 12 asks the bars at 200k accounts as well, issue 13 the hard tactics there. One
 # held-out world (seed 201) is run at that size. The engine meets precision, false
 # accusations, calibration and the open populations; recall and ARI are far below the
-# issue's 0.90 and 0.8 (careful campaigns are found in pieces, 0.65 of their accounts
-# in fleets of their own), so they are asserted at what the engine reaches (0.829 and
-# 0.404, the tactics 0.65 / 0.85 / 0.89 since session 14's sign-up cohorts), so that
-# nothing slides back.
+# issue's 0.90 and 0.8 (careful campaigns are found in part, 0.75 of their accounts in
+# fleets of their own), so they are asserted at what the engine reaches (0.873 and 0.660,
+# the tactics 0.75 / 0.81 / 0.90 since session 15's surge merging), so that nothing
+# slides back.
 LARGE = 200_000
-LARGE_RECALL_FLOOR = 0.78
-LARGE_ARI_FLOOR = 0.35
-LARGE_TACTIC_FLOORS = {"careful": 0.55, "mobile_resale": 0.75, "dc_rotating": 0.8}
+LARGE_RECALL_FLOOR = 0.84
+LARGE_ARI_FLOOR = 0.6
+LARGE_TACTIC_FLOORS = {"careful": 0.7, "mobile_resale": 0.75, "dc_rotating": 0.85}
 
 
 @pytest.fixture(scope="module")
