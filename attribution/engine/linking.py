@@ -50,6 +50,12 @@ from attribution.stages.behaviour import MINHASH_K
 SYNCHRONY_FAMILIES = ("creation", "lockstep")
 
 
+# What a sign-up surge episode was (``_episode_stats``).
+EPISODE_SCHEMA = {"episode": pl.Int64, "network": pl.String, "start": pl.Int64,
+                  "end": pl.Int64, "signups": pl.Int64, "expected": pl.Float64,
+                  "log10_chance": pl.Float64}
+
+
 @dataclass
 class Links:
     """Inferred account-to-account edges over an account index.
@@ -80,6 +86,9 @@ class Links:
     # fleets one surge is made of merge when nothing tells their members apart
     # (``fleets.merge_surges``).
     episodes: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # ... and what each episode was (network, span, sign-ups against expected, odds:
+    # ``_episode_stats``), for the sentence that quotes it.
+    episode_stats: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EPISODE_SCHEMA))
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
@@ -145,6 +154,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     strong = _strong_bursts(bursts, graph, params)
     cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, signup, surges,
                                                               strong, edges, params)
+    episodes, episode_stats = _surge_episodes(surges, signups, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
@@ -152,7 +162,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
                  candidates=scored.height + batch_candidates + cohort_candidates,
                  bursts=strong, near=near, lockstep=blocks,
                  cohort=cohort, cohort_members=cohort_members,
-                 episodes=_surge_episodes(surges, signups, params),
+                 episodes=episodes, episode_stats=episode_stats,
                  entities=entities.select("kind", "entity_id", "rare", "lift"))
 
 
@@ -609,24 +619,56 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
 
 
 def _surge_episodes(surges: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
-                    ) -> pl.DataFrame:
-    """(idx, episode, *SURGE_TRAITS): the members of one network's surges (as strong as a
-    cohort's: ``attach_min``) whose sign-ups follow one another within ``surge_days``.
+                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(members, stats): each member's episode (idx, episode, *SURGE_TRAITS) and what each
+    episode was (``_episode_stats``).
 
-    An operation that registers its accounts through one rented service over weeks
-    surges in several windows in a row: an episode is that run, numbered by network and
-    first sign-up."""
+    An episode is the members of one network's surges (as strong as a cohort's:
+    ``attach_min``) whose sign-ups follow one another within ``surge_days``: an operation
+    that registers its accounts through one rented service over weeks surges in several
+    windows in a row. Episodes are numbered by network and first sign-up."""
     members = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
         "idx").unique().join(signups.select("idx", "signup_net", "minute", *SURGE_TRAITS),
                              on="idx")
-    if not members.height:
-        return members.select("idx", pl.lit(0, dtype=pl.Int64).alias("episode"),
-                              *SURGE_TRAITS)
     gap = pl.col("minute").diff().over("signup_net").fill_null(0) > p.surge_days * 1440
-    return members.sort("signup_net", "minute", "idx").with_columns(
-        gap.cum_sum().over("signup_net").alias("_run")).select(
-        "idx", pl.struct("signup_net", "_run").rank("dense").cast(pl.Int64).alias("episode"),
-        *SURGE_TRAITS)
+    members = members.sort("signup_net", "minute", "idx").with_columns(
+        gap.cum_sum().over("signup_net").alias("_run")).with_columns(
+        pl.struct("signup_net", "_run").rank("dense").cast(pl.Int64).alias("episode"))
+    return (members.select("idx", "episode", *SURGE_TRAITS),
+            _episode_stats(members, signups, p))
+
+
+def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
+                   ) -> pl.DataFrame:
+    """One row per episode: its network, first and last sign-up minute, the sign-ups the
+    network took in that span, how many its share of every sign-up away from the span
+    (and ``surge_days`` either side) predicts, and the Poisson odds of as many: what an
+    analyst quotes (``EPISODE_SCHEMA``)."""
+    if not members.height:
+        return pl.DataFrame(schema=EPISODE_SCHEMA)
+    spans = members.group_by("episode").agg(
+        pl.col("signup_net").first().alias("network"), pl.col("minute").min().alias("start"),
+        pl.col("minute").max().alias("end")).sort("episode")
+    keyed = signups.drop_nulls(["signup_net"])
+    every = np.sort(keyed["minute"].to_numpy())
+    own = {net: np.sort(part["minute"].to_numpy())
+           for (net,), part in keyed.group_by("signup_net")}
+    margin = p.surge_days * 1440
+    rows = []
+    for row in spans.iter_rows(named=True):
+        mine = own[row["network"]]
+
+        def within(x: np.ndarray, lo: int, hi: int) -> int:
+            return int(np.searchsorted(x, hi, side="right") - np.searchsorted(x, lo))
+
+        k = within(mine, row["start"], row["end"])
+        near_n = within(mine, row["start"] - margin, row["end"] + margin)
+        near_all = within(every, row["start"] - margin, row["end"] + margin)
+        away = len(every) - near_all
+        lam = within(every, row["start"], row["end"]) * (len(mine) - near_n) / away if away else 0.0
+        chance = (k * np.log(k / lam) - k + lam) / np.log(10.0) if lam > 0 and k > lam else 0.0
+        rows.append((row["episode"], row["network"], row["start"], row["end"], k, lam, chance))
+    return pl.DataFrame(rows, schema=EPISODE_SCHEMA, orient="row")
 
 
 def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:

@@ -14,6 +14,8 @@ is kept as evidence.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import polars as pl
 
@@ -38,7 +40,7 @@ FEATURES: dict[str, tuple[float, str, str]] = {
     "lockstep": (2.0, "lockstep", "{detail}"),
     "burst": (0.6, "creation_burst",
               "{pct} of accounts created in sign-up bursts (one email pattern or one sign-up "
-              "network, within half an hour or in a surge over days)"),
+              "network, within half an hour or in a surge over days){detail}"),
     "uniform": (1.5, "uniform_behaviour",
                 "scripted sameness: volume spread {val} and capability mixes alike"),
     "harvest": (1.0, "capability_mix", "{pct} of exchanges are coding, agentic or reasoning"),
@@ -73,6 +75,9 @@ DECLARED = ("claimed", "team_plan")
 # hidden to in full when everything is.
 CONCEALMENT = ("infra", "tz_leak")
 COORDINATION = ("sync", "lockstep", "burst", "uniform", "harvest", "unclaimed")
+# Features whose sentence quotes a detail of its own (``<feature>_detail``): the lockstep
+# block, the sign-up surge.
+DETAILED = ("lockstep", "burst")
 OPEN_FLOOR = 0.3
 
 
@@ -131,6 +136,7 @@ def sybil_scores(
     fleets = (
         fleets.join(sync, on="fleet", how="left")
         .join(_lockstep(members, links), on="fleet", how="left")
+        .join(_surge(members, links), on="fleet", how="left")
         .join(burst, on="fleet", how="left")
         .join(claim_mode, on="fleet", how="left")
         .join(capsim, on="fleet", how="left")
@@ -257,6 +263,34 @@ def _lockstep(members: pl.DataFrame, links: Links) -> pl.DataFrame:
         pl.Series("lockstep_detail", details, dtype=pl.String))
 
 
+def _surge(members: pl.DataFrame, links: Links) -> pl.DataFrame:
+    """Per fleet: the sentence of the sign-up surge episode (``linking._surge_episodes``)
+    that holds at least half of its members, as a clause of the burst sentence."""
+    tagged = members.select("fleet", "idx", pl.len().over("fleet").alias("size")).join(
+        links.episodes.select("idx", "episode") if links.episodes.height else
+        pl.DataFrame(schema={"idx": pl.Int32, "episode": pl.Int64}), on="idx")
+    main = (tagged.group_by("fleet", "episode").agg(pl.len().alias("n"), pl.col("size").first())
+            .filter(pl.col("n") >= 0.5 * pl.col("size"))
+            .sort("n", "episode", descending=[True, False]).group_by("fleet", maintain_order=True)
+            .first().join(links.episode_stats, on="episode")
+            .filter(pl.col("expected") > 0))
+    details = [describe_surge(r) for r in main.iter_rows(named=True)]
+    return main.select("fleet").with_columns(pl.Series("burst_detail", details, dtype=pl.String))
+
+
+def describe_surge(row: dict[str, object]) -> str:
+    """A surge episode as a clause: how many of the fleet, where, when, against what the
+    network's usual share predicts, and the odds."""
+    where = describe_network(str(row["network"]))
+    chance = float(row["log10_chance"])  # type: ignore[arg-type]
+    odds = "less than 1 in 10^100" if chance >= 100 else f"1 in 10^{int(chance)}"
+    start, end = (dt.datetime.fromtimestamp(int(row[k]) * 60, dt.UTC).date()  # type: ignore[call-overload]
+                  for k in ("start", "end"))
+    return (f"; {row['n']} of them signed up through {where} from {start} to {end}, when it "
+            f"took {row['signups']} sign-ups where its usual share of all sign-ups predicts about "
+            f"{float(row['expected']):.0f}; {odds} by chance")  # type: ignore[arg-type]
+
+
 def describe_block(row: dict[str, object]) -> str:
     """A block as a sentence an analyst can repeat: who, how often, where, and the odds."""
     where = describe_network(str(row["network"]))
@@ -301,7 +335,7 @@ def _feature_evidence(fleets: pl.DataFrame) -> pl.DataFrame:
             pl.col(f).alias("value"),
             pl.col(f"w_{f}").alias("contribution"),
             pl.lit(template).alias("template"),
-            (pl.col("lockstep_detail") if f == "lockstep" else pl.lit(None, pl.String)).alias("detail"),
+            (pl.col(f"{f}_detail") if f in DETAILED else pl.lit(None, pl.String)).alias("detail"),
         )
         rows.append(part)
     ev = pl.concat(rows)

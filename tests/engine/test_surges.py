@@ -8,6 +8,7 @@ leaves them unused. No half hour holds a burst; the week holds a surge.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import polars as pl
@@ -256,3 +257,34 @@ def test_a_second_attachment_keeps_the_beliefs_of_the_first() -> None:
         pl.when(pl.col("idx") == 3).then(0.6).otherwise(1.0).alias("belief"))
     out = attach_loners(placed, _cohort_members([0, 1, 2], dormant=set()), 5000, FleetParams())
     assert out.sort("idx")["belief"].to_list() == [1.0, 1.0, 1.0, 0.6]
+
+
+def test_an_episode_says_where_when_and_against_what_it_was_a_surge() -> None:
+    graph = build_graph(surge_world())
+    links = infer_links(graph, LinkParams(), account_features(graph))
+    stats = links.episode_stats
+    assert stats.height == 1
+    row = stats.row(0, named=True)
+    assert row["network"] == "proxy:Strata"
+    # the week's 90 cohort sign-ups, 6 developers and the service's usual four or so; its
+    # share of all sign-ups (13 %) of that week's (the cohort's own included) is about 17
+    assert 96 <= row["signups"] <= 105
+    assert 10.0 <= row["expected"] <= 25.0
+    assert row["log10_chance"] > 30  # 101 where 17: about 1 in 10^42
+    assert (row["end"] - row["start"]) / DAY <= 7.0
+
+
+def test_the_fleet_of_a_surge_quotes_it_in_its_burst_sentence() -> None:
+    graph = build_graph(surge_world())
+    feats = account_features(graph)
+    links = infer_links(graph, LinkParams(), feats)
+    params = FleetParams()
+    membership = find_fleets(links.accounts.height, links.edges, params)
+    membership = attach_loners(membership, links.bursts, links.accounts.height, params)
+    membership, links = cohort_fleets(membership, links, params)
+    _, _, evidence = sybil_scores(graph, links, membership, feats)
+    burst = evidence.filter(pl.col("kind") == "creation_burst")["detail"].to_list()
+    assert len(burst) == 1
+    assert "signed up through the same proxy service (Strata)" in burst[0]
+    assert re.search(r"where its usual share of all sign-ups predicts about 1\d; 1 in 10\^\d+ "
+                     r"by chance$", burst[0]), burst[0]
