@@ -132,8 +132,9 @@ def test_without_a_history_on_the_network_there_is_no_surge() -> None:
     assert surges_of(world).filter(pl.col("account_id").str.starts_with("c")).height == 0
 
 
-def fleets_of(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(account_id, fleet, belief) after the fleet stage, and (account_id, sybil_score)."""
+def scored(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(account_id, fleet, belief) after the fleet stage, (account_id, sybil_score) and the
+    fleets' feature evidence (fleet, kind, detail, weight)."""
     graph = build_graph(world)
     feats = account_features(graph)
     links = infer_links(graph, LinkParams(), feats)
@@ -141,9 +142,15 @@ def fleets_of(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFram
     membership = find_fleets(links.accounts.height, links.edges, params)
     membership = attach_loners(membership, links.bursts, links.accounts.height, params)
     membership, links = cohort_fleets(membership, links, params)
-    _, scores, _ = sybil_scores(graph, links, membership, feats)
-    return membership.join(links.accounts, on="idx").select("account_id", "fleet", "belief"), \
-        scores.select("account_id", "sybil_score")
+    _, scores, evidence = sybil_scores(graph, links, membership, feats)
+    return (membership.join(links.accounts, on="idx").select("account_id", "fleet", "belief"),
+            scores.select("account_id", "sybil_score"), evidence)
+
+
+def fleets_of(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(account_id, fleet, belief) after the fleet stage, and (account_id, sybil_score)."""
+    members, scores, _ = scored(world)
+    return members, scores
 
 
 def test_the_unused_cohort_forms_a_fleet_scored_inauthentic() -> None:
@@ -275,14 +282,7 @@ def test_an_episode_says_where_when_and_against_what_it_was_a_surge() -> None:
 
 
 def test_the_fleet_of_a_surge_quotes_it_in_its_burst_sentence() -> None:
-    graph = build_graph(surge_world())
-    feats = account_features(graph)
-    links = infer_links(graph, LinkParams(), feats)
-    params = FleetParams()
-    membership = find_fleets(links.accounts.height, links.edges, params)
-    membership = attach_loners(membership, links.bursts, links.accounts.height, params)
-    membership, links = cohort_fleets(membership, links, params)
-    _, _, evidence = sybil_scores(graph, links, membership, feats)
+    _, _, evidence = scored(surge_world())
     burst = evidence.filter(pl.col("kind") == "creation_burst")["detail"].to_list()
     assert len(burst) == 1
     assert "signed up through the same proxy service (Strata)" in burst[0]
