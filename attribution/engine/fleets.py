@@ -510,10 +510,11 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     variation; a test of two large fleets tells apart even the drift of one operator's
     mix over weeks). One operator's pieces are drawn from one mix, two operators' are
     not (three operators on one datacenter service leak three home time zones). Each
-    fleet, largest first, joins the group it is most alike. A group never holds two
-    fleets that each have an operator entity of their own (``merge_fragments``: a card,
-    device or template that a quarter of the fleet uses; pieces of one operation that
-    share one are merged there already, so a second is a second operator or team).
+    fleet, largest first, joins the group it is most alike. A fleet with an identity of
+    its own (a card, device, template or mail domain that is specific, as
+    ``merge_fragments`` judges one, a public mail service is not, and that a quarter
+    of the fleet uses) never joins a group that holds identities and none of its: two
+    teams each paying with its card, or on its own mail domain, are two teams.
     Merged fleets take the smallest fleet number of their group; membership rows keep
     their other columns.
     """
@@ -529,8 +530,12 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
             .filter(pl.len().over("episode") >= 2))
     if not home.height:
         return membership
-    touch, _ = _touches(membership, links.accounts, uses, params, link, links.entities)
-    signed = home.select("fleet", pl.col("fleet").is_in(touch["fleet"].implode()).alias("signed"))
+    touch, _ = _touches(membership, links.accounts, uses, params, link, links.entities,
+                        IDENTITY_FAMILIES)
+    identity: dict[int, frozenset[str]] = {
+        int(fleet): frozenset(part["key"].to_list())
+        for (fleet,), part in touch.select(
+            "fleet", pl.format("{}:{}", "kind", "entity_id").alias("key")).group_by("fleet")}
     members = membership.select("idx", "fleet").join(home.select("fleet", "episode"),
                                                      on="fleet").join(episodes, on=["idx", "episode"])
     # One column per (trait, value): a fleet's row counts its members holding each.
@@ -539,8 +544,7 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
              .to_series() for t in MERGE_TRAITS]
     widths = [c.n_unique() for c in codes]  # dense codes 0 .. n-1
     starts = np.cumsum([0, *widths])
-    order = home.join(signed, on="fleet").sort(["episode", "n", "fleet"],
-                                              descending=[False, True, False])
+    order = home.sort(["episode", "n", "fleet"], descending=[False, True, False])
     row = {f: i for i, f in enumerate(order["fleet"].to_list())}
     counts = np.zeros((order.height, int(starts[-1])))
     rows = np.array([row[f] for f in members["fleet"].to_list()])
@@ -553,24 +557,25 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         fleets = part["fleet"].to_list()
         groups: list[int] = []          # the first (largest) fleet of each group
         pooled: list[np.ndarray] = []
-        has_entity: list[bool] = []
-        for fleet, own in zip(fleets, part["signed"].to_list(), strict=True):
+        owned: list[frozenset[str]] = []  # the identities each group holds
+        for fleet in fleets:
             x = counts[row[fleet]]
+            own = identity.get(fleet, frozenset())
             ok: list[int] = []
             if pooled:
                 p_value, gap = _alike(x, np.array(pooled), segments)
                 ok = [int(g) for g in np.argsort(gap, kind="stable")
                       if (p_value[g] >= params.surge_alpha or gap[g] <= params.surge_gap)
-                      and not (own and has_entity[g])]
+                      and (not own or not owned[g] or own & owned[g])]
             if ok:
                 g = int(ok[0])
                 pooled[g] = pooled[g] + x
-                has_entity[g] = has_entity[g] or own
+                owned[g] = owned[g] | own
                 merged[fleet] = groups[g]
             else:
                 groups.append(fleet)
                 pooled.append(x.copy())
-                has_entity.append(own)
+                owned.append(own)
     # Each group takes the smallest fleet number among its fleets.
     label: dict[int, int] = {}
     for fleet, first in merged.items():
@@ -607,12 +612,13 @@ def _alike(x: np.ndarray, groups: np.ndarray, segments: list[tuple[int, int]]
 
 
 def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
-             params: FleetParams, link: LinkParams | None, entities: pl.DataFrame | None
+             params: FleetParams, link: LinkParams | None, entities: pl.DataFrame | None,
+             families: tuple[str, ...] = FRAGMENT_FAMILIES
              ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(touch, used): the specific operator entities each fleet uses substantially (kind,
-    entity_id, fleet; see ``merge_fragments``) and every use of an operator entity (kind,
-    entity_id, idx, fleet)."""
-    kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
+    """(touch, used): the specific entities of ``families`` each fleet uses substantially
+    (kind, entity_id, fleet; see ``merge_fragments``) and every use of such an entity
+    (kind, entity_id, idx, fleet)."""
+    kinds = [k for k, f in KIND_FAMILY.items() if f in families]
     used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
         .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
         .join(membership.select(pl.col("idx").cast(pl.Int32), "fleet"), on="idx", how="left")

@@ -120,3 +120,25 @@ def test_a_fleet_mostly_outside_the_surge_and_other_episodes_stay_where_they_are
         (range(100, 120), 2, "Europe/Moscow", 0),
     ])
     assert _merged(fleets, episodes) == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def _mail(domains: dict[range, str]) -> pl.DataFrame:
+    rows = [(f"a{i:03d}", "email_domain", d) for idx, d in domains.items() for i in idx]
+    return pl.DataFrame(rows, schema={"account_id": pl.String, "kind": pl.String,
+                                      "entity_id": pl.String}, orient="row")
+
+
+def test_two_teams_on_mail_domains_of_their_own_never_merge_but_one_domains_pieces_do(
+) -> None:
+    # no cards: each team signs in with its company's domain; the third and fourth
+    # fleets are two pieces of one operation on its own domain; everyone else, and the
+    # fifth fleet, on a public mail service that says nothing about whose they are
+    fleets = {0: range(0, 20), 1: range(20, 40), 2: range(40, 60), 3: range(60, 70),
+              4: range(70, 80)}
+    episodes = _episodes([(range(0, 80), 0, "Europe/Berlin", 0)])
+    uses = _mail({range(0, 20): "team-a.test", range(20, 40): "team-b.test",
+                  range(40, 70): "ops.test", range(70, N): "mailbox.test"})
+    got = _merged(fleets, episodes, uses)
+    assert got[0] != got[1]
+    assert got[2] == got[3]
+    assert got[4] in (got[0], got[1], got[2])  # (most alike: any)
