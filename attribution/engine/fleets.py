@@ -521,13 +521,8 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     episodes = links.episodes
     if not membership.height or not episodes.height:
         return membership
-    sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
-    home = (membership.select("idx", "fleet").join(episodes.select("idx", "episode"), on="idx")
-            .group_by("fleet", "episode").agg(pl.len().alias("n")).join(sizes, on="fleet")
-            .filter(pl.col("n") >= params.surge_share * pl.col("size"))
-            .sort(["fleet", "n", "episode"], descending=[False, True, False])
-            .unique("fleet", keep="first", maintain_order=True)
-            .filter(pl.len().over("episode") >= 2))
+    home = surge_homes(membership, episodes, params.surge_share).filter(
+        pl.len().over("episode") >= 2)
     if not home.height:
         return membership
     touch, _ = _touches(membership, links.accounts, uses, params, link, links.entities,
@@ -582,6 +577,18 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         label[first] = min(label.get(first, first), fleet)
     merged.update({first: first for first in label})
     return _relabel(membership, {f: label[g] for f, g in merged.items()}) if label else membership
+
+
+def surge_homes(membership: pl.DataFrame, episodes: pl.DataFrame, share: float
+                ) -> pl.DataFrame:
+    """(fleet, episode, n, size): for each fleet, the surge episode (``Links.episodes``)
+    holding the most of its members, where that is at least ``share`` of them."""
+    sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
+    return (membership.select("idx", "fleet").join(episodes.select("idx", "episode"), on="idx")
+            .group_by("fleet", "episode").agg(pl.len().alias("n")).join(sizes, on="fleet")
+            .filter(pl.col("n") >= share * pl.col("size"))
+            .sort(["fleet", "n", "episode"], descending=[False, True, False])
+            .unique("fleet", keep="first", maintain_order=True))
 
 
 def _alike(x: np.ndarray, groups: np.ndarray, segments: list[tuple[int, int]]

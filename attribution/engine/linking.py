@@ -654,13 +654,14 @@ def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
     own = {net: np.sort(part["minute"].to_numpy())
            for (net,), part in keyed.group_by("signup_net")}
     margin = p.surge_days * 1440
+
+    def within(x: np.ndarray, lo: int, hi: int) -> int:
+        """How many of the sorted minutes ``x`` fall in [lo, hi]."""
+        return int(np.searchsorted(x, hi, side="right") - np.searchsorted(x, lo))
+
     rows = []
     for row in spans.iter_rows(named=True):
         mine = own[row["network"]]
-
-        def within(x: np.ndarray, lo: int, hi: int) -> int:
-            return int(np.searchsorted(x, hi, side="right") - np.searchsorted(x, lo))
-
         k = within(mine, row["start"], row["end"])
         near_n = within(mine, row["start"] - margin, row["end"] + margin)
         near_all = within(every, row["start"] - margin, row["end"] + margin)

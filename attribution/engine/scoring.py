@@ -20,10 +20,11 @@ import numpy as np
 import polars as pl
 
 from attribution.contracts.graph import PropertyGraph
+from attribution.contracts.settings import FleetParams
 from attribution.engine.features import account_features
 from attribution.engine.features import excess as _excess
 from attribution.engine.features import ratio as _ratio
-from attribution.engine.fleets import fleet_edges
+from attribution.engine.fleets import fleet_edges, surge_homes
 from attribution.engine.linking import Links
 from attribution.engine.lockstep import describe_network
 from attribution.engine.matrix import list_matrix
@@ -264,16 +265,12 @@ def _lockstep(members: pl.DataFrame, links: Links) -> pl.DataFrame:
 
 
 def _surge(members: pl.DataFrame, links: Links) -> pl.DataFrame:
-    """Per fleet: the sentence of the sign-up surge episode (``linking._surge_episodes``)
-    that holds at least half of its members, as a clause of the burst sentence."""
-    tagged = members.select("fleet", "idx", pl.len().over("fleet").alias("size")).join(
-        links.episodes.select("idx", "episode") if links.episodes.height else
-        pl.DataFrame(schema={"idx": pl.Int32, "episode": pl.Int64}), on="idx")
-    main = (tagged.group_by("fleet", "episode").agg(pl.len().alias("n"), pl.col("size").first())
-            .filter(pl.col("n") >= 0.5 * pl.col("size"))
-            .sort("n", "episode", descending=[True, False]).group_by("fleet", maintain_order=True)
-            .first().join(links.episode_stats, on="episode")
-            .filter(pl.col("expected") > 0))
+    """Per fleet: the sentence of the sign-up surge episode that the surge merge counts it
+    in (``fleets.surge_homes``), as a clause of the burst sentence."""
+    if not links.episodes.height:
+        return pl.DataFrame(schema={"fleet": members.schema["fleet"], "burst_detail": pl.String})
+    main = surge_homes(members, links.episodes, FleetParams().surge_share).join(
+        links.episode_stats, on="episode").filter(pl.col("expected") > 0)
     details = [describe_surge(r) for r in main.iter_rows(named=True)]
     return main.select("fleet").with_columns(pl.Series("burst_detail", details, dtype=pl.String))
 
