@@ -326,7 +326,7 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
 
     ``links.cohort`` holds the edges of ``linking._cohort_edges``: accounts registered
     through one network in a surge of sign-ups that nothing else linked (unused ones,
-    and used ones where the surge is surer still, each beside an unused one). A
+    and used ones where the surge is surer still). A
     surge says which sign-ups are excess, not whose, so these edges come last: an
     account that a link, a fragment merge or an attachment placed stays where it is,
     and the rest first join the fleet that holds most of their cohort's placed members
