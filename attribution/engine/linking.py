@@ -136,7 +136,10 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     signup = _signup_networks(graph, accounts)
     signups = _signups(graph, accounts, signup, feats)
     bursts = _creation_blocks(signups, params)
-    surges = _surge_blocks(signups, params)
+    # Only surges as strong for a member as a burst must be to attach a loner on its
+    # sign-up alone (``attach_min``) say anything of it: the cohorts and the episodes alike.
+    surges = _surge_blocks(signups, params).filter(
+        pl.col("s") >= params.attach_min * params.cap["creation"])
     creation = _creation_evidence(bursts, params)
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
@@ -229,7 +232,7 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
                   surges: pl.DataFrame, strong: pl.DataFrame, edges: pl.DataFrame,
                   p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Edges inside sign-up cohorts: (edges, members as ``bursts`` are, pairs scored);
-    ``strong`` is ``_strong_bursts``.
+    ``surges`` are the strong ones (``infer_links``), ``strong`` is ``_strong_bursts``.
 
     A sign-up surge (``_surge_blocks``) is a cohort over days, not one batch: an
     operator that registers a few accounts at a time through one rented service and
@@ -248,7 +251,6 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     never joins an account to a fleet that other evidence formed.
     """
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
-    surges = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"])
     unused = pl.col("idx").is_in(_dormant(graph, p))
     sure = unused | (pl.col("s") >= p.cohort_used_min * p.cap["creation"])
     quiet = sure & ~pl.col("idx").is_in(linked) & ~pl.col("idx").is_in(strong["idx"].implode())
@@ -623,12 +625,11 @@ def _surge_episodes(surges: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
     """(members, stats): each member's episode (idx, episode, *SURGE_TRAITS) and what each
     episode was (``_episode_stats``).
 
-    An episode is the members of one network's surges (as strong as a cohort's:
-    ``attach_min``) whose sign-ups follow one another within ``surge_days``: an operation
+    An episode is the members of one network's strong surges (``infer_links``) whose
+    sign-ups follow one another within ``surge_days``: an operation
     that registers its accounts through one rented service over weeks surges in several
     windows in a row. Episodes are numbered by network and first sign-up."""
-    members = surges.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
-        "idx").unique().join(signups.select("idx", "signup_net", "minute", *SURGE_TRAITS),
+    members = surges.select("idx").unique().join(signups.select("idx", "signup_net", "minute", *SURGE_TRAITS),
                              on="idx")
     gap = pl.col("minute").diff().over("signup_net").fill_null(0) > p.surge_days * 1440
     members = members.sort("signup_net", "minute", "idx").with_columns(
@@ -667,9 +668,13 @@ def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
         near_all = within(every, row["start"] - margin, row["end"] + margin)
         away = len(every) - near_all
         lam = within(every, row["start"], row["end"]) * (len(mine) - near_n) / away if away else 0.0
-        chance = (k * np.log(k / lam) - k + lam) / np.log(10.0) if lam > 0 and k > lam else 0.0
-        rows.append((row["episode"], row["network"], row["start"], row["end"], k, lam, chance))
-    return pl.DataFrame(rows, schema=EPISODE_SCHEMA, orient="row")
+        rows.append((row["episode"], row["network"], row["start"], row["end"], k, lam))
+    stats = pl.DataFrame(rows, schema={c: EPISODE_SCHEMA[c] for c in list(EPISODE_SCHEMA)[:5]}
+                         | {"lam": pl.Float64}, orient="row")
+    chance = pl.when((pl.col("lam") > 0) & (pl.col("signups") > pl.col("lam"))).then(
+        _surprise("signups") / np.log(10.0)).otherwise(0.0)
+    return stats.select(*list(EPISODE_SCHEMA)[:5], pl.col("lam").alias("expected"),
+                        chance.alias("log10_chance"))
 
 
 def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:
