@@ -39,7 +39,7 @@ from attribution.contracts.vocabulary import (
 from attribution.engine import features
 from attribution.engine.lockstep import Blocks
 from attribution.engine.matrix import list_matrix
-from attribution.stages.activity import network_of
+from attribution.stages.activity import PROXY_PREFIX, network_of
 from attribution.stages.behaviour import MINHASH_K
 
 # Group-level synchrony: a sign-up burst, a lockstep block. A pair's own minutes
@@ -155,7 +155,9 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
     strong = _strong_bursts(bursts, graph, params)
-    cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, signup, surges,
+    networks = pl.concat([signup, signups.select("idx", pl.col("use_net").alias("net"))
+                          .drop_nulls()]).unique()
+    cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, networks, surges,
                                                               strong, edges, params)
     episodes, episode_stats = _surge_episodes(surges, signups, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
@@ -228,11 +230,12 @@ def _batch_scored(net: pl.DataFrame, creation: pl.DataFrame, tables: PairTables,
     return _decide(scored, p).select(edges.columns), scored.height
 
 
-def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame,
+def _cohort_edges(graph: PropertyGraph, tables: PairTables, networks: pl.DataFrame,
                   surges: pl.DataFrame, strong: pl.DataFrame, edges: pl.DataFrame,
                   p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Edges inside sign-up cohorts: (edges, members as ``bursts`` are, pairs scored);
-    ``surges`` are the strong ones (``infer_links``), ``strong`` is ``_strong_bursts``.
+    ``surges`` are the strong ones (``infer_links``), ``strong`` is ``_strong_bursts``,
+    ``networks`` (idx, net) each account's networks by both counts (``SURGE_KEYS``).
 
     A sign-up surge (``_surge_blocks``) is a cohort over days, not one batch: an
     operator that registers a few accounts at a time through one rented service and
@@ -257,7 +260,7 @@ def _cohort_edges(graph: PropertyGraph, tables: PairTables, signup: pl.DataFrame
     members = surges.select("block", "idx", "s", "lam", quiet.alias("dormant"))
     cohort = surges.filter(quiet)
     cohort = cohort.filter(pl.len().over("block") >= p.burst_min_size)
-    found, scored = _batch_scored(_burst_network_evidence(graph, signup, cohort, p, unused_ends=0),
+    found, scored = _batch_scored(_burst_network_evidence(graph, networks, cohort, p, unused_ends=0),
                                   _creation_evidence(cohort, p), tables, edges, p)
     return found, members, scored
 
@@ -456,22 +459,30 @@ def email_shape(local: pl.Expr) -> pl.Expr:
 # What a sign-up cohort's members are compared on (``_surge_posterior``): how much the
 # account has used the service, what for, on which plan, from which device zone.
 SURGE_TRAITS = ("level", "cap_main", "plan", "zone")
+# The two counts of a network's sign-ups (``_surge_blocks``): by the network an account
+# signed up through, and by the proxy service it has mostly used since.
+SURGE_KEYS = ("signup_net", "use_net")
+SURGE_SCHEMA = {"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64, "lam": pl.Float64,
+                "key": pl.String, "net": pl.String}
 
 
 def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
              feats: pl.DataFrame) -> pl.DataFrame:
-    """(idx, minute, email_domain, shape, signup_net, *SURGE_TRAITS): each account's sign-up
-    (its network: ``_signup_networks``) and what it has been since (``_level``, its main
-    capability, plan and device zone from ``feats``)."""
+    """(idx, minute, email_domain, shape, signup_net, use_net, *SURGE_TRAITS): each
+    account's sign-up (its network: ``_signup_networks``), the proxy service it has mostly
+    used since (``_proxy_of_use``) and what it has been (``_level``, its main capability,
+    plan and device zone from ``feats``)."""
     zones = feats.select("account_id", pl.col("timezone").fill_null("").alias("zone"))
     return graph.accounts.join(index, on="account_id").join(
         signup.rename({"net": "signup_net"}), on="idx", how="left").join(
-        zones, on="account_id", how="left").select(
+        zones, on="account_id", how="left").join(
+        _proxy_of_use(graph), on="account_id", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
         email_shape(pl.col("email_local").fill_null("")).alias("shape"),
         "signup_net",
+        "use_net",
         _level().alias("level"),
         pl.when(pl.col("active_minutes").fill_null(0) > 0)
         .then(pl.col("capabilities").list.arg_max()).cast(pl.Int32).fill_null(-1)
@@ -553,8 +564,13 @@ def _creation_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
 
 
 def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """Sign-up surges: (block, idx, s, lam) for the accounts a network signed up in a
-    window of days when it signed up far more than its share.
+    """Sign-up surges: (block, idx, s, lam, key, net) for the accounts a network signed up
+    in a window of days when it signed up far more than its share.
+
+    A network's accounts are counted twice, each way against its own history
+    (``SURGE_KEYS``): by the network they signed up through, and by the proxy service they
+    have mostly used since (``_proxy_of_use``: an operator signing up through exits nobody
+    marked). ``key`` says which count a block is of.
 
     An operator that registers its accounts a few at a time, minutes apart, through a
     proxy service makes no burst: each half hour holds a handful, and the service's own
@@ -577,25 +593,33 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
     as likely the background's. Strength as for a burst, with that chance in place of
     the window's excess share: the Poisson surprise and the member's chance.
     """
-    keyed = acc.drop_nulls(["signup_net"])
+    return pl.concat([_surges_by(acc, key, p) for key in SURGE_KEYS])
+
+
+def _surges_by(acc: pl.DataFrame, key: str, p: LinkParams) -> pl.DataFrame:
+    """``_surge_blocks`` with each account's network read from column ``key``."""
+    # every sign-up is the accounts with a known sign-up network, whichever the count
+    everyone = acc.drop_nulls(["signup_net"])
+    keyed = everyone.drop_nulls([key]).with_columns(pl.col(key).alias("net"))
     if keyed.height < 2:
-        return _empty_blocks()
+        return pl.DataFrame(schema=SURGE_SCHEMA)
     width = p.surge_days * 1440
-    total = keyed.height
-    base = keyed.group_by("signup_net").agg(pl.len().alias("t_n"))
+    total = everyone.height
+    base = keyed.group_by("net").agg(pl.len().alias("t_n"))
     cap = p.cap["creation"]
     out = []
     for offset in (0, width // 2):
-        counted = keyed.with_columns(((pl.col("minute") + offset) // width).alias("window"))
-        t_w = counted.group_by("window").agg(pl.len().alias("t_w"))
-        k = counted.group_by("window", "signup_net").agg(pl.len().alias("k"))
+        window = ((pl.col("minute") + offset) // width).alias("window")
+        counted = keyed.with_columns(window)
+        t_w = everyone.group_by(window).agg(pl.len().alias("t_w"))
+        k = counted.group_by("window", "net").agg(pl.len().alias("k"))
         # the window and its two neighbours are left out of the share: a cohort that
         # spills over a window's edge is not its own history
         near_w = _around(t_w, "t_w", [])
-        near_k = _around(k, "k", ["signup_net"])
+        near_k = _around(k, "k", ["net"])
         cells = (
-            k.join(t_w, on="window").join(base, on="signup_net")
-            .join(near_w, on="window").join(near_k, on=["window", "signup_net"])
+            k.join(t_w, on="window").join(base, on="net")
+            .join(near_w, on="window").join(near_k, on=["window", "net"])
             .filter((pl.col("k") >= p.burst_min_size)
                     & (pl.col("t_n") - pl.col("near_k") >= p.surge_base_min)
                     & (pl.col("near_t_w") < total))
@@ -604,18 +628,20 @@ def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
             .with_columns(_surprise("k").alias("surprise"))
             .filter(pl.col("k") > pl.col("lam"))
         )
-        members = counted.join(cells.select("window", "signup_net", "lam", "surprise"),
-                               on=["window", "signup_net"])
+        members = counted.join(cells.select("window", "net", "lam", "surprise"),
+                               on=["window", "net"])
         share = _surge_posterior(counted, members, cells, p)
-        blocks = members.join(share, on=["window", "signup_net", "idx"]).with_columns(
+        blocks = members.join(share, on=["window", "net", "idx"]).with_columns(
             (cap * pl.col("excess") * (pl.col("surprise") / 10.0).clip(0.0, 1.0)).alias("s")
         ).filter(pl.col("s") >= p.min_block_strength)
         out.append(blocks.select(
             pl.struct(pl.lit(offset).alias("offset"), pl.lit("surge").alias("scale"), "window",
-                      "signup_net").hash(seed=5).alias("block"),
+                      "net", pl.lit(key).alias("key")).hash(seed=5).alias("block"),
             pl.col("idx").cast(pl.Int32),
             "s",
             pl.col("lam").cast(pl.Float64),
+            pl.lit(key).alias("key"),
+            "net",
         ))
     return pl.concat(out)
 
@@ -625,35 +651,38 @@ def _surge_episodes(surges: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
     """(members, stats): each member's episode (idx, episode, *SURGE_TRAITS) and what each
     episode was (``_episode_stats``).
 
-    An episode is the members of one network's strong surges (``infer_links``) whose
-    sign-ups follow one another within ``surge_days``: an operation
-    that registers its accounts through one rented service over weeks surges in several
-    windows in a row. Episodes are numbered by network and first sign-up."""
-    members = surges.select("idx").unique().join(signups.select("idx", "signup_net", "minute", *SURGE_TRAITS),
-                             on="idx")
-    gap = pl.col("minute").diff().over("signup_net").fill_null(0) > p.surge_days * 1440
-    members = members.sort("signup_net", "minute", "idx").with_columns(
-        gap.cum_sum().over("signup_net").alias("_run")).with_columns(
-        pl.struct("signup_net", "_run").rank("dense").cast(pl.Int64).alias("episode"))
+    An episode is the members of one network's strong surges (``infer_links``; counted
+    either way, ``SURGE_KEYS``) whose sign-ups follow one another within ``surge_days``:
+    an operation that registers its accounts through one rented service over weeks surges
+    in several windows in a row. Episodes are numbered by network and first sign-up."""
+    members = surges.select("idx", "net").unique().join(
+        signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
+    gap = pl.col("minute").diff().over("net").fill_null(0) > p.surge_days * 1440
+    members = members.sort("net", "minute", "idx").with_columns(
+        gap.cum_sum().over("net").alias("_run")).with_columns(
+        pl.struct("net", "_run").rank("dense").cast(pl.Int64).alias("episode"))
     return (members.select("idx", "episode", *SURGE_TRAITS),
             _episode_stats(members, signups, p))
 
 
 def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
                    ) -> pl.DataFrame:
-    """One row per episode: its network, first and last sign-up minute, the sign-ups the
-    network took in that span, how many its share of every sign-up away from the span
-    (and ``surge_days`` either side) predicts, and the Poisson odds of as many: what an
-    analyst quotes (``EPISODE_SCHEMA``)."""
+    """One row per episode: its network, first and last sign-up minute, the network's new
+    accounts in that span (signed up through it, or mostly using it since: either count of
+    ``SURGE_KEYS``), how many its share of every sign-up away from the span (and
+    ``surge_days`` either side) predicts, and the Poisson odds of as many: what an analyst
+    quotes (``EPISODE_SCHEMA``)."""
     if not members.height:
         return pl.DataFrame(schema=EPISODE_SCHEMA)
     spans = members.group_by("episode").agg(
-        pl.col("signup_net").first().alias("network"), pl.col("minute").min().alias("start"),
+        pl.col("net").first().alias("network"), pl.col("minute").min().alias("start"),
         pl.col("minute").max().alias("end")).sort("episode")
-    keyed = signups.drop_nulls(["signup_net"])
-    every = np.sort(keyed["minute"].to_numpy())
+    everyone = signups.drop_nulls(["signup_net"])
+    every = np.sort(everyone["minute"].to_numpy())
+    accounts = pl.concat([everyone.select("idx", "minute", pl.col(key).alias("net"))
+                          for key in SURGE_KEYS]).drop_nulls("net").unique(["idx", "net"])
     own = {net: np.sort(part["minute"].to_numpy())
-           for (net,), part in keyed.group_by("signup_net")}
+           for (net,), part in accounts.group_by("net")}
     margin = p.surge_days * 1440
 
     def within(x: np.ndarray, lo: int, hi: int) -> int:
@@ -686,7 +715,7 @@ def _around(counts: pl.DataFrame, column: str, keys: list[str]) -> pl.DataFrame:
 
 def _surge_posterior(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.DataFrame,
                      p: LinkParams) -> pl.DataFrame:
-    """(window, signup_net, idx, excess): each surge member's chance of being the excess
+    """(window, net, idx, excess): each surge member's chance of being the excess
     rather than one of the network's ordinary sign-ups (see ``_surge_blocks``).
 
     Naive Bayes over ``SURGE_TRAITS``, pooled over a network's surges. The prior odds are
@@ -696,41 +725,41 @@ def _surge_posterior(counted: pl.DataFrame, members: pl.DataFrame, cells: pl.Dat
     ``surge_base_min``), add-one smoothed; the excess's mix is what the members hold beyond
     lambda times that (plus a half count, so that no value is impossible).
     """
-    ordinary = counted.join(members.select("window", "signup_net"), on=["window", "signup_net"],
+    ordinary = counted.join(members.select("window", "net"), on=["window", "net"],
                             how="anti")
-    lam = cells.group_by("signup_net").agg(pl.col("lam").sum().alias("lam"))
-    prior = members.group_by("signup_net").agg(pl.len().alias("k")).join(lam, on="signup_net")
-    out = members.select("window", "signup_net", "idx").join(prior.select(
-        "signup_net",
+    lam = cells.group_by("net").agg(pl.col("lam").sum().alias("lam"))
+    prior = members.group_by("net").agg(pl.len().alias("k")).join(lam, on="net")
+    out = members.select("window", "net", "idx").join(prior.select(
+        "net",
         ((pl.col("k") - pl.col("lam")).clip(lower_bound=0.5) / pl.col("lam")).log().alias("logit"),
-    ), on="signup_net")
-    n_own = ordinary.group_by("signup_net").agg(pl.len().alias("n_own"))
+    ), on="net")
+    n_own = ordinary.group_by("net").agg(pl.len().alias("n_own"))
     for trait in SURGE_TRAITS:
         values = max(counted[trait].n_unique(), 1)
-        own = ordinary.group_by("signup_net", trait).agg(pl.len().alias("o"))
+        own = ordinary.group_by("net", trait).agg(pl.len().alias("o"))
         population = ordinary.group_by(trait).agg(
             (pl.len() / max(ordinary.height, 1)).alias("f_all"))
         odds = (
-            members.group_by("signup_net", trait).agg(pl.len().alias("c"))
-            .join(own, on=["signup_net", trait], how="left")
-            .join(n_own, on="signup_net", how="left").join(population, on=trait, how="left")
-            .join(lam, on="signup_net")
+            members.group_by("net", trait).agg(pl.len().alias("c"))
+            .join(own, on=["net", trait], how="left")
+            .join(n_own, on="net", how="left").join(population, on=trait, how="left")
+            .join(lam, on="net")
             .with_columns(pl.when(pl.col("n_own").fill_null(0) >= p.surge_base_min)
                           .then((pl.col("o").fill_null(0) + 1.0) / (pl.col("n_own") + values))
                           .otherwise(pl.col("f_all").fill_null(1.0 / values)).alias("f_ordinary"))
             .with_columns(((pl.col("c") - pl.col("lam") * pl.col("f_ordinary")).clip(lower_bound=0.0)
                            + 0.5).alias("excess"))
-            .with_columns((pl.col("excess") / pl.col("excess").sum().over("signup_net"))
+            .with_columns((pl.col("excess") / pl.col("excess").sum().over("net"))
                           .alias("f_excess"))
-            .select("signup_net", trait,
+            .select("net", trait,
                     (pl.col("f_excess").log() - pl.col("f_ordinary").log()).alias("llr"))
         )
-        out = (out.join(members.select("window", "signup_net", "idx", trait),
-                        on=["window", "signup_net", "idx"])
-               .join(odds, on=["signup_net", trait], how="left")
+        out = (out.join(members.select("window", "net", "idx", trait),
+                        on=["window", "net", "idx"])
+               .join(odds, on=["net", trait], how="left")
                .with_columns(pl.col("logit") + pl.col("llr").fill_null(0.0))
                .drop(trait, "llr"))
-    return out.select("window", "signup_net", "idx",
+    return out.select("window", "net", "idx",
                       (1.0 / (1.0 + (-pl.col("logit")).exp())).alias("excess"))
 
 
@@ -766,11 +795,32 @@ def _signup_networks(graph: PropertyGraph, index: pl.DataFrame) -> pl.DataFrame:
             .join(index, on="account_id").select("idx", "net"))
 
 
+def _proxy_of_use(graph: PropertyGraph) -> pl.DataFrame:
+    """(account_id, use_net): the proxy service that carries most of an account's requests
+    (named as ``_signup_networks`` names it), for the accounts that have one.
+
+    Lists of proxy exits are never complete: an operator registers its accounts through
+    the service it rents, but some of them from exits that nobody has marked, and those
+    count among an ISP's sign-ups. What they have done since tells: most of their requests
+    went through the service's marked exits (``_surge_blocks`` counts the accounts of each
+    service a second time, by this)."""
+    requests = (graph.uses.filter(pl.col("kind") == "ip")
+                .join(network_of(graph.ips, graph.proxies), left_on="entity_id", right_on="ip")
+                .group_by("account_id", "network").agg(pl.col("count").sum())
+                .with_columns((pl.col("count") / pl.col("count").sum().over("account_id"))
+                              .alias("share")))
+    return requests.filter(pl.col("network").str.starts_with(PROXY_PREFIX)
+                           & (pl.col("share") > 0.5)).select(
+        "account_id", pl.col("network").alias("use_net"))
+
+
 def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,
                             p: LinkParams, unused_ends: int = 2) -> pl.DataFrame:
     """(a, b, family, s): members of one sign-up burst who signed up through one network.
 
-    A network here is the sign-up network (``signup``: ``_signup_networks``). Two ordinary
+    A network here is the sign-up network (``signup``: ``_signup_networks``; a surge's own,
+    where ``bursts`` are a surge's, and then ``signup`` holds both counts of each
+    network's accounts, ``SURGE_KEYS``). Two ordinary
     users share a mid-sized ISP by chance, so a pair is no evidence; m of a
     burst's k members on a network that carries a share ``q`` of all sign-ups,
     where about k * q were expected, is, with the same Poisson surprise as the
@@ -785,7 +835,9 @@ def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: 
         return _empty_rows()
     share = signup.group_by("net").agg((pl.len() / graph.accounts.height).alias("q"))
     sizes = bursts.group_by("block").agg(pl.len().alias("k"))
-    members = bursts.select("block", "idx").join(signup, on="idx").join(share, on="net")
+    # a surge's members are on its network by construction (either count: ``SURGE_KEYS``)
+    members = (bursts.select("block", "idx", "net") if "net" in bursts.columns
+               else bursts.select("block", "idx").join(signup, on="idx")).join(share, on="net")
     cap = p.cap["network"]
     blocks = (
         members.group_by("block", "net")

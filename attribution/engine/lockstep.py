@@ -73,6 +73,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.special import betainc, gammainc
 
 from attribution.contracts.settings import LockstepParams
+from attribution.stages.activity import PROXY_PREFIX
 
 MINUTES_PER_DAY = 1440
 ROUND = 6  # decimals of the surprises the detector decides on and reports
@@ -131,7 +132,7 @@ def split_by_zone(act: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
     the service does not already say, and ISPs and datacenters are not split: their
     users are mostly of one country, and a minority zone there isolates small closed
     groups (a team abroad, one company's bots) that act together every day by design."""
-    on_proxy = act.filter(pl.col("network").str.starts_with("proxy:")).join(zones, on="account_id")
+    on_proxy = act.filter(pl.col("network").str.starts_with(PROXY_PREFIX)).join(zones, on="account_id")
     if on_proxy.height == 0:
         return act
     modal = (on_proxy.group_by("network", "timezone").agg(pl.len().alias("c"))

@@ -28,6 +28,7 @@ from attribution.engine.fleets import fleet_edges, surge_homes
 from attribution.engine.linking import Links
 from attribution.engine.lockstep import describe_network
 from attribution.engine.matrix import list_matrix
+from attribution.stages.activity import PROXY_PREFIX
 
 HARVEST = ("coding", "agentic", "reasoning")
 # Feature -> (weight in log-odds, evidence kind, sentence template).
@@ -283,9 +284,13 @@ def describe_surge(row: dict[str, object]) -> str:
     odds = "less than 1 in 10^100" if chance >= 100 else f"1 in 10^{int(chance)}"
     start, end = (dt.datetime.fromtimestamp(int(row[k]) * 60, dt.UTC).date()  # type: ignore[call-overload]
                   for k in ("start", "end"))
-    return (f"; {row['n']} of them signed up through {where} from {start} to {end}, when it "
-            f"took {row['signups']} sign-ups where its usual share of all sign-ups predicts about "
-            f"{float(row['expected']):.0f}; {odds} by chance")  # type: ignore[arg-type]
+    # a proxy service's accounts are also those that have mostly used it since
+    # (``linking.SURGE_KEYS``): an unmarked exit of it signed some of them up
+    since = (", or have sent most of their requests through it since"
+             if str(row["network"]).startswith(PROXY_PREFIX) else "")
+    return (f"; {row['n']} of them signed up through {where} from {start} to {end}{since}, "
+            f"when it took {row['signups']} such accounts where its usual share of all sign-ups "
+            f"predicts about {float(row['expected']):.0f}; {odds} by chance")  # type: ignore[arg-type]
 
 
 def describe_block(row: dict[str, object]) -> str:

@@ -15,13 +15,15 @@ import polars as pl
 from attribution.contracts.graph import ACTIVITY_SCHEMA
 from attribution.stages.codes import coded, ranks
 
+PROXY_PREFIX = "proxy:"  # a network that is a proxy service, not an ASN or a prefix
+
 
 def network_of(ips: pl.DataFrame, proxies: pl.DataFrame) -> pl.DataFrame:
     """ip -> network: the proxy provider of a known exit (a campaign rotating through
     one provider's exits stays one value), else the ASN, else the /24 (/48 for IPv6)."""
     return ips.join(proxies.select("proxy_id", "provider"), on="proxy_id", how="left").select(
         "ip",
-        pl.coalesce(pl.lit("proxy:") + pl.col("provider"),
+        pl.coalesce(pl.lit(PROXY_PREFIX) + pl.col("provider"),
                     pl.lit("asn:") + pl.col("asn").cast(pl.String), _prefix(pl.col("ip")))
         .alias("network"))
 

@@ -132,6 +132,65 @@ def test_without_a_history_on_the_network_there_is_no_surge() -> None:
     assert surges_of(world).filter(pl.col("account_id").str.starts_with("c")).height == 0
 
 
+def unmarked_signups(world: dict[str, pl.DataFrame], prefix: str) -> dict[str, pl.DataFrame]:
+    """The accounts named ``prefix...`` signed up from addresses on the service's ASN that
+    no list marks as its exits (and used only its marked ones since)."""
+    accounts = world["accounts"].with_columns(
+        pl.when(pl.col("account_id").str.starts_with(prefix))
+        .then(pl.lit("198.18.9.") + (pl.col("account_id").str.slice(1).cast(pl.Int32) % 50 + 1)
+              .cast(pl.String))
+        .otherwise(pl.col("signup_ip")).alias("signup_ip"))
+    unmarked = pl.DataFrame({"ip": [f"198.18.9.{h}" for h in range(1, 51)], "asn": 64600,
+                             "country": "US"})
+    return {**world, "accounts": accounts,
+            "ips": pl.concat([world["ips"], unmarked], how="diagonal_relaxed")}
+
+
+def networks_of(world: dict[str, pl.DataFrame]) -> dict[str, tuple[str, str | None]]:
+    """account_id -> (the network it signed up through, the proxy service it mostly used)."""
+    graph = build_graph(world)
+    index = graph.accounts.select("account_id").with_row_index("idx").with_columns(
+        pl.col("idx").cast(pl.Int32))
+    got = _signups(graph, index, _signup_networks(graph, index), account_features(graph)).join(
+        index, on="idx")
+    return {a: (s, u) for a, s, u in got.select("account_id", "signup_net", "use_net").iter_rows()}
+
+
+def test_a_signup_from_an_unmarked_exit_counts_for_the_service_its_traffic_goes_through() -> None:
+    # the light members signed up from exits nobody marked and used the service's marked
+    # ones since; the unused members signed up the same way have no traffic to tell
+    world = unmarked_signups(surge_world(light=30), "c")
+    nets = networks_of(world)
+    assert {nets[f"c{i:03d}"] for i in range(30)} == {("asn:64600", "proxy:Strata")}
+    assert {nets[f"c{i:03d}"] for i in range(30, 90)} == {("asn:64600", None)}
+    got = surges_of(world)
+    strong = LinkParams().attach_min * LinkParams().cap["creation"]
+    light = got.filter(pl.col("account_id").is_in([f"c{i:03d}" for i in range(30)]))
+    assert light.height == 30
+    assert light["s"].min() >= strong  # type: ignore[operator]
+    # counted by use, the service's customers who signed up that week are no surge either
+    others = got.filter(~pl.col("account_id").str.starts_with("c"))
+    assert others.filter(pl.col("s") >= strong).height == 0
+
+
+def test_a_minority_of_traffic_through_a_service_is_no_use_of_it() -> None:
+    world = surge_world(light=4, light_rate=7.0)
+    # c000-c003 signed up from an ISP, and sent a third of their traffic through the service
+    home = world["exchanges"].filter(pl.col("account_id").is_in(["c000", "c001", "c002", "c003"]))
+    home = home.with_columns(pl.lit("198.51.0.7").alias("ip"))
+    world = {**world,
+             "accounts": world["accounts"].with_columns(
+                 pl.when(pl.col("account_id").str.starts_with("c00"))
+                 .then(pl.lit("198.51.0.7")).otherwise(pl.col("signup_ip")).alias("signup_ip")),
+             "exchanges": pl.concat([world["exchanges"], home, home])}
+    world["account_ips"] = world["exchanges"].group_by("account_id", "ip").agg(
+        pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"),
+        pl.len().cast(pl.Int64).alias("requests"))
+    nets = networks_of(world)
+    assert {nets[f"c{i:03d}"] for i in range(4)} == {("asn:64500", None)}
+    assert nets["d0000"] == ("proxy:Strata", "proxy:Strata")
+
+
 def scored(world: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(account_id, fleet, belief) after the fleet stage, (account_id, sybil_score) and the
     fleets' feature evidence (fleet, kind, detail, weight)."""
@@ -285,6 +344,9 @@ def test_the_fleet_of_a_surge_quotes_it_in_its_burst_sentence() -> None:
     _, _, evidence = scored(surge_world())
     burst = evidence.filter(pl.col("kind") == "creation_burst")["detail"].to_list()
     assert len(burst) == 1
-    assert "signed up through the same proxy service (Strata)" in burst[0]
-    assert re.search(r"where its usual share of all sign-ups predicts about 1\d; 1 in 10\^\d+ "
-                     r"by chance$", burst[0]), burst[0]
+    # the 90, six customers who signed up that week and the service's usual four or five
+    assert ("; 90 of them signed up through the same proxy service (Strata) from 2027-01-30 to "
+            "2027-02-05, or have sent most of their requests through it since, when it took 101 "
+            "such accounts") in burst[0]
+    assert re.search(r"such accounts where its usual share of all sign-ups predicts about 1\d; "
+                     r"1 in 10\^\d+ by chance$", burst[0]), burst[0]
