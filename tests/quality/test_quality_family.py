@@ -30,9 +30,10 @@ ACCOUNTS = 20_000
 # Legitimate populations that look like fleets and must stay unflagged (issue 12: <= 2 %).
 OPEN_POPULATIONS = ("company_team", "lab_employee", "ci_bot", "api_customer", "heavy_developer",
                     "heavy_chat", "eval_burst", "cafe", "onboarding_team", "family")
-# Per seed, at or below the issue's bars (0.90, 0.8) where seed 201 is (recall 0.898, ARI 0.81).
-RECALL_FLOOR = 0.88
-ARI_FLOOR = 0.78
+# Per seed, the issue's bars (recall 0.90, ARI 0.8): seed 201, the lowest of the three, is at
+# 0.927 and 0.816 since session 16 (not every held-out seed is: 204's ARI is 0.63).
+RECALL_FLOOR = 0.90
+ARI_FLOOR = 0.8
 
 
 @pytest.fixture(scope="module", params=SEEDS)
@@ -95,16 +96,15 @@ def test_lockstep_blocks_are_campaigns_and_read_as_sentences(family_run: Path) -
 
 
 # Issue 12 asks the bars at 200k accounts as well, issue 13 the hard tactics there. One
-# held-out world (seed 201) is run at that size. The engine meets precision, false
-# accusations, calibration and the open populations; recall and ARI are far below the
-# issue's 0.90 and 0.8 (careful campaigns are found in part, 0.75 of their accounts in
-# fleets of their own), so they are asserted at what the engine reaches (0.873 and 0.686,
-# the tactics 0.75 / 0.83 / 0.90 since session 15's surge merging), so that nothing
-# slides back.
+# held-out world (seed 201) is run at that size. Since session 16 (a proxy service's
+# accounts counted by the service they use as well as by their sign-up) the engine meets
+# issue 12's bars there (recall 0.935, ARI 0.815) and issue 13's 0.8 for each hard tactic
+# (careful 0.89, mobile proxies 0.82, datacenter 0.90), asserted as the bars; not issue 13's
+# overall recall of 0.95, asserted at issue 12's 0.90.
 LARGE = 200_000
-LARGE_RECALL_FLOOR = 0.84
-LARGE_ARI_FLOOR = 0.6
-LARGE_TACTIC_FLOORS = {"careful": 0.7, "mobile_resale": 0.75, "dc_rotating": 0.85}
+LARGE_RECALL_FLOOR = 0.90
+LARGE_ARI_FLOOR = 0.8
+LARGE_TACTIC_FLOORS = {"careful": 0.8, "mobile_resale": 0.8, "dc_rotating": 0.8}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_large_world_bars(large_quality: Quality) -> None:
         assert share is None or share <= 0.02, (kind, share)
 
 
-def test_large_world_recall_where_the_engine_is(large_quality: Quality) -> None:
+def test_large_world_recall_fleets_and_hard_tactics(large_quality: Quality) -> None:
     q = large_quality
     assert q.sybil_recall >= LARGE_RECALL_FLOOR
     assert q.ari >= LARGE_ARI_FLOOR
