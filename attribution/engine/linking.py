@@ -39,7 +39,7 @@ from attribution.contracts.vocabulary import (
 from attribution.engine import features
 from attribution.engine.lockstep import Blocks
 from attribution.engine.matrix import list_matrix
-from attribution.stages.activity import PROXY_PREFIX, network_of
+from attribution.stages.activity import network_of, proxy_network
 from attribution.stages.behaviour import MINHASH_K
 
 # Group-level synchrony: a sign-up burst, a lockstep block. A pair's own minutes
@@ -476,7 +476,7 @@ def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
     return graph.accounts.join(index, on="account_id").join(
         signup.rename({"net": "signup_net"}), on="idx", how="left").join(
         zones, on="account_id", how="left").join(
-        _proxy_of_use(graph), on="account_id", how="left").select(
+        _proxy_of_use(graph, feats), on="account_id", how="left").select(
         "idx",
         (pl.col("created_at").dt.epoch("s") // 60).alias("minute"),
         pl.col("email_domain").fill_null(""),
@@ -795,23 +795,25 @@ def _signup_networks(graph: PropertyGraph, index: pl.DataFrame) -> pl.DataFrame:
             .join(index, on="account_id").select("idx", "net"))
 
 
-def _proxy_of_use(graph: PropertyGraph) -> pl.DataFrame:
-    """(account_id, use_net): the proxy service that carries most of an account's requests
-    (named as ``_signup_networks`` names it), for the accounts that have one.
+def _proxy_of_use(graph: PropertyGraph, feats: pl.DataFrame) -> pl.DataFrame:
+    """(account_id, use_net): the proxy service that carries more than half of an
+    account's requests (``ip_req`` of ``feats``; named as ``_signup_networks`` names it),
+    for the accounts that have one.
 
     Lists of proxy exits are never complete: an operator registers its accounts through
     the service it rents, but some of them from exits that nobody has marked, and those
     count among an ISP's sign-ups. What they have done since tells: most of their requests
     went through the service's marked exits (``_surge_blocks`` counts the accounts of each
     service a second time, by this)."""
+    exits = graph.ips.filter(pl.col("proxy_id").is_not_null()).join(
+        graph.proxies.select("proxy_id", "provider"), on="proxy_id").select(
+        "ip", proxy_network(pl.col("provider")).alias("use_net"))
     requests = (graph.uses.filter(pl.col("kind") == "ip")
-                .join(network_of(graph.ips, graph.proxies), left_on="entity_id", right_on="ip")
-                .group_by("account_id", "network").agg(pl.col("count").sum())
-                .with_columns((pl.col("count") / pl.col("count").sum().over("account_id"))
-                              .alias("share")))
-    return requests.filter(pl.col("network").str.starts_with(PROXY_PREFIX)
-                           & (pl.col("share") > 0.5)).select(
-        "account_id", pl.col("network").alias("use_net"))
+                .join(exits, left_on="entity_id", right_on="ip")
+                .group_by("account_id", "use_net").agg(pl.col("count").sum())
+                .join(feats.select("account_id", "ip_req"), on="account_id"))
+    return requests.filter(pl.col("count") > 0.5 * pl.col("ip_req")).select(
+        "account_id", "use_net")
 
 
 def _burst_network_evidence(graph: PropertyGraph, signup: pl.DataFrame, bursts: pl.DataFrame,

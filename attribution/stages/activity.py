@@ -23,9 +23,14 @@ def network_of(ips: pl.DataFrame, proxies: pl.DataFrame) -> pl.DataFrame:
     one provider's exits stays one value), else the ASN, else the /24 (/48 for IPv6)."""
     return ips.join(proxies.select("proxy_id", "provider"), on="proxy_id", how="left").select(
         "ip",
-        pl.coalesce(pl.lit(PROXY_PREFIX) + pl.col("provider"),
+        pl.coalesce(proxy_network(pl.col("provider")),
                     pl.lit("asn:") + pl.col("asn").cast(pl.String), _prefix(pl.col("ip")))
         .alias("network"))
+
+
+def proxy_network(provider: pl.Expr) -> pl.Expr:
+    """The network a proxy provider's exits are named by (``network_of``)."""
+    return pl.lit(PROXY_PREFIX) + provider
 
 
 def _prefix(ip: pl.Expr) -> pl.Expr:
