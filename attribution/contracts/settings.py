@@ -82,10 +82,14 @@ class FleetParams:
     fragment_touch: float = 0.25      # share of each of the two fleets that uses it
     fragment_conceal_gap: float = 0.5  # ... and whose rented-traffic shares differ at most this
     # The fleets of one sign-up surge (see fleets.merge_surges): a fleet belongs to the
-    # episode holding this share of it, and merges where a test of homogeneity of its
-    # members' traits against the group's gives at least this p-value, or where no
-    # trait's mix differs by more than this total variation distance.
+    # episode whose strong members are this share of the members it does not leave in
+    # doubt, and at least ``surge_least`` of all (a quarter, as the fragment merge asks of
+    # shared operator evidence: three members of 28 say little of the rest), and merges
+    # where a test of homogeneity of its members' traits against the group's gives at
+    # least this p-value, or where no trait's mix differs by more than this total
+    # variation distance.
     surge_share: float = 0.5
+    surge_least: float = 0.25
     surge_alpha: float = 1e-3
     surge_gap: float = 0.2
 

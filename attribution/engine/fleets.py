@@ -502,9 +502,10 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     service for weeks and then acts in small waves: the links find it in dozens of
     pieces (a batch, a lockstep wave, a cohort), while the surge of sign-ups through
     that service (``Links.episodes``: one network's surge windows in a row) is one
-    operation's. A fleet belongs to the episode holding at least ``surge_share`` of its
-    members. But two operators can rent one service in the same weeks, and a business
-    ISP signs up several companies' teams, so fleets of one episode merge only where
+    operation's. A fleet belongs to the episode that holds enough of it
+    (``surge_homes``), and is compared on the members the episode is sure of. But two
+    operators can rent one service in the same weeks, and a business ISP signs up
+    several companies' teams, so fleets of one episode merge only where
     their members are alike over ``MERGE_TRAITS``: a G-test of homogeneity at
     ``surge_alpha``, or no trait's mix differing by more than ``surge_gap`` (total
     variation; a test of two large fleets tells apart even the drift of one operator's
@@ -521,7 +522,7 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     episodes = links.episodes
     if not membership.height or not episodes.height:
         return membership
-    home = surge_homes(membership, episodes, params.surge_share).filter(
+    home = surge_homes(membership, episodes, params).filter(
         pl.len().over("episode") >= 2)
     if not home.height:
         return membership
@@ -532,7 +533,8 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         for (fleet,), part in touch.select(
             "fleet", pl.format("{}:{}", "kind", "entity_id").alias("key")).group_by("fleet")}
     members = membership.select("idx", "fleet").join(home.select("fleet", "episode"),
-                                                     on="fleet").join(episodes, on=["idx", "episode"])
+                                                     on="fleet").join(
+        episodes.filter(pl.col("strong")), on=["idx", "episode"])
     # One column per (trait, value): a fleet's row counts its members holding each.
     used = (members["cap_main"] >= 0).to_numpy()
     codes = [members.select(pl.col(t).cast(pl.String).rank("dense").cast(pl.Int64) - 1)
@@ -579,14 +581,22 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     return _relabel(membership, {f: label[g] for f, g in merged.items()}) if label else membership
 
 
-def surge_homes(membership: pl.DataFrame, episodes: pl.DataFrame, share: float
+def surge_homes(membership: pl.DataFrame, episodes: pl.DataFrame, params: FleetParams
                 ) -> pl.DataFrame:
     """(fleet, episode, n, size): for each fleet, the surge episode (``Links.episodes``)
-    holding the most of its members, where that is at least ``share`` of them."""
+    whose strong members are the most of its members, where they are at least
+    ``surge_share`` of those the episode does not leave in doubt (its weaker surge members
+    count neither way: the unused accounts of an operation's last batch beside its used
+    ones) and at least ``surge_least`` of all."""
     sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
-    return (membership.select("idx", "fleet").join(episodes.select("idx", "episode"), on="idx")
-            .group_by("fleet", "episode").agg(pl.len().alias("n")).join(sizes, on="fleet")
-            .filter(pl.col("n") >= share * pl.col("size"))
+    return (membership.select("idx", "fleet").join(episodes.select("idx", "episode", "strong"),
+                                                   on="idx")
+            .group_by("fleet", "episode").agg(pl.col("strong").sum().cast(pl.UInt32).alias("n"),
+                                              (~pl.col("strong")).sum().alias("doubt"))
+            .join(sizes, on="fleet")
+            .filter((pl.col("n") >= params.surge_share * (pl.col("size") - pl.col("doubt")))
+                    & (pl.col("n") >= params.surge_least * pl.col("size")) & (pl.col("n") > 0))
+            .drop("doubt")
             .sort(["fleet", "n", "episode"], descending=[False, True, False])
             .unique("fleet", keep="first", maintain_order=True))
 

@@ -138,8 +138,8 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     bursts = _creation_blocks(signups, params)
     # Only surges as strong for a member as a burst must be to attach a loner on its
     # sign-up alone (``attach_min``) say anything of it: the cohorts and the episodes alike.
-    surges = _surge_blocks(signups, params).filter(
-        pl.col("s") >= params.attach_min * params.cap["creation"])
+    every_surge = _surge_blocks(signups, params)
+    surges = every_surge.filter(pl.col("s") >= params.attach_min * params.cap["creation"])
     creation = _creation_evidence(bursts, params)
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
@@ -159,7 +159,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
                           .drop_nulls()]).unique()
     cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, networks, surges,
                                                               strong, edges, params)
-    episodes, episode_stats = _surge_episodes(surges, signups, params)
+    episodes, episode_stats = _surge_episodes(surges, every_surge, signups, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
@@ -646,23 +646,35 @@ def _surges_by(acc: pl.DataFrame, key: str, p: LinkParams) -> pl.DataFrame:
     return pl.concat(out)
 
 
-def _surge_episodes(surges: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
-                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(members, stats): each member's episode (idx, episode, *SURGE_TRAITS) and what each
-    episode was (``_episode_stats``).
+def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl.DataFrame,
+                    p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(members, stats): each member's episode (idx, episode, strong, *SURGE_TRAITS) and
+    what each episode was (``_episode_stats``).
 
-    An episode is the members of one network's strong surges (``infer_links``; counted
-    either way, ``SURGE_KEYS``) whose sign-ups follow one another within ``surge_days``:
-    an operation that registers its accounts through one rented service over weeks surges
-    in several windows in a row. Episodes are numbered by network and first sign-up."""
+    An episode is the members of one network's strong surges (``surges``; counted either
+    way, ``SURGE_KEYS``) whose sign-ups follow one another within ``surge_days``: an
+    operation that registers its accounts through one rented service over weeks surges
+    in several windows in a row. Episodes are numbered by network and first sign-up.
+    The network's weaker surge members (of ``every_surge``) that signed up within
+    ``surge_days`` of an episode are its members too, with ``strong`` false: the surge
+    leaves them in doubt (``fleets.surge_homes`` counts them neither way)."""
     members = surges.select("idx", "net").unique().join(
         signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
-    gap = pl.col("minute").diff().over("net").fill_null(0) > p.surge_days * 1440
+    width = p.surge_days * 1440
+    gap = pl.col("minute").diff().over("net").fill_null(0) > width
     members = members.sort("net", "minute", "idx").with_columns(
         gap.cum_sum().over("net").alias("_run")).with_columns(
         pl.struct("net", "_run").rank("dense").cast(pl.Int64).alias("episode"))
-    return (members.select("idx", "episode", *SURGE_TRAITS),
-            _episode_stats(members, signups, p))
+    spans = members.group_by("episode").agg(pl.col("net").first(), pl.col("minute").min().alias("lo"),
+                                            pl.col("minute").max().alias("hi"))
+    doubt = (every_surge.select("idx", "net").unique()
+             .join(members.select("idx", "net"), on=["idx", "net"], how="anti")
+             .join(signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
+             .join(spans, on="net")
+             .filter(pl.col("minute").is_between(pl.col("lo") - width, pl.col("hi") + width)))
+    strong = pl.concat([members.select("idx", "episode", pl.lit(True).alias("strong"), *SURGE_TRAITS),
+                        doubt.select("idx", "episode", pl.lit(False).alias("strong"), *SURGE_TRAITS)])
+    return strong.sort("episode", "idx"), _episode_stats(members, signups, p)
 
 
 def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams

@@ -270,7 +270,7 @@ def _surge(members: pl.DataFrame, links: Links) -> pl.DataFrame:
     in (``fleets.surge_homes``), as a clause of the burst sentence."""
     if not links.episodes.height:
         return pl.DataFrame(schema={"fleet": members.schema["fleet"], "burst_detail": pl.String})
-    main = surge_homes(members, links.episodes, FleetParams().surge_share).join(
+    main = surge_homes(members, links.episodes, FleetParams()).join(
         links.episode_stats, on="episode").filter(pl.col("expected") > 0)
     details = [describe_surge(r) for r in main.iter_rows(named=True)]
     return main.select("fleet").with_columns(pl.Series("burst_detail", details, dtype=pl.String))

@@ -25,13 +25,16 @@ def _membership(fleets: dict[int, range]) -> pl.DataFrame:
                         orient="row").sort("idx")
 
 
-def _episodes(rows: list[tuple[range, int, str, int]]) -> pl.DataFrame:
+def _episodes(rows: list[tuple[range, int, str, int]],
+              doubt: tuple[tuple[range, int], ...] = ()) -> pl.DataFrame:
     """(idx range, episode, zone, main capability; -1: unused): every member on the free
-    plan at level 1."""
-    out = [(i, ep, 1, cap, "free", zone if cap >= 0 else "")
+    plan at level 1, a strong surge member; ``doubt`` (idx range, episode): unused members
+    of a weaker surge of the episode's network."""
+    out = [(i, ep, True, 1, cap, "free", zone if cap >= 0 else "")
            for idx, ep, zone, cap in rows for i in idx]
-    return pl.DataFrame(out, schema={"idx": pl.Int32, "episode": pl.Int64, "level": pl.Int32,
-                                     "cap_main": pl.Int32, "plan": pl.String,
+    out += [(i, ep, False, 0, -1, "free", "") for idx, ep in doubt for i in idx]
+    return pl.DataFrame(out, schema={"idx": pl.Int32, "episode": pl.Int64, "strong": pl.Boolean,
+                                     "level": pl.Int32, "cap_main": pl.Int32, "plan": pl.String,
                                      "zone": pl.String}, orient="row")
 
 
@@ -120,6 +123,19 @@ def test_a_fleet_mostly_outside_the_surge_and_other_episodes_stay_where_they_are
         (range(100, 120), 2, "Europe/Moscow", 0),
     ])
     assert _merged(fleets, episodes) == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def test_members_in_doubt_count_neither_way_but_a_few_sure_ones_say_little_of_many() -> None:
+    # an operation's last batches: a few used members in the surge, the unused ones in a
+    # weaker surge of the same service
+    fleets = {0: range(0, 40), 1: range(40, 50), 2: range(50, 78), 3: range(78, 88)}
+    episodes = _episodes([
+        (range(0, 40), 0, "Europe/Moscow", 0),
+        (range(40, 43), 0, "Europe/Moscow", 0),  # 3 sure of 10, 6 in doubt, 1 outside
+        (range(50, 53), 0, "Europe/Moscow", 0),  # 3 sure of 28, 25 in doubt
+        (range(78, 81), 0, "Europe/Moscow", 0),  # 3 sure of 10, none in doubt
+    ], doubt=((range(43, 49), 0), (range(53, 78), 0)))
+    assert _merged(fleets, episodes) == {0: 0, 1: 0, 2: 2, 3: 3}
 
 
 def _mail(domains: dict[range, str]) -> pl.DataFrame:

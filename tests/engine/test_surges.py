@@ -21,6 +21,7 @@ from attribution.engine.linking import (
     _signup_networks,
     _signups,
     _surge_blocks,
+    _surge_episodes,
     infer_links,
 )
 from attribution.engine.scoring import sybil_scores
@@ -338,6 +339,29 @@ def test_an_episode_says_where_when_and_against_what_it_was_a_surge() -> None:
     assert 10.0 <= row["expected"] <= 25.0
     assert row["log10_chance"] > 30  # 101 where 17: about 1 in 10^42
     assert (row["end"] - row["start"]) / DAY <= 7.0
+    sure = links.episodes.filter(pl.col("strong")).join(links.accounts, on="idx")["account_id"]
+    assert sure.str.starts_with("c").all() and sure.len() == 90
+
+
+def test_weaker_surge_members_near_an_episode_are_in_it_in_doubt() -> None:
+    # strong: 0-9 on X over days 10-14; weaker: 10-11 on X within a week of it, 12 on X a
+    # month later, 13 on another network, 5 (strong already) again
+    day = int(DAY)
+    minute = [10 * day + i * day // 2 for i in range(10)] + [8 * day, 20 * day, 45 * day, 12 * day]
+    signups = pl.DataFrame({"idx": list(range(14)), "minute": minute,
+                            "signup_net": ["proxy:X"] * 13 + ["asn:1"], "use_net": [None] * 14,
+                            "level": 1, "cap_main": 0, "plan": "free", "zone": ""},
+                           schema_overrides={"idx": pl.Int32, "use_net": pl.String})
+    rows = [(i, 1.9, "proxy:X") for i in range(10)] + [(10, 1.0, "proxy:X"), (11, 1.2, "proxy:X"),
+                                                       (12, 1.2, "proxy:X"), (13, 1.5, "asn:1"),
+                                                       (5, 1.0, "proxy:X")]
+    every = pl.DataFrame(rows, schema={"idx": pl.Int32, "s": pl.Float64, "net": pl.String},
+                         orient="row")
+    episodes, stats = _surge_episodes(every.filter(pl.col("s") >= 1.8), every, signups,
+                                      LinkParams())
+    got = {r["idx"]: (r["episode"], r["strong"]) for r in episodes.iter_rows(named=True)}
+    assert got == {**{i: (1, True) for i in range(10)}, 10: (1, False), 11: (1, False)}
+    assert stats["episode"].to_list() == [1]
 
 
 def test_the_fleet_of_a_surge_quotes_it_in_its_burst_sentence() -> None:
