@@ -155,8 +155,7 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
     strong = _strong_bursts(bursts, graph, params)
-    networks = pl.concat([signup, signups.select("idx", pl.col("use_net").alias("net"))
-                          .drop_nulls()]).unique()
+    networks = _counted_networks(signups).select("idx", "net")
     cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, networks, surges,
                                                               strong, edges, params)
     episodes, episode_stats = _surge_episodes(surges, every_surge, signups, params)
@@ -672,9 +671,17 @@ def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl
              .join(signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
              .join(spans, on="net")
              .filter(pl.col("minute").is_between(pl.col("lo") - width, pl.col("hi") + width)))
-    strong = pl.concat([members.select("idx", "episode", pl.lit(True).alias("strong"), *SURGE_TRAITS),
-                        doubt.select("idx", "episode", pl.lit(False).alias("strong"), *SURGE_TRAITS)])
-    return strong.sort("episode", "idx"), _episode_stats(members, signups, p)
+    out = pl.concat([members.select("idx", "episode", pl.lit(True).alias("strong"), *SURGE_TRAITS),
+                     doubt.select("idx", "episode", pl.lit(False).alias("strong"), *SURGE_TRAITS)])
+    return out.sort("episode", "idx"), _episode_stats(members, signups, p)
+
+
+def _counted_networks(signups: pl.DataFrame) -> pl.DataFrame:
+    """(idx, minute, net): each account (with a known sign-up network) on each network
+    that counts it among its sign-ups, by either count of ``SURGE_KEYS``."""
+    everyone = signups.drop_nulls(["signup_net"])
+    return pl.concat([everyone.select("idx", "minute", pl.col(key).alias("net"))
+                      for key in SURGE_KEYS]).drop_nulls("net").unique(["idx", "net"])
 
 
 def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
@@ -689,12 +696,9 @@ def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
     spans = members.group_by("episode").agg(
         pl.col("net").first().alias("network"), pl.col("minute").min().alias("start"),
         pl.col("minute").max().alias("end")).sort("episode")
-    everyone = signups.drop_nulls(["signup_net"])
-    every = np.sort(everyone["minute"].to_numpy())
-    accounts = pl.concat([everyone.select("idx", "minute", pl.col(key).alias("net"))
-                          for key in SURGE_KEYS]).drop_nulls("net").unique(["idx", "net"])
+    every = np.sort(signups.drop_nulls(["signup_net"])["minute"].to_numpy())
     own = {net: np.sort(part["minute"].to_numpy())
-           for (net,), part in accounts.group_by("net")}
+           for (net,), part in _counted_networks(signups).group_by("net")}
     margin = p.surge_days * 1440
 
     def within(x: np.ndarray, lo: int, hi: int) -> int:
