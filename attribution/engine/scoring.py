@@ -201,9 +201,12 @@ def sybil_scores(
     # Only what the account shows *more* than its fleet moves it: a member that
     # hides less than the rest is not cleared by that alone.
     own = {f: e * (1.0 - own["infra"]) if f in DECLARED else e for f, e in own.items()}
-    shift = pl.sum_horizontal([
-        FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None) for f in ACCOUNT_LEVEL
-    ])
+    more = {f: FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None)
+            for f in ACCOUNT_LEVEL}
+    # One account's hiding counts once: its exit's country is what makes its device zone
+    # foreign, so a VPN moves both (a fleet's two shares stay apart: they are fitted).
+    shift = pl.sum_horizontal(pl.max_horizontal(*(more[f] for f in CONCEALMENT)),
+                              *(e for f, e in more.items() if f not in CONCEALMENT))
     # A member that declares who it is (an institutional email, a workplace, a team
     # or API plan) and hides nothing itself is under open control: the fleet's
     # coordination counts for it only as far as it conceals, as for a fleet.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -132,3 +133,31 @@ def test_a_member_that_declares_itself_and_hides_nothing_is_not_the_operations()
     by_id = dict(zip(accounts["account_id"], accounts["sybil_score"], strict=True))
     assert by_id["g000"] < 0.4  # 0.54 without the rule
     assert min(by_id[f"g{i:03d}"] for i in range(1, GROUP)) > 0.5
+
+
+def test_one_members_hiding_counts_once_for_it() -> None:
+    # The company's bots in the open, but g000 goes through the residential proxy: one
+    # act of hiding. Its browser's zone, foreign to the exit's country because of the
+    # exit, adds nothing to it (0.82 when the two were added, 0.54 now).
+    def member(zone: str) -> tuple[float, float]:
+        tabs = world(concealed=False)
+        tabs["account_ips"] = tabs["account_ips"].with_columns(
+            pl.when(pl.col("account_id") == "g000").then(pl.lit("198.18.0.7"))
+            .otherwise(pl.col("ip")).alias("ip"))
+        tabs["devices"] = pl.concat([tabs["devices"], pl.DataFrame(
+            {"device_id": ["vpn0"], "user_agent": ["Mozilla/5.0 (Windows NT 10.0)"],
+             "platform": ["windows"], "timezone": [zone]})], how="diagonal_relaxed")
+        tabs["account_devices"] = tabs["account_devices"].with_columns(
+            pl.when(pl.col("account_id") == "g000").then(pl.lit("vpn0"))
+            .otherwise(pl.col("device_id")).alias("device_id"))
+        by_id = dict(zip(*scores(tabs)[1].select("account_id", "sybil_score"), strict=True))
+        return by_id["g000"], by_id["g001"]
+
+    def lift(zone: str) -> float:
+        """How far g000 stands above the rest of its fleet, in log-odds."""
+        mine, rest = member(zone)
+        return math.log(mine / (1 - mine)) - math.log(rest / (1 - rest))
+
+    foreign, rest = member("Asia/Shanghai")
+    assert foreign > 2 * rest  # it hides more than the rest: it moves up
+    assert abs(lift("Asia/Shanghai") - lift("America/New_York")) < 1e-9
