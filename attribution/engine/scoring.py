@@ -204,7 +204,7 @@ def sybil_scores(
     more = {f: FEATURES[f][0] * (own[f] - pl.col(f"fleet_{f}")).clip(0.0, None)
             for f in ACCOUNT_LEVEL}
     # One account's hiding counts once: its exit's country is what makes its device zone
-    # foreign, so a VPN moves both (a fleet's two shares stay apart: they are fitted).
+    # foreign, so a VPN moves both (a fleet's two shares stay added: the map is fitted on them).
     shift = pl.sum_horizontal(pl.max_horizontal(*(more[f] for f in CONCEALMENT)),
                               *(e for f, e in more.items() if f not in CONCEALMENT))
     # A member that declares who it is (an institutional email, a workplace, a team
