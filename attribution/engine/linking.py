@@ -82,9 +82,9 @@ class Links:
     # ``bursts`` name who may attach): a cohort whose placed members are mostly one fleet
     # attaches its members to it first.
     cohort_members: pl.DataFrame = field(default_factory=pl.DataFrame)
-    # Each surge member's episode (idx, episode, *SURGE_TRAITS: ``_surge_episodes``): the
-    # fleets one surge is made of merge when nothing tells their members apart
-    # (``fleets.merge_surges``).
+    # Each surge member's episode (idx, episode, strong, *SURGE_TRAITS: ``_surge_episodes``;
+    # ``strong`` false for a weaker surge's member, in doubt): the fleets one surge is made
+    # of merge when nothing tells their members apart (``fleets.merge_surges``).
     episodes: pl.DataFrame = field(default_factory=pl.DataFrame)
     # ... and what each episode was (network, span, sign-ups against expected, odds:
     # ``_episode_stats``), for the sentence that quotes it.
@@ -462,7 +462,7 @@ SURGE_TRAITS = ("level", "cap_main", "plan", "zone")
 # signed up through, and by the proxy service it has mostly used since.
 SURGE_KEYS = ("signup_net", "use_net")
 SURGE_SCHEMA = {"block": pl.UInt64, "idx": pl.Int32, "s": pl.Float64, "lam": pl.Float64,
-                "key": pl.String, "net": pl.String}
+                "net": pl.String}
 
 
 def _signups(graph: PropertyGraph, index: pl.DataFrame, signup: pl.DataFrame,
@@ -563,13 +563,13 @@ def _creation_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
 
 
 def _surge_blocks(acc: pl.DataFrame, p: LinkParams) -> pl.DataFrame:
-    """Sign-up surges: (block, idx, s, lam, key, net) for the accounts a network signed up
+    """Sign-up surges: (block, idx, s, lam, net) for the accounts a network signed up
     in a window of days when it signed up far more than its share.
 
     A network's accounts are counted twice, each way against its own history
     (``SURGE_KEYS``): by the network they signed up through, and by the proxy service they
     have mostly used since (``_proxy_of_use``: an operator signing up through exits nobody
-    marked). ``key`` says which count a block is of.
+    marked); the two counts' blocks are apart.
 
     An operator that registers its accounts a few at a time, minutes apart, through a
     proxy service makes no burst: each half hour holds a handful, and the service's own
@@ -639,7 +639,6 @@ def _surges_by(acc: pl.DataFrame, key: str, p: LinkParams) -> pl.DataFrame:
             pl.col("idx").cast(pl.Int32),
             "s",
             pl.col("lam").cast(pl.Float64),
-            pl.lit(key).alias("key"),
             "net",
         ))
     return pl.concat(out)
@@ -664,16 +663,17 @@ def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl
     members = members.sort("net", "minute", "idx").with_columns(
         gap.cum_sum().over("net").alias("_run")).with_columns(
         pl.struct("net", "_run").rank("dense").cast(pl.Int64).alias("episode"))
-    spans = members.group_by("episode").agg(pl.col("net").first(), pl.col("minute").min().alias("lo"),
-                                            pl.col("minute").max().alias("hi"))
+    spans = members.group_by("episode").agg(
+        pl.col("net").first().alias("network"), pl.col("minute").min().alias("start"),
+        pl.col("minute").max().alias("end")).sort("episode")
     doubt = (every_surge.select("idx", "net").unique()
              .join(members.select("idx", "net"), on=["idx", "net"], how="anti")
              .join(signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
-             .join(spans, on="net")
-             .filter(pl.col("minute").is_between(pl.col("lo") - width, pl.col("hi") + width)))
+             .join(spans, left_on="net", right_on="network")
+             .filter(pl.col("minute").is_between(pl.col("start") - width, pl.col("end") + width)))
     out = pl.concat([members.select("idx", "episode", pl.lit(True).alias("strong"), *SURGE_TRAITS),
                      doubt.select("idx", "episode", pl.lit(False).alias("strong"), *SURGE_TRAITS)])
-    return out.sort("episode", "idx"), _episode_stats(members, signups, p)
+    return out.sort("episode", "idx"), _episode_stats(spans, signups, p)
 
 
 def _counted_networks(signups: pl.DataFrame) -> pl.DataFrame:
@@ -684,18 +684,16 @@ def _counted_networks(signups: pl.DataFrame) -> pl.DataFrame:
                       for key in SURGE_KEYS]).drop_nulls("net").unique(["idx", "net"])
 
 
-def _episode_stats(members: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
+def _episode_stats(spans: pl.DataFrame, signups: pl.DataFrame, p: LinkParams
                    ) -> pl.DataFrame:
-    """One row per episode: its network, first and last sign-up minute, the network's new
+    """One row per episode of ``spans`` (episode, network, start, end: ``_surge_episodes``):
+    its network, first and last sign-up minute, the network's new
     accounts in that span (signed up through it, or mostly using it since: either count of
     ``SURGE_KEYS``), how many its share of every sign-up away from the span (and
     ``surge_days`` either side) predicts, and the Poisson odds of as many: what an analyst
     quotes (``EPISODE_SCHEMA``)."""
-    if not members.height:
+    if not spans.height:
         return pl.DataFrame(schema=EPISODE_SCHEMA)
-    spans = members.group_by("episode").agg(
-        pl.col("net").first().alias("network"), pl.col("minute").min().alias("start"),
-        pl.col("minute").max().alias("end")).sort("episode")
     every = np.sort(signups.drop_nulls(["signup_net"])["minute"].to_numpy())
     own = {net: np.sort(part["minute"].to_numpy())
            for (net,), part in _counted_networks(signups).group_by("net")}
