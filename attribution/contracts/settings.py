@@ -83,11 +83,12 @@ class FleetParams:
     fragment_conceal_gap: float = 0.5  # ... and whose rented-traffic shares differ at most this
     # The fleets of one sign-up surge (see fleets.merge_surges): a fleet belongs to the
     # episode whose strong members are this share of the members it does not leave in
-    # doubt, and at least ``surge_least`` of all (a quarter, as the fragment merge asks of
-    # shared operator evidence: three members of 28 say little of the rest), and merges
-    # where a test of homogeneity of its members' traits against the group's gives at
-    # least this p-value, or where no trait's mix differs by more than this total
-    # variation distance.
+    # doubt, and at least ``surge_least`` of all but its unused members in doubt (a
+    # quarter, as the fragment merge asks of shared operator evidence); where they are
+    # fewer than that of all (three members of 28 say little of whose the rest are), it
+    # joins only a group it is near in time. Fleets merge where a test of homogeneity of
+    # their members' traits against the group's gives at least this p-value, or where no
+    # trait's mix differs by more than this total variation distance.
     surge_share: float = 0.5
     surge_least: float = 0.25
     surge_alpha: float = 1e-3

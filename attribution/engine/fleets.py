@@ -516,6 +516,11 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     ``merge_fragments`` judges one, a public mail service is not, and that a quarter
     of the fleet uses) never joins a group that holds identities and none of its: two
     teams each paying with its card, or on its own mail domain, are two teams.
+    A fleet the episode is sure of only for a few used members beside its unused ones
+    (an operation's last batch, ``surge_homes``'s ``sure`` false) is alike to every
+    group by so few: it joins, after the others, the one alike group whose sign-ups are
+    within ``surge_days`` of its own (operators that rent one service in turn are told
+    apart by when), and none where two are.
     Merged fleets take the smallest fleet number of their group; membership rows keep
     their other columns.
     """
@@ -541,7 +546,8 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
              .to_series() for t in MERGE_TRAITS]
     widths = [c.n_unique() for c in codes]  # dense codes 0 .. n-1
     starts = np.cumsum([0, *widths])
-    order = home.sort(["episode", "n", "fleet"], descending=[False, True, False])
+    # the fleets an episode is sure of first, largest first: they form its groups
+    order = home.sort(["episode", "sure", "n", "fleet"], descending=[False, True, True, False])
     row = {f: i for i, f in enumerate(order["fleet"].to_list())}
     counts = np.zeros((order.height, int(starts[-1])))
     rows = np.array([row[f] for f in members["fleet"].to_list()])
@@ -549,30 +555,55 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         keep = used if trait in USED_TRAITS else np.ones(len(used), dtype=bool)
         np.add.at(counts, (rows[keep], code.to_numpy()[keep] + start), 1.0)
     segments = [(int(a), int(b)) for a, b in pairwise(starts)]
+    # When each fleet signed up: the first and last sign-up of its members in the episode.
+    spans = {int(f): (int(lo), int(hi)) for f, lo, hi in
+             membership.select("idx", "fleet").join(home.select("fleet", "episode"), on="fleet")
+             .join(episodes.select("idx", "episode", "minute"), on=["idx", "episode"])
+             .group_by("fleet").agg(pl.col("minute").min(), pl.col("minute").max().alias("hi"))
+             .iter_rows()}
+    sure = set(home.filter(pl.col("sure"))["fleet"].to_list())
+    width = (link or LinkParams()).surge_days * 1440
     merged: dict[int, int] = {}
     for _, part in order.group_by("episode", maintain_order=True):
         fleets = part["fleet"].to_list()
         groups: list[int] = []          # the first (largest) fleet of each group
         pooled: list[np.ndarray] = []
         owned: list[frozenset[str]] = []  # the identities each group holds
+        lows: list[int] = []            # the first and last sign-up of each group
+        highs: list[int] = []
         for fleet in fleets:
             x = counts[row[fleet]]
             own = identity.get(fleet, frozenset())
+            low, high = spans[fleet]
             ok: list[int] = []
             if pooled:
                 p_value, gap = _alike(x, np.array(pooled), segments)
                 ok = [int(g) for g in np.argsort(gap, kind="stable")
                       if (p_value[g] >= params.surge_alpha or gap[g] <= params.surge_gap)
                       and (not own or not owned[g] or own & owned[g])]
+            if fleet not in sure:
+                # Its few sure members tell no operator's mix from another's: it joins
+                # only the one alike group whose sign-ups its own follow or precede
+                # within ``surge_days``, and never leads a group.
+                near = [g for g in ok if max(lows[g] - high, low - highs[g]) <= width]
+                if len(near) == 1:
+                    g = near[0]
+                    pooled[g] = pooled[g] + x
+                    owned[g] = owned[g] | own
+                    merged[fleet] = groups[g]
+                continue
             if ok:
                 g = int(ok[0])
                 pooled[g] = pooled[g] + x
                 owned[g] = owned[g] | own
+                lows[g], highs[g] = min(lows[g], low), max(highs[g], high)
                 merged[fleet] = groups[g]
             else:
                 groups.append(fleet)
                 pooled.append(x.copy())
                 owned.append(own)
+                lows.append(low)
+                highs.append(high)
     # Each group takes the smallest fleet number among its fleets.
     label: dict[int, int] = {}
     for fleet, first in merged.items():
@@ -583,20 +614,28 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
 
 def surge_homes(membership: pl.DataFrame, episodes: pl.DataFrame, params: FleetParams
                 ) -> pl.DataFrame:
-    """(fleet, episode, n, size): for each fleet, the surge episode (``Links.episodes``)
+    """(fleet, episode, n, size, sure): for each fleet, the surge episode (``Links.episodes``)
     whose strong members are the most of its members, where they are at least
-    ``surge_share`` of those the episode does not leave in doubt (its weaker surge members
-    count neither way: the unused accounts of an operation's last batch beside its used
-    ones) and at least ``surge_least`` of all."""
+    ``surge_share`` of those the episode does not leave in doubt and at least
+    ``surge_least`` of all but its unused members in doubt. A used account in doubt has
+    traits the surge judged ordinary-like: it counts against the home, or a few sure
+    members would carry a crowd of the network's customers. An unused one has none to
+    judge (an operation's last batch, signed up beside its used ones): it counts neither
+    way, and ``sure`` says whether the strong members are ``surge_least`` of all even
+    so."""
     sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
-    return (membership.select("idx", "fleet").join(episodes.select("idx", "episode", "strong"),
-                                                   on="idx")
-            .group_by("fleet", "episode").agg(pl.col("strong").sum().cast(pl.UInt32).alias("n"),
-                                              (~pl.col("strong")).sum().alias("doubt"))
+    doubt = ~pl.col("strong")
+    return (membership.select("idx", "fleet").join(
+                episodes.select("idx", "episode", "strong", "cap_main"), on="idx")
+            .group_by("fleet", "episode").agg(
+                pl.col("strong").sum().cast(pl.UInt32).alias("n"), doubt.sum().alias("doubt"),
+                (doubt & (pl.col("cap_main") < 0)).sum().alias("unused"))
             .join(sizes, on="fleet")
             .filter((pl.col("n") >= params.surge_share * (pl.col("size") - pl.col("doubt")))
-                    & (pl.col("n") >= params.surge_least * pl.col("size")) & (pl.col("n") > 0))
-            .drop("doubt")
+                    & (pl.col("n") >= params.surge_least * (pl.col("size") - pl.col("unused")))
+                    & (pl.col("n") > 0))
+            .with_columns((pl.col("n") >= params.surge_least * pl.col("size")).alias("sure"))
+            .drop("doubt", "unused")
             .sort(["fleet", "n", "episode"], descending=[False, True, False])
             .unique("fleet", keep="first", maintain_order=True))
 

@@ -82,9 +82,10 @@ class Links:
     # ``bursts`` name who may attach): a cohort whose placed members are mostly one fleet
     # attaches its members to it first.
     cohort_members: pl.DataFrame = field(default_factory=pl.DataFrame)
-    # Each surge member's episode (idx, episode, strong, *SURGE_TRAITS: ``_surge_episodes``;
-    # ``strong`` false for a weaker surge's member, in doubt): the fleets one surge is made
-    # of merge when nothing tells their members apart (``fleets.merge_surges``).
+    # Each surge member's episode (idx, episode, strong, minute, *SURGE_TRAITS:
+    # ``_surge_episodes``; ``strong`` false for a weaker surge's member, in doubt): the
+    # fleets one surge is made of merge when nothing tells their members apart
+    # (``fleets.merge_surges``).
     episodes: pl.DataFrame = field(default_factory=pl.DataFrame)
     # ... and what each episode was (network, span, sign-ups against expected, odds:
     # ``_episode_stats``), for the sentence that quotes it.
@@ -646,8 +647,8 @@ def _surges_by(acc: pl.DataFrame, key: str, p: LinkParams) -> pl.DataFrame:
 
 def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl.DataFrame,
                     p: LinkParams) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(members, stats): each member's episode (idx, episode, strong, *SURGE_TRAITS) and
-    what each episode was (``_episode_stats``).
+    """(members, stats): each member's episode (idx, episode, strong, minute of sign-up,
+    *SURGE_TRAITS) and what each episode was (``_episode_stats``).
 
     An episode is the members of one network's strong surges (``surges``; counted either
     way, ``SURGE_KEYS``) whose sign-ups follow one another within ``surge_days``: an
@@ -655,7 +656,7 @@ def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl
     in several windows in a row. Episodes are numbered by network and first sign-up.
     The network's weaker surge members (of ``every_surge``) that signed up within
     ``surge_days`` of an episode are its members too, with ``strong`` false: the surge
-    leaves them in doubt (``fleets.surge_homes`` counts them neither way)."""
+    leaves them in doubt (``fleets.surge_homes`` weighs them apart)."""
     members = surges.select("idx", "net").unique().join(
         signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
     width = p.surge_days * 1440
@@ -671,8 +672,9 @@ def _surge_episodes(surges: pl.DataFrame, every_surge: pl.DataFrame, signups: pl
              .join(signups.select("idx", "minute", *SURGE_TRAITS), on="idx")
              .join(spans, left_on="net", right_on="network")
              .filter(pl.col("minute").is_between(pl.col("start") - width, pl.col("end") + width)))
-    out = pl.concat([members.select("idx", "episode", pl.lit(True).alias("strong"), *SURGE_TRAITS),
-                     doubt.select("idx", "episode", pl.lit(False).alias("strong"), *SURGE_TRAITS)])
+    out = pl.concat([
+        members.select("idx", "episode", pl.lit(True).alias("strong"), "minute", *SURGE_TRAITS),
+        doubt.select("idx", "episode", pl.lit(False).alias("strong"), "minute", *SURGE_TRAITS)])
     return out.sort("episode", "idx"), _episode_stats(spans, signups, p)
 
 

@@ -26,16 +26,29 @@ def _membership(fleets: dict[int, range]) -> pl.DataFrame:
 
 
 def _episodes(rows: list[tuple[range, int, str, int]],
-              doubt: tuple[tuple[range, int], ...] = ()) -> pl.DataFrame:
+              doubt: tuple[tuple[range, int], ...] = (),
+              used_doubt: tuple[tuple[range, int, str], ...] = ()) -> pl.DataFrame:
     """(idx range, episode, zone, main capability; -1: unused): every member on the free
-    plan at level 1, a strong surge member; ``doubt`` (idx range, episode): unused members
-    of a weaker surge of the episode's network."""
-    out = [(i, ep, True, 1, cap, "free", zone if cap >= 0 else "")
+    plan at level 1, a strong surge member, signed up at minute ``idx``; ``doubt`` (idx
+    range, episode): unused members of a weaker surge of the episode's network;
+    ``used_doubt`` (idx range, episode, zone): used ones."""
+    out = [(i, ep, True, i, 1, cap, "free", zone if cap >= 0 else "")
            for idx, ep, zone, cap in rows for i in idx]
-    out += [(i, ep, False, 0, -1, "free", "") for idx, ep in doubt for i in idx]
+    out += [(i, ep, False, i, 0, -1, "free", "") for idx, ep in doubt for i in idx]
+    out += [(i, ep, False, i, 1, 0, "free", zone) for idx, ep, zone in used_doubt for i in idx]
     return pl.DataFrame(out, schema={"idx": pl.Int32, "episode": pl.Int64, "strong": pl.Boolean,
-                                     "level": pl.Int32, "cap_main": pl.Int32, "plan": pl.String,
+                                     "minute": pl.Int64, "level": pl.Int32,
+                                     "cap_main": pl.Int32, "plan": pl.String,
                                      "zone": pl.String}, orient="row")
+
+
+def _on_day(episodes: pl.DataFrame, days: dict[range, int]) -> pl.DataFrame:
+    """``episodes`` with the members of each range signed up on the given day."""
+    minute = pl.col("minute")
+    for idx, day in days.items():
+        minute = pl.when(pl.col("idx").is_between(idx.start, idx.stop - 1)).then(
+            pl.lit(day * 1440 + 600, dtype=pl.Int64)).otherwise(minute)
+    return episodes.with_columns(minute.alias("minute"))
 
 
 def _links(episodes: pl.DataFrame) -> Links:
@@ -125,17 +138,43 @@ def test_a_fleet_mostly_outside_the_surge_and_other_episodes_stay_where_they_are
     assert _merged(fleets, episodes) == {0: 0, 1: 1, 2: 2, 3: 3}
 
 
-def test_members_in_doubt_count_neither_way_but_a_few_sure_ones_say_little_of_many() -> None:
+def test_unused_members_in_doubt_count_neither_way_used_ones_count_against() -> None:
     # an operation's last batches: a few used members in the surge, the unused ones in a
-    # weaker surge of the same service
-    fleets = {0: range(0, 40), 1: range(40, 50), 2: range(50, 78), 3: range(78, 88)}
+    # weaker surge of the same service; a crowd of the network's customers, used, in doubt
+    fleets = {0: range(0, 40), 1: range(40, 50), 2: range(50, 78), 3: range(78, 88),
+              4: range(88, 116)}
     episodes = _episodes([
         (range(0, 40), 0, "Europe/Moscow", 0),
         (range(40, 43), 0, "Europe/Moscow", 0),  # 3 sure of 10, 6 in doubt, 1 outside
-        (range(50, 53), 0, "Europe/Moscow", 0),  # 3 sure of 28, 25 in doubt
+        (range(50, 53), 0, "Europe/Moscow", 0),  # 3 sure of 28, 25 unused in doubt
         (range(78, 81), 0, "Europe/Moscow", 0),  # 3 sure of 10, none in doubt
-    ], doubt=((range(43, 49), 0), (range(53, 78), 0)))
-    assert _merged(fleets, episodes) == {0: 0, 1: 0, 2: 2, 3: 3}
+        (range(88, 91), 0, "Europe/Moscow", 0),  # 3 sure of 28, 25 used in doubt
+    ], doubt=((range(43, 49), 0), (range(53, 78), 0)),
+        used_doubt=((range(91, 116), 0, "Europe/Moscow"),))
+    assert _merged(fleets, episodes) == {0: 0, 1: 0, 2: 0, 3: 3, 4: 4}
+
+
+def test_a_last_batch_in_doubt_joins_the_operator_whose_sign_ups_it_follows() -> None:
+    # two operators rent one service, alike but each paying with its own card; a last
+    # batch (3 sure, 25 unused in doubt, no card) is alike to both: when it signed up
+    # says whose it is
+    fleets = {0: range(0, 60), 1: range(60, 100), 2: range(100, 128)}
+    episodes = _episodes([(range(0, 103), 0, "Europe/Moscow", 0)],
+                         doubt=((range(103, 128), 0),))
+    uses = pl.DataFrame({
+        "account_id": [f"a{i:03d}" for i in range(100)], "kind": ["payment"] * 100,
+        "entity_id": ["card-a" if i < 60 else "card-b" for i in range(100)]})
+    # the first operator signs up on days 5-20, the second on days 30-50, the batch on
+    # day 55: the second's
+    days = {range(0, 30): 5, range(30, 60): 20, range(60, 80): 30, range(80, 100): 50,
+            range(100, 128): 55}
+    assert _merged(fleets, _on_day(episodes, days), uses) == {0: 0, 1: 1, 2: 1}
+    # ... on day 25, within a week of both: nobody's
+    days[range(100, 128)] = 25
+    assert _merged(fleets, _on_day(episodes, days), uses) == {0: 0, 1: 1, 2: 2}
+    # ... on day 10: the first's
+    days[range(100, 128)] = 10
+    assert _merged(fleets, _on_day(episodes, days), uses) == {0: 0, 1: 1, 2: 0}
 
 
 def _mail(domains: dict[range, str]) -> pl.DataFrame:
