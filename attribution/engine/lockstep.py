@@ -204,7 +204,7 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
         occ = finer.occupied.lazy().select(
             "acc", "net", pl.col("b") // (minutes // finer.minutes)).unique().collect()
     else:
-        occ = act.lazy().select("acc", "net", (pl.col("minute") // minutes).alias("b")).unique().collect()
+        occ = _distinct_buckets(act, minutes)
     per_hour = max(60 // minutes, 1)
     cells = occ.lazy().group_by(_pack("net", "b", "nb")).agg(pl.len().alias("n")).select(
         *_unpack("nb", "net", "b"), "n").with_columns((pl.col("b") * minutes // 60 % 24).alias("h")).collect()
@@ -234,6 +234,23 @@ def _scale(act: pl.DataFrame, minutes: int, days: int, p: LockstepParams,
         sessions=counts.select("acc", "net", "trials"),
         per_session=per_session,
     )
+
+
+def _distinct_buckets(act: pl.DataFrame, minutes: int) -> pl.DataFrame:
+    """(acc, net, b): the distinct buckets of ``minutes`` each account was active in on each
+    network. The three codes packed into one Int64 where their widths fit (polars finds the
+    distinct values of one integer column in about half the time of three columns)."""
+    bucket = pl.col("minute") // minutes
+    widths = [max(int(act[c].max()), 1).bit_length()  # type: ignore[arg-type]
+              for c in ("acc", "net")] + [max(int(act["minute"].max()) // minutes, 1).bit_length()]  # type: ignore[arg-type]
+    if sum(widths) > 62:
+        return act.lazy().select("acc", "net", bucket.alias("b")).unique().collect()
+    net_b, b = 1 << (widths[1] + widths[2]), 1 << widths[2]
+    key = pl.col("acc").cast(pl.Int64) * net_b + pl.col("net").cast(pl.Int64) * b + bucket.cast(pl.Int64)
+    return act.lazy().select(key.alias("k")).unique().select(
+        (pl.col("k") // net_b).cast(pl.Int32).alias("acc"),
+        (pl.col("k") // b % (net_b // b)).cast(pl.Int32).alias("net"),
+        (pl.col("k") % b).cast(pl.Int32).alias("b")).collect()
 
 
 def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
@@ -293,8 +310,9 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
     cells = (s.hot.lazy().join(members.lazy(), on=["acc", "net"])
              .group_by("block", "net", "b").agg(pl.len().alias("nm")).filter(pl.col("nm") >= 2)
              .collect().lazy())
+    # (a block's cells are hot cells, so the hot buckets are all the buckets that can hit)
     hits = (
-        s.occupied.lazy().select("acc", "b", net_b).join(cells.select(net_b, "block", "net", "nm"), on="nb")
+        s.hot.lazy().select("acc", "b", net_b).join(cells.select(net_b, "block", "net", "nm"), on="nb")
         .with_columns(block_acc)
         .join(members.lazy().select(block_acc, pl.lit(1).alias("me")), on="ba", how="left")
         .filter(pl.col("nm") - pl.col("me").fill_null(0) >= 2)
