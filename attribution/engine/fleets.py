@@ -30,6 +30,7 @@ from attribution.contracts.vocabulary import (
     total_weight,
 )
 from attribution.engine.linking import Links, anchored, corroborating
+from attribution.engine.lockstep import ZONE
 
 
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
@@ -510,7 +511,9 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     ``surge_alpha``, or no trait's mix differing by more than ``surge_gap`` (total
     variation; a test of two large fleets tells apart even the drift of one operator's
     mix over weeks). One operator's pieces are drawn from one mix, two operators' are
-    not (three operators on one datacenter service leak three home time zones). Each
+    not (three operators on one datacenter service leak three home time zones). A member
+    that a lockstep block found among one device zone's customers of a service was chosen
+    for its zone, and is not compared on it (``_zone_chosen``). Each
     fleet, largest first, joins the group it is most alike. A fleet with an identity of
     its own (a card, device, template or mail domain that is specific, as
     ``merge_fragments`` judges one, a public mail service is not, and that a quarter
@@ -542,6 +545,9 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         episodes.filter(pl.col("strong")), on=["idx", "episode"])
     # One column per (trait, value): a fleet's row counts its members holding each.
     used = (members["cap_main"] >= 0).to_numpy()
+    # A member found in a lockstep block among one device zone's customers of a service
+    # was chosen for its zone: it says nothing of its operation's mix of zones.
+    chosen = members["idx"].is_in(_zone_chosen(links).implode()).to_numpy()
     codes = [members.select(pl.col(t).cast(pl.String).rank("dense").cast(pl.Int64) - 1)
              .to_series() for t in MERGE_TRAITS]
     widths = [c.n_unique() for c in codes]  # dense codes 0 .. n-1
@@ -553,6 +559,8 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     rows = np.array([row[f] for f in members["fleet"].to_list()])
     for trait, code, start in zip(MERGE_TRAITS, codes, starts[:-1], strict=True):
         keep = used if trait in USED_TRAITS else np.ones(len(used), dtype=bool)
+        if trait == "zone":
+            keep = keep & ~chosen
         np.add.at(counts, (rows[keep], code.to_numpy()[keep] + start), 1.0)
     segments = [(int(a), int(b)) for a, b in pairwise(starts)]
     # When each fleet signed up: the first and last sign-up of its members in the episode.
@@ -610,6 +618,13 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
         label[first] = min(label.get(first, first), fleet)
     merged.update({first: first for first in label})
     return _relabel(membership, {f: label[g] for f, g in merged.items()}) if label else membership
+
+
+def _zone_chosen(links: Links) -> pl.Series:
+    """The accounts (idx) in lockstep blocks found among one device zone's customers of a
+    proxy service (``lockstep.split_by_zone``)."""
+    zoned = links.lockstep.blocks.filter(pl.col("network").str.contains(ZONE, literal=True))
+    return links.lockstep_members.join(zoned.select("block"), on="block")["idx"]
 
 
 def surge_homes(membership: pl.DataFrame, episodes: pl.DataFrame, params: FleetParams

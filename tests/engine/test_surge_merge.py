@@ -14,6 +14,7 @@ import polars as pl
 from attribution.contracts.settings import FleetParams
 from attribution.engine.fleets import merge_surges
 from attribution.engine.linking import Links
+from attribution.engine.lockstep import Blocks
 
 N = 2000
 
@@ -51,12 +52,13 @@ def _on_day(episodes: pl.DataFrame, days: dict[range, int]) -> pl.DataFrame:
     return episodes.with_columns(minute.alias("minute"))
 
 
-def _links(episodes: pl.DataFrame) -> Links:
+def _links(episodes: pl.DataFrame, lockstep: Blocks | None = None) -> Links:
     accounts = pl.DataFrame({"account_id": [f"a{i:03d}" for i in range(N)]}).with_row_index(
         "idx").with_columns(pl.col("idx").cast(pl.Int32))
     empty = pl.DataFrame(schema={"a": pl.Int32, "b": pl.Int32, "weight": pl.Float64})
     return Links(accounts=accounts, edges=empty, candidates=0, bursts=pl.DataFrame(),
-                 near=pl.DataFrame(), episodes=episodes)
+                 near=pl.DataFrame(), episodes=episodes,
+                 lockstep=lockstep if lockstep is not None else Blocks.empty())
 
 
 NO_USES = pl.DataFrame(schema={"account_id": pl.String, "kind": pl.String,
@@ -197,3 +199,31 @@ def test_two_teams_on_mail_domains_of_their_own_never_merge_but_one_domains_piec
     assert got[0] != got[1]
     assert got[2] == got[3]
     assert got[4] in (got[0], got[1], got[2])  # (most alike: any)
+
+
+def _block(idx: range, network: str) -> Blocks:
+    """One lockstep block of the accounts ``idx`` on ``network``."""
+    empty = Blocks.empty()
+    members = pl.DataFrame({"account_id": [f"a{i:03d}" for i in idx], "block": [0] * len(idx),
+                            "surprise": [3.0] * len(idx)}, schema=empty.members.schema)
+    blocks = pl.DataFrame([(0, len(idx), network, 20, 15, 5, 9.0)], schema=empty.blocks.schema,
+                          orient="row")
+    return Blocks(members=members, blocks=blocks)
+
+
+def test_members_found_among_one_zones_customers_are_not_compared_on_zone() -> None:
+    # one careful operation whose accounts' devices are set to New York or Los Angeles:
+    # a lockstep block among the New York customers of its service found 60 of them (all
+    # New York, by the way they were found), a batch found 40 others, half and half
+    fleets = {0: range(0, 60), 1: range(60, 100)}
+    episodes = _episodes([(range(0, 60), 0, "America/New_York", 0),
+                          (range(60, 80), 0, "America/New_York", 0),
+                          (range(80, 100), 0, "America/Los_Angeles", 0)])
+    before = _membership(fleets)
+    zoned = _block(range(0, 60), "proxy:Strata|tz:America/New_York")
+    after = merge_surges(before, _links(episodes, zoned), NO_USES, FleetParams())
+    assert after["fleet"].n_unique() == 1
+    # found on the whole service instead, their zone is an observation: two mixes
+    plain = _block(range(0, 60), "proxy:Strata")
+    after = merge_surges(before, _links(episodes, plain), NO_USES, FleetParams())
+    assert after["fleet"].n_unique() == 2
