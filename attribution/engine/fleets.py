@@ -33,6 +33,29 @@ from attribution.engine.linking import Links, anchored, corroborating
 from attribution.engine.lockstep import ZONE
 
 
+def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params: FleetParams,
+                   link: LinkParams) -> tuple[pl.DataFrame, Links]:
+    """The fleet stage: (membership: idx, fleet, attachment, belief; the links with the
+    cohort edges the cohort fleets use).
+
+    Strongest evidence first: fleets of the links, their fragments merged by the operator
+    entities they share, loners attached by evidence spread over a fleet and by their
+    sign-up bursts. Then the pieces of one sign-up surge merge (``merge_surges``) before
+    the surge's cohorts are placed (``cohort_fleets``): a cohort joins the fleet that
+    holds most of its placed members, and an operation found in a dozen pieces holds none
+    of them mostly, so its cohort would join another operator's fleet that shares the
+    service's windows. The cohort fleets are compared with the rest after them.
+    """
+    membership = find_fleets(links.accounts.height, links.edges, params)
+    membership = merge_fragments(membership, links.accounts, uses, params, feats, link,
+                                 links.entities)
+    membership = attach_by_evidence(membership, links.near, link)
+    membership = attach_loners(membership, links.bursts, links.accounts.height, params)
+    membership = merge_surges(membership, links, uses, params, link)
+    membership, links = cohort_fleets(membership, links, params)
+    return merge_surges(membership, links, uses, params, link), links
+
+
 def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
     """Label accounts with a fleet number.
 

@@ -21,14 +21,7 @@ from attribution.engine.attribute import attribute, member_reach
 from attribution.engine.diff import run_diff
 from attribution.engine.features import account_features, account_zones
 from attribution.engine.fleet_ids import assign_fleet_ids
-from attribution.engine.fleets import (
-    attach_by_evidence,
-    attach_loners,
-    cohort_fleets,
-    find_fleets,
-    merge_fragments,
-    merge_surges,
-)
+from attribution.engine.fleets import place_accounts
 from attribution.engine.linking import infer_links
 from attribution.engine.lockstep import find_blocks
 from attribution.engine.scoring import sybil_scores
@@ -204,13 +197,7 @@ def attribute_graph(
             links = pin_links(links, pins, params)
     stages.say(f"{links.candidates} candidate pairs, {links.edges.height} links")
     with stages.stage("fleets"):
-        membership = find_fleets(links.accounts.height, links.edges, params.fleet)
-        membership = merge_fragments(membership, links.accounts, graph.uses, params.fleet,
-                                     feats, params.link, links.entities)
-        membership = attach_by_evidence(membership, links.near, params.link)
-        membership = attach_loners(membership, links.bursts, links.accounts.height, params.fleet)
-        membership, links = cohort_fleets(membership, links, params.fleet)
-        membership = merge_surges(membership, links, graph.uses, params.fleet, params.link)
+        membership, links = place_accounts(links, graph.uses, feats, params.fleet, params.link)
     legit = sorted({v.subject for v in verdicts if v.action == "legit"})
     with stages.stage("scores"):
         fleet_scores, account_scores, feature_ev = sybil_scores(graph, links, membership, feats)

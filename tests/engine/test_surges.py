@@ -9,13 +9,14 @@ leaves them unused. No half hour holds a burst; the week holds a surge.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
 
 from attribution.contracts.settings import FleetParams, LinkParams
 from attribution.engine.features import account_features
-from attribution.engine.fleets import attach_loners, cohort_fleets, find_fleets
+from attribution.engine.fleets import attach_loners, cohort_fleets, find_fleets, place_accounts
 from attribution.engine.linking import (
     Links,
     _signup_networks,
@@ -324,6 +325,29 @@ def test_a_second_attachment_keeps_the_beliefs_of_the_first() -> None:
         pl.when(pl.col("idx") == 3).then(0.6).otherwise(1.0).alias("belief"))
     out = attach_loners(placed, _cohort_members([0, 1, 2], dormant=set()), 5000, FleetParams())
     assert out.sort("idx")["belief"].to_list() == [1.0, 1.0, 1.0, 0.6]
+
+
+def test_an_operation_found_in_pieces_is_one_before_its_cohort_is_placed() -> None:
+    # one operation linked in three pieces of two (10..15), all of one sign-up surge and
+    # alike; four of its accounts nothing linked are in a cohort with them (20..23)
+    edges = _edges([(10, 11), (12, 13), (14, 15)])
+    cohort = _edges([(20, 21), (21, 22), (22, 23)])
+    members = _cohort_members([*range(10, 16), 20, 21, 22, 23], dormant={20, 21, 22, 23})
+    episodes = pl.DataFrame(
+        [(i, 0, True, i, 1, 0, "free", "Europe/Moscow") for i in range(10, 16)],
+        schema={"idx": pl.Int32, "episode": pl.Int64, "strong": pl.Boolean, "minute": pl.Int64,
+                "level": pl.Int32, "cap_main": pl.Int32, "plan": pl.String, "zone": pl.String},
+        orient="row")
+    links = replace(_links(cohort, members, n=30), edges=edges, episodes=episodes)
+    uses = pl.DataFrame(schema={"account_id": pl.String, "kind": pl.String,
+                                "entity_id": pl.String})
+    out, _ = place_accounts(links, uses, pl.DataFrame(), FleetParams(), LinkParams())
+    fleet = dict(out.select("idx", "fleet").iter_rows())
+    # the pieces are one fleet, and the cohort joined it (each piece alone held a third
+    # of the cohort's placed members: the cohort would have been a fleet of its own)
+    assert {fleet[i] for i in range(10, 16)} == {fleet[20]}
+    assert {fleet[i] for i in (20, 21, 22, 23)} == {fleet[10]}
+    assert out.filter(pl.col("idx") >= 20)["belief"].max() < 1.0  # type: ignore[operator]
 
 
 def test_an_episode_says_where_when_and_against_what_it_was_a_surge() -> None:
