@@ -558,7 +558,7 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
     if not home.height:
         return membership
     touch, _ = _touches(membership, links.accounts, uses, params, link, links.entities,
-                        IDENTITY_FAMILIES)
+                        IDENTITY_FAMILIES, home["fleet"])
     identity: dict[int, frozenset[str]] = {
         int(fleet): frozenset(part["key"].to_list())
         for (fleet,), part in touch.select(
@@ -707,13 +707,22 @@ def _alike(x: np.ndarray, groups: np.ndarray, segments: list[tuple[int, int]]
 
 def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
              params: FleetParams, link: LinkParams | None, entities: pl.DataFrame | None,
-             families: tuple[str, ...] = FRAGMENT_FAMILIES
+             families: tuple[str, ...] = FRAGMENT_FAMILIES, fleets: pl.Series | None = None
              ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(touch, used): the specific entities of ``families`` each fleet uses substantially
     (kind, entity_id, fleet; see ``merge_fragments``) and every use of such an entity
-    (kind, entity_id, idx, fleet)."""
+    (kind, entity_id, idx, fleet); with ``fleets``, only the entities those fleets' members
+    use are looked at (their touches are the same, and the rest of a million accounts'
+    uses is not joined)."""
     kinds = [k for k, f in KIND_FAMILY.items() if f in families]
-    used = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id") \
+    pool = uses.filter(pl.col("kind").is_in(kinds)).select("account_id", "kind", "entity_id")
+    if fleets is not None:
+        mine = accounts.join(membership.filter(pl.col("fleet").is_in(fleets.implode()))
+                             .select(pl.col("idx").cast(accounts.schema["idx"])), on="idx")
+        theirs = pool.filter(pl.col("account_id").is_in(mine["account_id"].implode()))
+        pool = pool.join(theirs.select("kind", "entity_id").unique(), on=["kind", "entity_id"],
+                         how="semi")
+    used = pool \
         .join(accounts.select("account_id", pl.col("idx").cast(pl.Int32)), on="account_id") \
         .join(membership.select(pl.col("idx").cast(pl.Int32), "fleet"), on="idx", how="left")
     users = used.group_by("kind", "entity_id").agg(
