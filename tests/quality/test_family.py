@@ -94,6 +94,8 @@ def test_family_is_deterministic_per_seed(tmp_path: Path) -> None:
 
 def test_parameters_differ_across_seeds_and_stay_in_range() -> None:
     assert not set(DEV_SEEDS) & set(HELDOUT_SEEDS)
+    wide = set(parse_seeds("dev-wide"))
+    assert set(DEV_SEEDS) < wide and not wide & set(HELDOUT_SEEDS)
     assert parse_seeds("dev") == DEV_SEEDS and parse_seeds("201-203,207") == (201, 202, 203, 207)
     ps = [draw_params(s, 20_000) for s in DEV_SEEDS + HELDOUT_SEEDS]
     assert draw_params(SEED, 20_000) == ps[0]  # pure in (seed, size)
