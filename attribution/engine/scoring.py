@@ -205,7 +205,18 @@ def sybil_scores(
             for f in ACCOUNT_LEVEL}
     # One account's hiding counts once: its exit's country is what makes its device zone
     # foreign, so a VPN moves both (a fleet's two shares stay added: the map is fitted on them).
-    shift = pl.sum_horizontal(pl.max_horizontal(*(more[f] for f in CONCEALMENT)),
+    # ... and as far as the rest of its fleet hides too (its concealment gate without the
+    # member): a student on a VPN in a course cohort that works openly from its campus
+    # hides for itself, not for the cohort.
+    others = (pl.len().over("fleet") - 1).clip(lower_bound=1)
+    rest_infra = _excess(
+        (pl.col("rented_req").fill_null(0).sum().over("fleet") - pl.col("rented_req").fill_null(0))
+        / (pl.col("ip_req").fill_null(0).sum().over("fleet") - pl.col("ip_req").fill_null(0)).clip(1),
+        pop_infra)
+    rest_tz = (pl.col("tz_leak").fill_null(0.0).sum().over("fleet") - pl.col("tz_leak").fill_null(0.0)
+               ) / others
+    rest_gate = OPEN_FLOOR + (1.0 - OPEN_FLOOR) * pl.max_horizontal(rest_infra, rest_tz).clip(0.0, 1.0)
+    shift = pl.sum_horizontal(pl.max_horizontal(*(more[f] for f in CONCEALMENT)) * rest_gate,
                               *(e for f, e in more.items() if f not in CONCEALMENT))
     # A member that declares who it is (an institutional email, a workplace, a team
     # or API plan) and hides nothing itself is under open control: the fleet's

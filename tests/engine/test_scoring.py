@@ -135,10 +135,12 @@ def test_a_member_that_declares_itself_and_hides_nothing_is_not_the_operations()
     assert min(by_id[f"g{i:03d}"] for i in range(1, GROUP)) > 0.5
 
 
-def test_one_members_hiding_counts_once_for_it() -> None:
+def test_one_members_hiding_counts_once_and_as_far_as_the_rest_hides() -> None:
     # The company's bots in the open, but g000 goes through the residential proxy: one
     # act of hiding. Its browser's zone, foreign to the exit's country because of the
-    # exit, adds nothing to it (0.82 when the two were added, 0.54 now).
+    # exit, adds nothing to it (0.82 when the two were added, 0.54 when counted once),
+    # and it counts as far as the rest of the fleet hides: an open team's member that
+    # hides hides for itself (0.27).
     def member(zone: str) -> tuple[float, float]:
         tabs = world(concealed=False)
         tabs["account_ips"] = tabs["account_ips"].with_columns(
@@ -159,5 +161,5 @@ def test_one_members_hiding_counts_once_for_it() -> None:
         return math.log(mine / (1 - mine)) - math.log(rest / (1 - rest))
 
     foreign, rest = member("Asia/Shanghai")
-    assert foreign > 2 * rest  # it hides more than the rest: it moves up
+    assert 1.4 * rest < foreign < 0.5  # it hides more than the rest: it moves up, not over
     assert abs(lift("Asia/Shanghai") - lift("America/New_York")) < 1e-9
