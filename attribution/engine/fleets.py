@@ -615,21 +615,18 @@ def merge_surges(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
             if fleet not in sure:
                 # Its few sure members tell no operator's mix from another's: it joins
                 # only the one alike group whose sign-ups its own follow or precede
-                # within ``surge_days``, and never leads a group.
+                # within ``surge_days`` (without stretching the group's span), and never
+                # leads a group.
                 near = [g for g in ok if max(lows[g] - high, low - highs[g]) <= width]
-                if len(near) == 1:
-                    g = near[0]
-                    pooled[g] = pooled[g] + x
-                    owned[g] = owned[g] | own
-                    merged[fleet] = groups[g]
-                continue
+                ok = near if len(near) == 1 else []
+            elif ok:
+                lows[ok[0]], highs[ok[0]] = min(lows[ok[0]], low), max(highs[ok[0]], high)
             if ok:
-                g = int(ok[0])
+                g = ok[0]
                 pooled[g] = pooled[g] + x
                 owned[g] = owned[g] | own
-                lows[g], highs[g] = min(lows[g], low), max(highs[g], high)
                 merged[fleet] = groups[g]
-            else:
+            elif fleet in sure:
                 groups.append(fleet)
                 pooled.append(x.copy())
                 owned.append(own)
