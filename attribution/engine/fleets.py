@@ -52,6 +52,7 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     membership = attach_by_evidence(membership, links.near, link)
     membership = attach_loners(membership, links.bursts, links.accounts.height, params)
     membership = merge_surges(membership, links, uses, params, link)
+    membership, links = attach_cohort_by_identity(membership, links, params, link)
     membership, links = cohort_fleets(membership, links, params)
     return merge_surges(membership, links, uses, params, link), links
 
@@ -378,8 +379,8 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
 ATTACH_DOMINANCE = 3.0
 
 
-def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams
-                       ) -> pl.DataFrame:
+def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams,
+                       ties: pl.DataFrame | None = None) -> pl.DataFrame:
     """Attach an unlinked account whose evidence towards one fleet is spread over members.
 
     An edge needs two families agreeing on one pair. A lightly used account of
@@ -393,6 +394,11 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     an account with ties in every direction (a busy shared network) is left
     alone. Such a member has no identity edge, so attribution does not reach
     it (``member_reach``).
+
+    ``ties`` (loner, fleet, the strength columns) is evidence towards a fleet as a
+    whole rather than towards one member (``attach_cohort_by_identity``); where given,
+    a loner is weighed only between the fleets it ties it to. Added members have
+    ``belief`` 1.0 where the membership has beliefs.
     """
     if not near.height or not membership.height:
         return membership
@@ -401,8 +407,11 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     sides = pl.concat([
         near.select(pl.col("b").alias("loner"), pl.col("a").alias("idx"), *s_cols),
         near.select(pl.col("a").alias("loner"), pl.col("b").alias("idx"), *s_cols),
-    ]).join(fleet_of, on="idx").join(fleet_of.select(pl.col("idx").alias("loner")),
-                                     on="loner", how="anti")
+    ]).join(fleet_of, on="idx").select("loner", "fleet", *s_cols)
+    if ties is not None:
+        sides = pl.concat([sides.join(ties.select("loner", "fleet"), on=["loner", "fleet"]),
+                           ties.select(sides.columns).cast(sides.schema)])
+    sides = sides.join(fleet_of.select(pl.col("idx").alias("loner")), on="loner", how="anti")
     if not sides.height:
         return membership
     per_fleet = (
@@ -422,7 +431,48 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     )
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
-    return pl.concat([membership.select("idx", "fleet", "attachment"), added]).sort("idx")
+    if "belief" in membership.columns:
+        added = added.with_columns(pl.lit(1.0).alias("belief"))
+    return pl.concat([membership, added.select(membership.columns)]).sort("idx")
+
+
+def attach_cohort_by_identity(membership: pl.DataFrame, links: Links, params: FleetParams,
+                              link: LinkParams) -> tuple[pl.DataFrame, Links]:
+    """Attach a sign-up cohort's quiet loner to the fleet its own identity evidence names,
+    among the fleets that hold its cohort.
+
+    A cohort says a quiet account is one of a surge's excess sign-ups, not whose: two
+    operators registering through one rented service in the same weeks share the surge,
+    and ``cohort_fleets`` gives the whole cohort to the fleet that holds most of it. What
+    the account holds of its own (``FRAGMENT_FAMILIES``: a template only one operator
+    uses, a card, a device) says whose. The surge, a creation tie towards each fleet that
+    holds ``attach_links`` of the cohort's placed members, and that identity evidence
+    towards one of them are the two families ``attach_by_evidence`` asks for, under its
+    bar and dominance. Timing, networks and e-mail domains are left out here: shared with
+    the surge's every operator and with crowds, they name no one among its fleets.
+
+    Returns the membership and the links without the accounts it placed among the
+    cohorts' members: placed on the cohort's own evidence, they do not vote on where the
+    rest of the cohort goes (``cohort_fleets``), or the surge would count twice.
+    """
+    members, fleet_of = links.cohort_members, membership.select("idx", "fleet")
+    if not members.height or not membership.height or not links.near.height:
+        return membership, links
+    held = (members.join(fleet_of, on="idx").group_by("block", "fleet").len()
+            .filter(pl.col("len") >= params.attach_links).drop("len"))
+    ties = (
+        members.filter(pl.col("dormant")).join(fleet_of, on="idx", how="anti")
+        .join(held, on="block")
+        .group_by(pl.col("idx").alias("loner"), "fleet").agg(pl.col("s").max())
+        .select("loner", "fleet", *[pl.col("s").alias(c) if c == "s_creation"
+                                    else pl.lit(0.0).alias(c) for c in STRENGTH_COLUMNS])
+    )
+    own = {f"s_{f}" for f in FRAGMENT_FAMILIES}
+    near = links.near.select("a", "b", *[pl.col(c) if c in own else pl.lit(0.0).alias(c)
+                                         for c in STRENGTH_COLUMNS])
+    placed = attach_by_evidence(membership, near, link, ties)
+    added = placed.join(membership.select("idx"), on="idx", how="anti")["idx"].implode()
+    return placed, replace(links, cohort_members=members.filter(~pl.col("idx").is_in(added)))
 
 
 # What an operator holds of its own: a card, a device, a prompt template. Not a

@@ -15,8 +15,15 @@ from typing import Any
 import polars as pl
 
 from attribution.contracts.settings import FleetParams, LinkParams
+from attribution.contracts.vocabulary import STRENGTH_COLUMNS
 from attribution.engine.features import account_features
-from attribution.engine.fleets import attach_loners, cohort_fleets, find_fleets, place_accounts
+from attribution.engine.fleets import (
+    attach_cohort_by_identity,
+    attach_loners,
+    cohort_fleets,
+    find_fleets,
+    place_accounts,
+)
 from attribution.engine.linking import (
     Links,
     _signup_networks,
@@ -325,6 +332,43 @@ def test_a_second_attachment_keeps_the_beliefs_of_the_first() -> None:
         pl.when(pl.col("idx") == 3).then(0.6).otherwise(1.0).alias("belief"))
     out = attach_loners(placed, _cohort_members([0, 1, 2], dormant=set()), 5000, FleetParams())
     assert out.sort("idx")["belief"].to_list() == [1.0, 1.0, 1.0, 0.6]
+
+
+def _near(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(a, b, *[s.get(c, 0.0) for c in STRENGTH_COLUMNS]) for a, b, s in rows],
+        schema={"a": pl.Int32, "b": pl.Int32, **{c: pl.Float64 for c in STRENGTH_COLUMNS}},
+        orient="row")
+
+
+def test_a_cohort_member_holding_one_operators_template_joins_that_operator() -> None:
+    # two operators register through one service in the same weeks: A (0..7) holds most
+    # of the cohort's placed members, B (10..12) the rest; 20 uses B's own template and
+    # shares minutes with one of A's accounts, 21 and 22 have nothing but their sign-up
+    placed = _members({0: list(range(8)), 1: [10, 11, 12]})
+    template = {"s_prompt": 1.5}
+    near = _near([(20, 10, template), (20, 11, template), (20, 12, template),
+                  (0, 20, {"s_timing": 2.3}), (1, 20, {"s_network": 1.0, "s_email": 0.5})])
+    members = _cohort_members([*range(8), 10, 11, 12, 20, 21, 22], dormant={20, 21, 22})
+    links = replace(_links(_edges([(21, 22)]), members, n=30), near=near)
+    out, links = attach_cohort_by_identity(placed, links, FleetParams(), LinkParams())
+    assert out.filter(pl.col("idx") == 20).select("fleet", "belief").row(0) == (1, 1.0)
+    # 20 was placed on the cohort's own evidence and does not vote on the rest: with
+    # its vote, A would hold 8 of 12 (under ``attach_share``) and 21, 22 stay out
+    out, _ = cohort_fleets(out, links, FleetParams())
+    joined = out.filter(pl.col("idx").is_in([21, 22]))
+    assert joined["fleet"].to_list() == [0, 0]
+    assert joined["belief"].max() < 1.0  # type: ignore[operator]
+
+
+def test_networks_timing_and_mail_name_no_operator_of_a_cohort() -> None:
+    placed = _members({0: list(range(8)), 1: [10, 11, 12]})
+    crowd = {"s_network": 2.0, "s_email": 1.5, "s_timing": 3.0, "s_profile": 1.0}
+    near = _near([(20, 10, crowd), (20, 11, crowd), (20, 12, crowd)])
+    members = _cohort_members([*range(8), 10, 11, 12, 20], dormant={20})
+    links = replace(_links(_edges([]), members, n=30), near=near)
+    out, kept = attach_cohort_by_identity(placed, links, FleetParams(), LinkParams())
+    assert out.equals(placed) and kept.cohort_members.equals(members)
 
 
 def test_an_operation_found_in_pieces_is_one_before_its_cohort_is_placed() -> None:
