@@ -50,7 +50,8 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     membership = merge_fragments(membership, links.accounts, uses, params, feats, link,
                                  links.entities)
     membership = attach_by_evidence(membership, links.near, link)
-    membership = attach_loners(membership, links.bursts, links.accounts.height, params)
+    membership = attach_loners(membership, links.bursts, links.accounts.height, params,
+                               links.hours)
     membership = merge_surges(membership, links, uses, params, link)
     membership, links = attach_cohort_by_identity(membership, links, params, link)
     membership, links = cohort_fleets(membership, links, params)
@@ -288,7 +289,8 @@ def _merge_back(
 
 
 def attach_loners(
-    membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams
+    membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams,
+    hours: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Attach dormant accounts that formed no link to the fleet they were created with.
 
@@ -304,6 +306,13 @@ def attach_loners(
     that is nearly none; among millions it can be most of them, and then the
     loners stay out.
 
+    "Mostly one fleet" is the chance that a loner that is one of the operations'
+    is that fleet's: the fleet's share of the burst's placed members, and where
+    ``hours`` (``Links.hours``) say when the loner acts, that share updated by how
+    likely its hours are under each fleet's (``_hour_likelihood``). Two operators
+    renting one service sign up in the same weeks but work their accounts on their
+    own schedules. A loner that has not acted keeps the share.
+
     ``membership`` gains ``belief`` (1.0 for linked members) unless it has one.
     """
     if "belief" not in membership.columns:  # (a second call keeps the first's beliefs)
@@ -314,24 +323,27 @@ def attach_loners(
     fleet_of = membership.select("idx", "fleet")
     members = bursts.join(fleet_of, on="idx", how="left")
     placed = members.filter(pl.col("fleet").is_not_null())
-    per_fleet = placed.group_by("block", "fleet").agg(pl.len().alias("n"))
-    top = (
-        per_fleet.with_columns(pl.col("n").sum().over("block").alias("placed"))
-        .sort(["block", "n", "fleet"], descending=[False, True, False])
-        .group_by("block", maintain_order=True).first()
-        .filter((pl.col("n") >= params.attach_links)
-                & (pl.col("n") >= params.attach_share * pl.col("placed")))
-    )
+    per_fleet = (placed.group_by("block", "fleet").agg(pl.len().alias("n"))
+                 .with_columns(pl.col("n").sum().over("block").alias("placed")))
     loners = members.filter(pl.col("fleet").is_null())
     n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
+    options = (loners.filter(pl.col("dormant")).drop("fleet")
+               .join(per_fleet, on="block").join(n_loners, on="block"))
+    if hours is not None and hours.height:
+        fit = _hour_likelihood(options.select("idx", "fleet").unique(), fleet_of, hours)
+        options = options.join(fit, on=["idx", "fleet"], how="left").with_columns(
+            pl.col("log_l").fill_null(0.0))
+    else:
+        options = options.with_columns(pl.lit(0.0).alias("log_l"))
+    # the share times the likelihood, over the same for every fleet of the burst
+    weight = pl.col("n") * (pl.col("log_l") - pl.col("log_l").max().over("idx", "block")).exp()
     candidates = (
-        loners.filter(pl.col("dormant")).drop("fleet")
-        .join(top, on="block").join(n_loners, on="block")
+        options.with_columns((weight / weight.sum().over("idx", "block")).alias("share"))
+        .filter((pl.col("n") >= params.attach_links) & (pl.col("share") >= params.attach_share))
         .with_columns(
-            (
-                pl.col("n") / pl.col("placed")
-                * (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0)
-            ).alias("belief"),
+            (pl.col("share")
+             * (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0)
+             ).alias("belief"),
             (pl.col("n") * pl.col("s")).alias("attachment"),
         )
         .filter(pl.col("belief") >= params.attach_belief)
@@ -341,6 +353,40 @@ def attach_loners(
     added = candidates.select(
         pl.col("idx").cast(pl.Int32), "fleet", "attachment", pl.col("belief").cast(pl.Float64))
     return pl.concat([membership, added]).sort("idx")
+
+
+# A fleet's schedule starts as one member active at every hour alike (a twenty-fourth
+# of a member per hour): an hour none of its members was seen in is unlikely for it,
+# not impossible, and a fleet of three is less sure of its hours than one of three
+# hundred.
+HOUR_PRIOR = 1.0 / 24
+
+
+def _hour_likelihood(options: pl.DataFrame, fleet_of: pl.DataFrame, hours: pl.DataFrame
+                     ) -> pl.DataFrame:
+    """(idx, fleet, log_l): the natural log of the chance of the loner's active hours
+    (``hours``: idx, hour, sessions) under the fleet's schedule, for each pair of
+    ``options`` (idx, fleet).
+
+    A fleet's schedule is the mean over its members with known hours of each one's
+    share of sessions per hour (each member counts once, a busy one no more), with
+    ``HOUR_PRIOR`` pseudo-sessions per hour; a loner's sessions are independent draws
+    from it (a multinomial; its coefficient is the same for every fleet and cancels).
+    """
+    schedule = (
+        hours.join(fleet_of, on="idx")
+        .with_columns((pl.col("sessions") / pl.col("sessions").sum().over("idx")).alias("w"))
+        .group_by("fleet", "hour").agg(pl.col("w").sum())
+    )
+    known = hours.join(fleet_of, on="idx").group_by("fleet").agg(
+        pl.col("idx").n_unique().alias("k"))
+    mine = options.join(hours, on="idx")
+    return (
+        mine.join(schedule, on=["fleet", "hour"], how="left").join(known, on="fleet", how="left")
+        .with_columns(((pl.col("w").fill_null(0.0) + HOUR_PRIOR)
+                       / (pl.col("k").fill_null(0) + 24 * HOUR_PRIOR)).log().alias("lp"))
+        .group_by("idx", "fleet").agg((pl.col("sessions") * pl.col("lp")).sum().alias("log_l"))
+    )
 
 
 def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
@@ -361,7 +407,8 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
     """
     if not links.cohort.height:
         return membership, links
-    membership = attach_loners(membership, links.cohort_members, links.accounts.height, params)
+    membership = attach_loners(membership, links.cohort_members, links.accounts.height, params,
+                               links.hours)
     placed = membership["idx"].implode()
     edges = links.cohort.filter(~pl.col("a").is_in(placed) & ~pl.col("b").is_in(placed))
     if not edges.height:

@@ -56,6 +56,9 @@ EPISODE_SCHEMA = {"episode": pl.Int64, "network": pl.String, "start": pl.Int64,
                   "log10_chance": pl.Float64}
 
 
+HOURS_SCHEMA = {"idx": pl.Int32, "hour": pl.Int8, "sessions": pl.UInt32}
+
+
 @dataclass
 class Links:
     """Inferred account-to-account edges over an account index.
@@ -90,6 +93,10 @@ class Links:
     # ... and what each episode was (network, span, sign-ups against expected, odds:
     # ``_episode_stats``), for the sentence that quotes it.
     episode_stats: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EPISODE_SCHEMA))
+    # When the members of ``bursts`` and ``cohort_members`` act (idx, hour of the day in
+    # UTC, sessions: the days they were active in that hour): an operator works its
+    # accounts on its own schedule (``fleets.attach_loners``).
+    hours: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HOURS_SCHEMA))
     # The lockstep blocks (see engine.lockstep): the sybil score counts their members
     # as coordination and quotes the block.
     lockstep: Blocks = field(default_factory=Blocks.empty)
@@ -166,9 +173,25 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     return Links(accounts=accounts, edges=edges,
                  candidates=scored.height + batch_candidates + cohort_candidates,
                  bursts=strong, near=near, lockstep=blocks,
+                 hours=_hours(graph, accounts, pl.concat([strong["idx"], cohort_members["idx"]])),
                  cohort=cohort, cohort_members=cohort_members,
                  episodes=episodes, episode_stats=episode_stats,
                  entities=entities.select("kind", "entity_id", "rare", "lift"))
+
+
+def _hours(graph: PropertyGraph, accounts: pl.DataFrame, who: pl.Series) -> pl.DataFrame:
+    """(idx, hour, sessions) of the accounts ``who``: on how many days each was active in
+    each hour of the day (UTC). Days, not minutes: one long session is one observation
+    of when its operator works, not sixty."""
+    ids = accounts.join(pl.DataFrame({"idx": who.cast(pl.Int32)}).unique(), on="idx")
+    if not ids.height or not graph.activity.height:
+        return pl.DataFrame(schema=HOURS_SCHEMA)
+    minute = pl.col("minute").cast(pl.Int64)
+    return (graph.activity.lazy().join(ids.lazy(), on="account_id")
+            .select("idx", (minute // 60 % 24).cast(pl.Int8).alias("hour"),
+                    (minute // 1440).alias("day"))
+            .group_by("idx", "hour").agg(pl.col("day").n_unique().alias("sessions"))
+            .sort("idx", "hour").collect().cast(HOURS_SCHEMA))  # type: ignore[arg-type]
 
 
 def _same_block(scored: pl.DataFrame, in_block: pl.DataFrame, p: LinkParams) -> pl.DataFrame:

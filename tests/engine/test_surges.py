@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import polars as pl
+import pytest
 
 from attribution.contracts.settings import FleetParams, LinkParams
 from attribution.contracts.vocabulary import STRENGTH_COLUMNS
@@ -25,7 +26,9 @@ from attribution.engine.fleets import (
     place_accounts,
 )
 from attribution.engine.linking import (
+    HOURS_SCHEMA,
     Links,
+    _hours,
     _signup_networks,
     _signups,
     _surge_blocks,
@@ -369,6 +372,59 @@ def test_networks_timing_and_mail_name_no_operator_of_a_cohort() -> None:
     links = replace(_links(_edges([]), members, n=30), near=near)
     out, kept = attach_cohort_by_identity(placed, links, FleetParams(), LinkParams())
     assert out.equals(placed) and kept.cohort_members.equals(members)
+
+
+def _hours_of(rows: dict[int, dict[int, int]]) -> pl.DataFrame:
+    return pl.DataFrame([(i, h, n) for i, by_hour in rows.items() for h, n in by_hour.items()],
+                        schema=HOURS_SCHEMA, orient="row")
+
+
+def test_a_cohort_loner_joins_the_operator_whose_hours_it_keeps() -> None:
+    # A (0..7) works its accounts 02-05 UTC, B (10..12) 14-17; the cohort's loners:
+    # 20 active on six days at 15-16, 21 on two days at 03, 22 never
+    placed = _members({0: list(range(8)), 1: [10, 11, 12]})
+    hours = _hours_of({**{i: {2: 3, 3: 4, 4: 2, 5: 1} for i in range(8)},
+                    **{i: {14: 2, 15: 5, 16: 3, 17: 1} for i in (10, 11, 12)},
+                    20: {15: 4, 16: 2}, 21: {3: 2}})
+    members = _cohort_members([*range(8), 10, 11, 12, 20, 21, 22], dormant={20, 21, 22})
+    out = attach_loners(placed, members, 5000, FleetParams(), hours)
+    fleet = dict(out.select("idx", "fleet").iter_rows())
+    assert (fleet[20], fleet[21], fleet[22]) == (1, 0, 0)
+    belief = dict(out.select("idx", "belief").iter_rows())
+    # without hours, the share alone: all three join A
+    alone = attach_loners(placed, members, 5000, FleetParams())
+    assert alone.filter(pl.col("idx") >= 20)["fleet"].to_list() == [0, 0, 0]
+    share = dict(alone.select("idx", "belief").iter_rows())
+    assert belief[20] > 0.95 and belief[21] > share[21] and belief[22] == share[22]
+
+
+def test_hours_that_fit_both_operators_leave_the_share_as_it_was() -> None:
+    # two fleets of eight with one schedule; the cohort holds eight of A and three of B
+    placed = _members({0: list(range(8)), 1: list(range(10, 18))})
+    same = {9: 2, 10: 3, 11: 2}
+    hours = _hours_of({**{i: same for i in (*range(8), *range(10, 18))}, 20: {10: 3}})
+    members = _cohort_members([*range(8), 10, 11, 12, 20], dormant={20})
+    out = attach_loners(placed, members, 5000, FleetParams(), hours)
+    alone = attach_loners(placed, members, 5000, FleetParams())
+    row = out.filter(pl.col("idx") == 20).select("fleet", "belief").row(0)
+    assert row == pytest.approx(alone.filter(pl.col("idx") == 20).select("fleet", "belief").row(0))
+
+
+def test_hours_count_days_not_minutes() -> None:
+    graph = build_graph(surge_world())
+    day = 20_000 * 1440  # minutes since the epoch at a day's start
+    act = pl.DataFrame({
+        "account_id": ["a"] * 45 + ["b"],
+        # a: forty minutes at 03 UTC on one day, the same hour on four more days, and
+        # 23:59 on the first day; b: once, at 15
+        "minute": [day + 180 + m for m in range(40)] + [day + d * 1440 + 200 for d in (1, 2, 3, 4)]
+        + [day + 1439, day + 900],
+        "network": ["asn:1"] * 46,
+    }, schema={"account_id": pl.String, "minute": pl.Int32, "network": pl.String})
+    accounts = pl.DataFrame({"account_id": ["a", "b", "c"], "idx": [0, 1, 2]},
+                            schema={"account_id": pl.String, "idx": pl.Int32})
+    out = _hours(replace(graph, activity=act), accounts, pl.Series([0, 1, 0]))
+    assert out.rows() == [(0, 3, 5), (0, 23, 1), (1, 15, 1)]
 
 
 def test_an_operation_found_in_pieces_is_one_before_its_cohort_is_placed() -> None:
