@@ -436,14 +436,10 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     fleet as a whole (per family, its strongest tie to any member), that is
     the same evidence an edge asks for, and it is held to the same bar: two
     families agreeing, one of them identity or synchrony (``linking.anchored``),
-    and the same total weight. Which fleet: the one whose own card, device or
-    template (``FRAGMENT_FAMILIES``) the loner holds, where those ties reach the
-    family bar and are ``ATTACH_DOMINANCE`` times any other fleet's; else the
-    fleet holding that many times the candidate evidence of any other, so an
-    account with ties in every direction (a busy shared network) is left
-    alone. Two operators renting one service share its exits and its sign-up
-    bursts, and the larger has more of both towards anyone; what one holds of
-    its own names it. Such a member has no identity edge, so attribution does not reach
+    and the same total weight. The fleet must also hold
+    ``ATTACH_DOMINANCE`` times the candidate evidence of any other fleet, so
+    an account with ties in every direction (a busy shared network) is left
+    alone. Such a member has no identity edge, so attribution does not reach
     it (``member_reach``).
 
     ``ties`` (loner, fleet, the strength columns) is evidence towards a fleet as a
@@ -465,39 +461,26 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     sides = sides.join(fleet_of.select(pl.col("idx").alias("loner")), on="loner", how="anti")
     if not sides.height:
         return membership
-    own = [f"s_{f}" for f in FRAGMENT_FAMILIES]
     per_fleet = (
         sides.group_by("loner", "fleet")
-        .agg(*[pl.col(c).max() for c in s_cols], total_weight().sum().alias("mass"),
-             pl.sum_horizontal(own).sum().alias("own"))
+        .agg(*[pl.col(c).max() for c in s_cols], total_weight().sum().alias("mass"))
         .with_columns(
             corroborating(params.family_threshold).alias("families"),
             total_weight().alias("attachment"),
-            (pl.max_horizontal(own) >= params.family_threshold).alias("holds"),
         )
+        .sort(["loner", "mass", "fleet"], descending=[False, True, False])
+        .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
+        .group_by("loner", maintain_order=True).first()
+        .filter((pl.col("families") >= params.min_families)
+                & (pl.col("attachment") >= params.min_weight)
+                & anchored(params.family_threshold)
+                & (pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up")))
     )
-    # What the loner holds of an operator's own names the fleet where it names one;
-    # otherwise all its evidence must, by the same margin.
-    named = _dominant(per_fleet, "own").filter(pl.col("holds"))
-    chosen = pl.concat([named, _dominant(per_fleet, "mass").join(named, on="loner", how="anti")])
-    per_fleet = chosen.filter((pl.col("families") >= params.min_families)
-                              & (pl.col("attachment") >= params.min_weight)
-                              & anchored(params.family_threshold))
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
     if "belief" in membership.columns:
         added = added.with_columns(pl.lit(1.0).alias("belief"))
     return pl.concat([membership, added.select(membership.columns)]).sort("idx")
-
-
-def _dominant(per_fleet: pl.DataFrame, by: str) -> pl.DataFrame:
-    """Per loner, its fleet with the most ``by`` where that is ``ATTACH_DOMINANCE`` times
-    the next fleet's (ties broken by fleet number)."""
-    return (per_fleet.sort(["loner", by, "fleet"], descending=[False, True, False])
-            .with_columns(pl.col(by).shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
-            .group_by("loner", maintain_order=True).first()
-            .filter(pl.col(by) >= ATTACH_DOMINANCE * pl.col("runner_up"))
-            .drop("runner_up"))
 
 
 def attach_cohort_by_identity(membership: pl.DataFrame, links: Links, params: FleetParams,

@@ -85,32 +85,10 @@ def test_one_family_or_evidence_in_every_direction_attaches_nobody() -> None:
     assert attach_by_evidence(fleets, one_family, LinkParams()).filter(
         pl.col("idx") == 9).height == 0
     # Two families towards fleet 0, but as much towards fleet 1: a busy shared network.
-    scattered = _near([(0, 9, {"network": 1.5}), (1, 9, {"creation": 1.6}),
+    scattered = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
                        (5, 9, {"network": 1.5}), (6, 9, {"creation": 1.6})])
     assert attach_by_evidence(fleets, scattered, LinkParams()).filter(
         pl.col("idx") == 9).height == 0
-    # An operator's own template or card towards each: nothing names one of them.
-    both = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
-                  (5, 9, {"payment": 1.0}), (6, 9, {"creation": 1.6})])
-    assert attach_by_evidence(fleets, both, LinkParams()).filter(
-        pl.col("idx") == 9).height == 0
-
-
-def test_what_a_loner_holds_of_one_operators_own_names_the_fleet() -> None:
-    # Two operators rent one service: 9 signed up in bursts with members of both, and
-    # shares the service's exits with many of the larger (more evidence in all), but
-    # uses the smaller one's own template.
-    fleets = _membership({0: [0, 1, 2], 1: list(range(10, 20))})
-    service = {"creation": 1.6, "network": 1.0}
-    near = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
-                  *[(i, 9, service) for i in range(10, 20)]])
-    assert attach_by_evidence(fleets, near, LinkParams()).filter(
-        pl.col("idx") == 9)["fleet"].to_list() == [0]
-    # without the template, all its evidence decides as before: the larger fleet holds
-    # sixteen times the other's
-    alone = near.filter(pl.col("a") != 0)
-    assert attach_by_evidence(fleets, alone, LinkParams()).filter(
-        pl.col("idx") == 9)["fleet"].to_list() == [1]
 
 
 def _edges(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
