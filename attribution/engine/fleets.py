@@ -373,16 +373,15 @@ def _hour_likelihood(options: pl.DataFrame, fleet_of: pl.DataFrame, hours: pl.Da
     ``HOUR_PRIOR`` pseudo-sessions per hour; a loner's sessions are independent draws
     from it (a multinomial; its coefficient is the same for every fleet and cancels).
     """
+    placed = hours.join(fleet_of, on="idx")
     schedule = (
-        hours.join(fleet_of, on="idx")
-        .with_columns((pl.col("sessions") / pl.col("sessions").sum().over("idx")).alias("w"))
+        placed.with_columns((pl.col("sessions") / pl.col("sessions").sum().over("idx")).alias("w"))
         .group_by("fleet", "hour").agg(pl.col("w").sum())
     )
-    known = hours.join(fleet_of, on="idx").group_by("fleet").agg(
-        pl.col("idx").n_unique().alias("k"))
-    mine = options.join(hours, on="idx")
+    known = placed.group_by("fleet").agg(pl.col("idx").n_unique().alias("k"))
     return (
-        mine.join(schedule, on=["fleet", "hour"], how="left").join(known, on="fleet", how="left")
+        options.join(hours, on="idx")
+        .join(schedule, on=["fleet", "hour"], how="left").join(known, on="fleet", how="left")
         .with_columns(((pl.col("w").fill_null(0.0) + HOUR_PRIOR)
                        / (pl.col("k").fill_null(0) + 24 * HOUR_PRIOR)).log().alias("lp"))
         .group_by("idx", "fleet").agg((pl.col("sessions") * pl.col("lp")).sum().alias("log_l"))
