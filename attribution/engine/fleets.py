@@ -49,7 +49,8 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     membership = find_fleets(links.accounts.height, links.edges, params)
     membership = merge_fragments(membership, links.accounts, uses, params, feats, link,
                                  links.entities)
-    membership = attach_by_evidence(membership, links.near, link)
+    membership = attach_by_evidence(membership, links.near, link,
+                                    holds=own_holdings(membership, links, uses, params, link))
     membership = attach_loners(membership, links.bursts, links.accounts.height, params,
                                links.hours)
     membership = merge_surges(membership, links, uses, params, link)
@@ -426,7 +427,8 @@ ATTACH_DOMINANCE = 3.0
 
 
 def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: LinkParams,
-                       ties: pl.DataFrame | None = None) -> pl.DataFrame:
+                       ties: pl.DataFrame | None = None, holds: pl.DataFrame | None = None
+                       ) -> pl.DataFrame:
     """Attach an unlinked account whose evidence towards one fleet is spread over members.
 
     An edge needs two families agreeing on one pair. A lightly used account of
@@ -440,6 +442,14 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     an account with ties in every direction (a busy shared network) is left
     alone. Such a member has no identity edge, so attribution does not reach
     it (``member_reach``).
+
+    ``holds`` (loner, fleet: ``own_holdings``) names the fleets whose own entities a
+    loner uses: two operators renting one service share its exits and sign-up bursts,
+    and the larger holds more of both towards anyone, so among the fleets it holds
+    something of, the dominance is taken between those alone (the bar still applies).
+    A bare shared template does not name a fleet: only one specific to it
+    (``merge_fragments``' test), or a proxied developer whose sign-up fell in an
+    operator's burst would be named by a popular tool's template.
 
     ``ties`` (loner, fleet, the strength columns) is evidence towards a fleet as a
     whole rather than towards one member (``attach_cohort_by_identity``); where given,
@@ -467,19 +477,42 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
             corroborating(params.family_threshold).alias("families"),
             total_weight().alias("attachment"),
         )
-        .sort(["loner", "mass", "fleet"], descending=[False, True, False])
-        .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
-        .group_by("loner", maintain_order=True).first()
-        .filter((pl.col("families") >= params.min_families)
-                & (pl.col("attachment") >= params.min_weight)
-                & anchored(params.family_threshold)
-                & (pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up")))
     )
+    chosen = _dominant(per_fleet)
+    if holds is not None and holds.height:
+        # What the loner holds of one fleet's own entities names that fleet among
+        # those whose own entities it holds; the rest of its evidence decides the others.
+        holds = holds.cast({c: per_fleet.schema[c] for c in ("loner", "fleet")})
+        named = _dominant(per_fleet.join(holds, on=["loner", "fleet"], how="semi"))
+        chosen = pl.concat([named, chosen.join(named, on="loner", how="anti")])
+    per_fleet = chosen.filter((pl.col("families") >= params.min_families)
+                              & (pl.col("attachment") >= params.min_weight)
+                              & anchored(params.family_threshold))
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
     if "belief" in membership.columns:
         added = added.with_columns(pl.lit(1.0).alias("belief"))
     return pl.concat([membership, added.select(membership.columns)]).sort("idx")
+
+
+def _dominant(per_fleet: pl.DataFrame) -> pl.DataFrame:
+    """Per loner, its fleet with the most evidence where that is ``ATTACH_DOMINANCE`` times
+    the next fleet's (ties broken by fleet number)."""
+    return (per_fleet.sort(["loner", "mass", "fleet"], descending=[False, True, False])
+            .with_columns(pl.col("mass").shift(-1).over("loner").fill_null(0.0).alias("runner_up"))
+            .group_by("loner", maintain_order=True).first()
+            .filter(pl.col("mass") >= ATTACH_DOMINANCE * pl.col("runner_up"))
+            .drop("runner_up"))
+
+
+def own_holdings(membership: pl.DataFrame, links: Links, uses: pl.DataFrame,
+                 params: FleetParams, link: LinkParams) -> pl.DataFrame:
+    """(loner, fleet): accounts outside the fleets that use one of a fleet's own entities,
+    specific to it as ``merge_fragments`` judges (``_touches``)."""
+    touch, used = _touches(membership, links.accounts, uses, params, link, links.entities)
+    return (used.filter(pl.col("fleet").is_null()).drop("fleet")
+            .join(touch, on=["kind", "entity_id"])
+            .select(pl.col("idx").alias("loner"), "fleet").unique())
 
 
 def attach_cohort_by_identity(membership: pl.DataFrame, links: Links, params: FleetParams,

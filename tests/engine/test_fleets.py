@@ -18,8 +18,9 @@ from attribution.engine.fleets import (
     attach_loners,
     find_fleets,
     merge_fragments,
+    own_holdings,
 )
-from attribution.engine.linking import FAMILIES, entity_strength
+from attribution.engine.linking import FAMILIES, Links, entity_strength
 
 
 def _membership(fleets: dict[int, list[int]]) -> pl.DataFrame:
@@ -89,6 +90,48 @@ def test_one_family_or_evidence_in_every_direction_attaches_nobody() -> None:
                        (5, 9, {"network": 1.5}), (6, 9, {"creation": 1.6})])
     assert attach_by_evidence(fleets, scattered, LinkParams()).filter(
         pl.col("idx") == 9).height == 0
+
+
+def test_a_loner_holding_one_fleets_own_entity_joins_that_fleet() -> None:
+    # Two operators rent one service: 9 signed up in bursts with members of both and
+    # shares the service's exits with many of the larger (more evidence in all), but
+    # uses the smaller one's own template (``own_holdings`` says so).
+    fleets = _membership({0: [0, 1, 2], 1: list(range(10, 20))})
+    service = {"creation": 1.6, "network": 1.0}
+    near = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
+                  *[(i, 9, service) for i in range(10, 20)]])
+    holds = pl.DataFrame({"loner": [9], "fleet": [0]})
+    assert attach_by_evidence(fleets, near, LinkParams(), holds=holds).filter(
+        pl.col("idx") == 9)["fleet"].to_list() == [0]
+    # Without it all its evidence decides: the larger fleet holds sixteen times more.
+    assert attach_by_evidence(fleets, near, LinkParams()).filter(
+        pl.col("idx") == 9)["fleet"].to_list() == [1]
+    # The fleet it names must still meet the bar: one family towards it attaches it
+    # nowhere (not to the other fleet either: what it holds says that one is not its).
+    one = near.filter(pl.col("a") != 1)
+    assert attach_by_evidence(fleets, one, LinkParams(), holds=holds).filter(
+        pl.col("idx") == 9).height == 0
+
+
+def test_only_an_entity_specific_to_a_fleet_is_its_own() -> None:
+    """A template most of whose users are a fleet's members is the fleet's own; a popular
+    tool's template that the fleet also uses, with hundreds of ordinary users, is not."""
+    n = 1000
+    membership = _membership({0: [0, 1, 2, 3, 4]})
+    accounts = pl.DataFrame({"account_id": [f"a{i}" for i in range(n)], "idx": list(range(n))},
+                            schema={"account_id": pl.String, "idx": pl.Int32})
+    rows = [(i, "own") for i in (0, 1, 2, 3, 50)] + [(i, "tool") for i in (0, 1, 2, 60)]
+    rows += [(i, "tool") for i in range(300, 700)]
+    uses = pl.DataFrame({"account_id": [f"a{i}" for i, _ in rows], "kind": ["prompt"] * len(rows),
+                         "entity_id": [e for _, e in rows]})
+    feats = _feats(n, set())
+    entities = entity_strength(
+        uses.join(accounts, on="account_id").with_columns(pl.lit("prompt").alias("family")),
+        feats.select("account_id", anomaly(feats)).join(accounts, on="account_id"), LinkParams())
+    links = Links(accounts=accounts, edges=pl.DataFrame(), candidates=0, bursts=pl.DataFrame(),
+                  near=pl.DataFrame(), entities=entities)
+    held = own_holdings(membership, links, uses, FleetParams(), LinkParams())
+    assert held.rows() == [(50, 0)]
 
 
 def _edges(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
