@@ -51,12 +51,12 @@ def aggregate(exchanges: pl.DataFrame, *, rows_per_part: int = 6_000_000) -> Exc
     """
     exchanges = coded(exchanges)
     parts = max(1, -(-exchanges.height // rows_per_part))
+    # Each row's part, hashed once rather than once a pass (a filter per part would hash
+    # every row of tens of millions again).
+    part_of = (exchanges.get_column("account_id").hash(seed=11) % parts).cast(pl.UInt16)
     results: list[tuple[pl.DataFrame, ...]] = []
     for part in range(parts):
-        lf = exchanges.lazy()
-        if parts > 1:
-            lf = lf.filter(pl.col("account_id").hash(seed=11) % parts == part)
-        sub = lf.collect()
+        sub = exchanges.filter(part_of == part) if parts > 1 else exchanges
         results.append((
             account_behaviour(sub.lazy()),
             prompt_edges(sub.lazy()),
