@@ -46,7 +46,8 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     of them mostly, so its cohort would join another operator's fleet that shares the
     service's windows. The cohort fleets are compared with the rest after them.
     """
-    membership = find_fleets(links.accounts.height, links.edges, params)
+    edges = links.edges.join(crossed_edges(links, uses, params, link), on=["a", "b"], how="anti")
+    membership = find_fleets(links.accounts.height, edges, params)
     membership = merge_fragments(membership, links.accounts, uses, params, feats, link,
                                  links.entities)
     membership = attach_by_evidence(membership, links.near, link,
@@ -881,6 +882,58 @@ def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFram
     return touch, used
 
 
+def crossed_edges(links: Links, uses: pl.DataFrame, params: FleetParams, link: LinkParams
+                  ) -> pl.DataFrame:
+    """(a, b): edges between accounts that hold two operations' own entities and none in
+    common: two operators renting one service in the same hours.
+
+    An operator's own template (or shared card or device: ``FRAGMENT_FAMILIES``, specific
+    as linking measured it in ``Links.entities``: rare by itself, or its users far more
+    anomalous than the population) is used by its accounts and no one else's; two
+    operators registering through one proxy service in the same half hour are linked by
+    the batch's network and sign-up, which both read off the service. Entities whose users
+    overlap are one operation's (``_entity_groups``); an edge whose two ends each use some
+    operation's entities, and no operation's both, links two operations and forms no
+    fleet. An account that uses no such entity cuts nothing.
+    """
+    kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
+    specific = links.entities.filter(
+        pl.col("kind").is_in(kinds)
+        & ((pl.col("rare") >= link.family_threshold) | (pl.col("lift") >= params.fragment_specific)))
+    empty = pl.DataFrame(schema={"a": links.edges.schema["a"], "b": links.edges.schema["b"]})
+    if not links.edges.height or not specific.height:
+        return empty
+    used = (uses.join(specific.select("kind", "entity_id"), on=["kind", "entity_id"])
+            .join(links.accounts, on="account_id")
+            .select("kind", "entity_id", pl.col("idx").cast(pl.Int32)).unique())
+    groups = _entity_groups(used, params)
+    held = used.join(groups, on=["kind", "entity_id"]).select("idx", "group").unique()
+    ends = links.edges.select("a", "b")
+    a_side = ends.join(held.rename({"idx": "a"}), on="a")
+    b_side = ends.join(held.rename({"idx": "b"}), on="b")
+    shared = a_side.join(b_side, on=["a", "b", "group"]).select("a", "b").unique()
+    both = a_side.select("a", "b").unique().join(b_side.select("a", "b").unique(), on=["a", "b"])
+    return both.join(shared, on=["a", "b"], how="anti").cast(empty.schema)
+
+
+def _entity_groups(used: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
+    """(kind, entity_id, group): entities whose user sets overlap by ``fragment_touch`` of
+    the smaller are one group (one operation holds them: its accounts use its templates,
+    cards and devices alike); ``used`` is (kind, entity_id, idx)."""
+    ents = used.select("kind", "entity_id").unique().sort("kind", "entity_id").with_row_index("e")
+    users = used.join(ents, on=["kind", "entity_id"]).select("e", "idx").unique()
+    size = users.group_by("e").agg(pl.len().alias("m"))
+    shared = (users.join(users, on="idx", suffix="_b").filter(pl.col("e") < pl.col("e_b"))
+              .group_by("e", "e_b").agg(pl.len().alias("both"))
+              .join(size, on="e").join(size.rename({"e": "e_b", "m": "m_b"}), on="e_b")
+              .filter(pl.col("both") >= params.fragment_touch * pl.min_horizontal("m", "m_b")))
+    n = ents.height
+    graph = coo_matrix((np.ones(shared.height), (shared["e"].to_numpy(), shared["e_b"].to_numpy())),
+                       shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    return ents.select("kind", "entity_id", pl.Series("group", group, dtype=pl.Int64))
+
+
 def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
     """The touches of fleets that hold one operation's entities only.
 
@@ -894,18 +947,8 @@ def _one_operation(touch: pl.DataFrame, used: pl.DataFrame, params: FleetParams)
     """
     if touch.height < 2:
         return touch
-    ents = touch.select("kind", "entity_id").unique().with_row_index("e")
-    users = used.join(ents, on=["kind", "entity_id"]).select("e", "idx").unique()
-    size = users.group_by("e").agg(pl.len().alias("m"))
-    shared = (users.join(users, on="idx", suffix="_b").filter(pl.col("e") < pl.col("e_b"))
-              .group_by("e", "e_b").agg(pl.len().alias("both"))
-              .join(size, on="e").join(size.rename({"e": "e_b", "m": "m_b"}), on="e_b")
-              .filter(pl.col("both") >= params.fragment_touch * pl.min_horizontal("m", "m_b")))
-    n = ents.height
-    graph = coo_matrix((np.ones(shared.height), (shared["e"].to_numpy(), shared["e_b"].to_numpy())),
-                       shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    grouped = ents.with_columns(pl.Series("group", group, dtype=pl.Int64))
+    ents = touch.select("kind", "entity_id").unique()
+    grouped = _entity_groups(used.join(ents, on=["kind", "entity_id"]), params)
     tagged = touch.join(grouped, on=["kind", "entity_id"])
     # A group's other fleets: a fleet bridging two groups that each have fleets of their
     # own would weld two operations; one whose second group is only itself (an

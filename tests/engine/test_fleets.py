@@ -16,6 +16,7 @@ from attribution.engine.fleets import (
     _louvain_level0,
     attach_by_evidence,
     attach_loners,
+    crossed_edges,
     find_fleets,
     merge_fragments,
     own_holdings,
@@ -132,6 +133,37 @@ def test_only_an_entity_specific_to_a_fleet_is_its_own() -> None:
                   near=pl.DataFrame(), entities=entities)
     held = own_holdings(membership, links, uses, FleetParams(), LinkParams())
     assert held.rows() == [(50, 0)]
+
+
+def _crossed(held: dict[str, list[int]], edges: list[tuple[int, int]],
+             rare: float = 1.0) -> set[tuple[int, int]]:
+    n = 12
+    accounts = pl.DataFrame({"account_id": [f"a{i}" for i in range(n)], "idx": list(range(n))},
+                            schema={"account_id": pl.String, "idx": pl.Int32})
+    rows = [(i, e) for e, users in held.items() for i in users]
+    uses = pl.DataFrame({"account_id": [f"a{i}" for i, _ in rows], "kind": ["prompt"] * len(rows),
+                         "entity_id": [e for _, e in rows]})
+    entities = pl.DataFrame({"kind": ["prompt"] * len(held), "entity_id": list(held),
+                             "rare": [rare] * len(held), "lift": [0.0] * len(held)})
+    links = Links(accounts=accounts,
+                  edges=pl.DataFrame(edges, schema={"a": pl.Int32, "b": pl.Int32}, orient="row"),
+                  candidates=0, bursts=pl.DataFrame(), near=pl.DataFrame(), entities=entities)
+    out = crossed_edges(links, uses, FleetParams(), LinkParams())
+    return {(int(a), int(b)) for a, b in out.iter_rows()}
+
+
+def test_an_edge_between_two_operations_own_templates_forms_no_fleet() -> None:
+    # Operation A's template "ta", B's "tb": their accounts signed up through one service
+    # in the same half hour. 9 uses neither: its edges cut nothing.
+    held = {"ta": [0, 1, 2], "tb": [3, 4, 5]}
+    edges = [(0, 1), (1, 3), (2, 5), (3, 4), (0, 9), (5, 9)]
+    assert _crossed(held, edges) == {(1, 3), (2, 5)}
+    # An account holding both has an operation in common with each side.
+    assert _crossed({"ta": [0, 1, 2], "tb": [2, 3, 4, 5]}, edges) == set()
+    # One operation's two templates overlap in their users: one operation, no cut.
+    assert _crossed({"t1": [0, 1, 2, 6], "t2": [3, 4, 5, 6]}, edges) == set()
+    # Templates that are not specific (a popular tool's) say nothing of who runs whom.
+    assert _crossed(held, edges, rare=0.1) == set()
 
 
 def _edges(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
