@@ -52,11 +52,12 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
                                  links.entities)
     membership = attach_by_evidence(membership, links.near, link,
                                     holds=own_holdings(membership, links, uses, params, link))
+    zones = device_zones(links, feats)
     membership = attach_loners(membership, links.bursts, links.accounts.height, params,
-                               links.hours)
+                               links.hours, zones)
     membership = merge_surges(membership, links, uses, params, link)
     membership, links = attach_cohort_by_identity(membership, links, params, link)
-    membership, links = cohort_fleets(membership, links, params)
+    membership, links = cohort_fleets(membership, links, params, zones)
     return merge_surges(membership, links, uses, params, link), links
 
 
@@ -290,9 +291,18 @@ def _merge_back(
     return comm
 
 
+def device_zones(links: Links, feats: pl.DataFrame) -> pl.DataFrame | None:
+    """(idx, zone): each account's device time zone where one is known (``feats``, the
+    rows of ``features.account_features``), or None without them."""
+    if "timezone" not in feats.columns:
+        return None
+    return links.accounts.join(feats.select("account_id", "timezone").drop_nulls(),
+                               on="account_id").select("idx", pl.col("timezone").alias("zone"))
+
+
 def attach_loners(
     membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams,
-    hours: pl.DataFrame | None = None,
+    hours: pl.DataFrame | None = None, zones: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Attach dormant accounts that formed no link to the fleet they were created with.
 
@@ -313,7 +323,9 @@ def attach_loners(
     ``hours`` (``Links.hours``) say when the loner acts, that share updated by how
     likely its hours are under each fleet's (``_hour_likelihood``). Two operators
     renting one service sign up in the same weeks but work their accounts on their
-    own schedules. A loner that has not acted keeps the share.
+    own schedules. ``zones`` (``device_zones``) update it the same way by the loner's
+    device time zone under each fleet's mix of zones: each operator leaks or spoofs its
+    own. A loner that has not acted, or shows no zone, keeps the share.
 
     ``membership`` gains ``belief`` (1.0 for linked members) unless it has one.
     """
@@ -331,12 +343,13 @@ def attach_loners(
     n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
     options = (loners.filter(pl.col("dormant")).drop("fleet")
                .join(per_fleet, on="block").join(n_loners, on="block"))
-    if hours is not None and hours.height:
-        fit = _hour_likelihood(options.select("idx", "fleet").unique(), fleet_of, hours)
-        options = options.join(fit, on=["idx", "fleet"], how="left").with_columns(
-            pl.col("log_l").fill_null(0.0))
-    else:
-        options = options.with_columns(pl.lit(0.0).alias("log_l"))
+    options = options.with_columns(pl.lit(0.0).alias("log_l"))
+    pairs = options.select("idx", "fleet").unique()
+    for fit in ([_hour_likelihood(pairs, fleet_of, hours)] if hours is not None and hours.height
+                else []) + ([_zone_likelihood(pairs, fleet_of, zones)]
+                            if zones is not None and zones.height else []):
+        options = options.join(fit.rename({"log_l": "fit"}), on=["idx", "fleet"], how="left") \
+            .with_columns(pl.col("log_l") + pl.col("fit").fill_null(0.0)).drop("fit")
     # the share times the likelihood, over the same for every fleet of the burst
     weight = pl.col("n") * (pl.col("log_l") - pl.col("log_l").max().over("idx", "block")).exp()
     candidates = (
@@ -390,8 +403,27 @@ def _hour_likelihood(options: pl.DataFrame, fleet_of: pl.DataFrame, hours: pl.Da
     )
 
 
-def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
-                  ) -> tuple[pl.DataFrame, Links]:
+def _zone_likelihood(options: pl.DataFrame, fleet_of: pl.DataFrame, zones: pl.DataFrame
+                     ) -> pl.DataFrame:
+    """(idx, fleet, log_l): the natural log of the chance of the loner's device zone
+    (``zones``: idx, zone) under the fleet's mix of its members' zones, for each pair of
+    ``options`` (idx, fleet) whose loner shows one. As for hours (``_hour_likelihood``),
+    one pseudo-member is spread over every zone seen, so a zone none of a fleet's members
+    showed is unlikely for it, not impossible."""
+    values = max(zones["zone"].n_unique(), 1)
+    placed = zones.join(fleet_of, on="idx")
+    mix = placed.group_by("fleet", "zone").agg(pl.len().alias("c"))
+    known = placed.group_by("fleet").agg(pl.len().alias("k"))
+    return (
+        options.join(zones, on="idx")
+        .join(mix, on=["fleet", "zone"], how="left").join(known, on="fleet", how="left")
+        .select("idx", "fleet", ((pl.col("c").fill_null(0) + 1.0 / values)
+                                 / (pl.col("k").fill_null(0) + 1.0)).log().alias("log_l"))
+    )
+
+
+def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams,
+                  zones: pl.DataFrame | None = None) -> tuple[pl.DataFrame, Links]:
     """Fleets of sign-up cohorts among the accounts nothing else placed: the membership
     and the links with the cohort edges those fleets use among their edges (their
     evidence, for the score and the sentences).
@@ -402,14 +434,15 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams
     surge says which sign-ups are excess, not whose, so these edges come last: an
     account that a link, a fragment merge or an attachment placed stays where it is,
     and the rest first join the fleet that holds most of their cohort's placed members
-    (``attach_loners``, with its belief), then form fleets of their own (numbered after
+    (``attach_loners``, with its belief, weighed by their hours and ``zones``), then form
+    fleets of their own (numbered after
     the existing ones, with ``belief`` 1.0 as for any linked member). ``membership``:
     idx, fleet, attachment, belief.
     """
     if not links.cohort.height:
         return membership, links
     membership = attach_loners(membership, links.cohort_members, links.accounts.height, params,
-                               links.hours)
+                               links.hours, zones)
     placed = membership["idx"].implode()
     edges = links.cohort.filter(~pl.col("a").is_in(placed) & ~pl.col("b").is_in(placed))
     if not edges.height:

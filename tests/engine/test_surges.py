@@ -410,6 +410,28 @@ def test_hours_that_fit_both_operators_leave_the_share_as_it_was() -> None:
     assert row == pytest.approx(alone.filter(pl.col("idx") == 20).select("fleet", "belief").row(0))
 
 
+def test_a_cohort_loner_joins_the_operator_whose_device_zone_it_shows() -> None:
+    # A (0..7) leaks Asia/Singapore, B (10..12) Europe/Berlin; the cohort's loners: 20
+    # shows Berlin, 21 Singapore, 22 no zone (it keeps the share: A's eight of eleven)
+    placed = _members({0: list(range(8)), 1: [10, 11, 12]})
+    zones = pl.DataFrame({"idx": [*range(8), 10, 11, 12, 20, 21],
+                          "zone": ["Asia/Singapore"] * 8 + ["Europe/Berlin"] * 4
+                          + ["Asia/Singapore"]}, schema={"idx": pl.Int32, "zone": pl.String})
+    members = _cohort_members([*range(8), 10, 11, 12, 20, 21, 22], dormant={20, 21, 22})
+    out = attach_loners(placed, members, 5000, FleetParams(), zones=zones)
+    fleet = dict(out.select("idx", "fleet").iter_rows())
+    assert (fleet[20], fleet[21], fleet[22]) == (1, 0, 0)
+    belief = dict(out.select("idx", "belief").iter_rows())
+    share = dict(attach_loners(placed, members, 5000, FleetParams()).select(
+        "idx", "belief").iter_rows())
+    assert belief[21] > share[21] and belief[22] == share[22]
+    # a zone both fleets show alike leaves the share as it was
+    alike = zones.with_columns(pl.lit("UTC").alias("zone"))
+    same = attach_loners(placed, members, 5000, FleetParams(), zones=alike)
+    assert same.filter(pl.col("idx") >= 20).equals(
+        attach_loners(placed, members, 5000, FleetParams()).filter(pl.col("idx") >= 20))
+
+
 def test_hours_count_days_not_minutes() -> None:
     graph = build_graph(surge_world())
     day = 20_000 * 1440  # minutes since the epoch at a day's start
