@@ -38,9 +38,11 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     """The fleet stage: (membership: idx, fleet, attachment, belief; the links with the
     cohort edges the cohort fleets use).
 
-    Strongest evidence first: fleets of the links, their fragments merged by the operator
-    entities they share, loners attached by evidence spread over a fleet and by their
-    sign-up bursts. Then the pieces of one sign-up surge merge (``merge_surges``) before
+    Strongest evidence first: fleets of the links (without the edges between two
+    operations' own entities, ``crossed_edges``), their fragments merged by the operator
+    entities they share, loners attached by evidence spread over a fleet (named by what
+    they hold of one, ``own_holdings``) and by their sign-up bursts (weighed by their
+    hours and device zones). Then the pieces of one sign-up surge merge (``merge_surges``) before
     the surge's cohorts are placed (``cohort_fleets``): a cohort joins the fleet that
     holds most of its placed members, and an operation found in a dozen pieces holds none
     of them mostly, so its cohort would join another operator's fleet that shares the
