@@ -345,11 +345,14 @@ def attach_loners(
     n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
     options = (loners.filter(pl.col("dormant")).drop("fleet")
                .join(per_fleet, on="block").join(n_loners, on="block"))
-    options = options.with_columns(pl.lit(0.0).alias("log_l"))
     pairs = options.select("idx", "fleet").unique()
-    for fit in ([_hour_likelihood(pairs, fleet_of, hours)] if hours is not None and hours.height
-                else []) + ([_zone_likelihood(pairs, fleet_of, zones)]
-                            if zones is not None and zones.height else []):
+    fits = []
+    if hours is not None and hours.height:
+        fits.append(_hour_likelihood(pairs, fleet_of, hours))
+    if zones is not None and zones.height:
+        fits.append(_zone_likelihood(pairs, fleet_of, zones))
+    options = options.with_columns(pl.lit(0.0).alias("log_l"))
+    for fit in fits:
         options = options.join(fit.rename({"log_l": "fit"}), on=["idx", "fleet"], how="left") \
             .with_columns(pl.col("log_l") + pl.col("fit").fill_null(0.0)).drop("fit")
     # the share times the likelihood, over the same for every fleet of the burst
