@@ -870,6 +870,15 @@ def _alike(x: np.ndarray, groups: np.ndarray, segments: list[tuple[int, int]]
     return np.where(dof > 0, chi2.sf(g_stat, np.maximum(dof, 1)), 1.0), gap
 
 
+def _measured_specific(params: FleetParams, link: LinkParams) -> pl.Expr:
+    """Over rows of ``Links.entities`` (rare, lift): the entity is specific as linking
+    weighed it, rare enough to be evidence by itself, or used by a crowd far more
+    anomalous than the population (an operation's own template, most of whose users
+    formed no link yet)."""
+    return ((pl.col("rare").fill_null(0.0) >= link.family_threshold)
+            | (pl.col("lift").fill_null(0.0) >= params.fragment_specific))
+
+
 def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFrame,
              params: FleetParams, link: LinkParams | None, entities: pl.DataFrame | None,
              families: tuple[str, ...] = FRAGMENT_FAMILIES, fleets: pl.Series | None = None
@@ -893,21 +902,17 @@ def _touches(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.DataFram
     users = used.group_by("kind", "entity_id").agg(
         pl.col("idx").n_unique().alias("users"),
         pl.col("idx").filter(pl.col("fleet").is_not_null()).n_unique().alias("in_fleets"))
-    rare = anomalous = pl.lit(False)
+    measured = pl.lit(False)
     if link is not None and entities is not None:
-        # As linking weighed it: rare enough to be evidence by itself, or used by a
-        # crowd far more anomalous than the population (an operation's own template,
-        # most of whose users formed no link yet).
         users = users.join(entities.select("kind", "entity_id", "rare", "lift"),
                            on=["kind", "entity_id"], how="left")
-        rare = pl.col("rare").fill_null(0.0) >= link.family_threshold
-        anomalous = pl.col("lift").fill_null(0.0) >= params.fragment_specific
+        measured = _measured_specific(params, link)
     # Against the population: accounts are in fleets at this rate by default (families,
     # teams), so an entity is specific to fleets when its users are far more often.
     base = membership.height / max(accounts.height, 1)
     lift = (pl.col("in_fleets") / pl.col("users") - base) / max(1.0 - base, 1e-9)
     specific = users.filter((pl.col("users") >= 2) & (
-        rare | anomalous | (lift >= params.fragment_specific)))
+        measured | (lift >= params.fragment_specific)))
     sizes = membership.group_by("fleet").agg(pl.len().alias("size"))
     touch = (
         used.filter(pl.col("fleet").is_not_null())
@@ -935,9 +940,7 @@ def crossed_edges(links: Links, uses: pl.DataFrame, params: FleetParams, link: L
     fleet. An account that uses no such entity cuts nothing.
     """
     kinds = [k for k, f in KIND_FAMILY.items() if f in FRAGMENT_FAMILIES]
-    specific = links.entities.filter(
-        pl.col("kind").is_in(kinds)
-        & ((pl.col("rare") >= link.family_threshold) | (pl.col("lift") >= params.fragment_specific)))
+    specific = links.entities.filter(pl.col("kind").is_in(kinds) & _measured_specific(params, link))
     empty = pl.DataFrame(schema={"a": links.edges.schema["a"], "b": links.edges.schema["b"]})
     if not links.edges.height or not specific.height:
         return empty
