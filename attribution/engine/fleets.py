@@ -42,7 +42,7 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     operations' own entities, ``crossed_edges``), their fragments merged by the operator
     entities they share, loners attached by evidence spread over a fleet (named by what
     they hold of one, ``own_holdings``) and by their sign-up bursts (weighed by their
-    hours and device zones). Then the pieces of one sign-up surge merge (``merge_surges``) before
+    hours and device zones, and named by what they hold). Then the pieces of one sign-up surge merge (``merge_surges``) before
     the surge's cohorts are placed (``cohort_fleets``): a cohort joins the fleet that
     holds most of its placed members, and an operation found in a dozen pieces holds none
     of them mostly, so its cohort would join another operator's fleet that shares the
@@ -52,14 +52,15 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     membership = find_fleets(links.accounts.height, edges, params)
     membership = merge_fragments(membership, links.accounts, uses, params, feats, link,
                                  links.entities)
-    membership = attach_by_evidence(membership, links.near, link,
-                                    holds=own_holdings(membership, links, uses, params, link))
+    holds = own_holdings(membership, links, uses, params, link)
+    membership = attach_by_evidence(membership, links.near, link, holds=holds)
     zones = device_zones(links, feats)
     membership = attach_loners(membership, links.bursts, links.accounts.height, params,
-                               links.hours, zones)
+                               links.hours, zones, holds)
     membership = merge_surges(membership, links, uses, params, link)
     membership, links = attach_cohort_by_identity(membership, links, params, link)
-    membership, links = cohort_fleets(membership, links, params, zones)
+    membership, links = cohort_fleets(membership, links, params, zones,
+                                      own_holdings(membership, links, uses, params, link))
     return merge_surges(membership, links, uses, params, link), links
 
 
@@ -305,8 +306,10 @@ def device_zones(links: Links, feats: pl.DataFrame) -> pl.DataFrame | None:
 def attach_loners(
     membership: pl.DataFrame, bursts: pl.DataFrame, n_accounts: int, params: FleetParams,
     hours: pl.DataFrame | None = None, zones: pl.DataFrame | None = None,
+    holds: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Attach dormant accounts that formed no link to the fleet they were created with.
+    """Attach dormant accounts that formed no link (and any that use a fleet's own entity)
+    to the fleet they were created with.
 
     A new or dormant account often has nothing yet but its sign-up: created in
     the same burst, with the same email pattern, as several accounts of one
@@ -329,6 +332,15 @@ def attach_loners(
     device time zone under each fleet's mix of zones: each operator leaks or spoofs its
     own. A loner that has not acted, or shows no zone, keeps the share.
 
+    ``holds`` (loner, fleet: ``own_holdings``) names the fleets whose own entities a
+    loner uses, as in ``attach_by_evidence``: such a loner is weighed among the burst's
+    fleets it holds something of alone, and one holding none of them attaches nowhere
+    (what it holds says the burst's fleets are not its operator's). The sign-up and the
+    fleet's own template (card, device) are two families agreeing, one of them
+    synchrony, so a holder need not be dormant, and it is not discounted as a bystander:
+    an ordinary sign-up that fell in the window does not use the operator's own
+    entities (that is what makes them its own: ``_touches``).
+
     ``membership`` gains ``belief`` (1.0 for linked members) unless it has one.
     """
     if "belief" not in membership.columns:  # (a second call keeps the first's beliefs)
@@ -343,8 +355,13 @@ def attach_loners(
                  .with_columns(pl.col("n").sum().over("block").alias("placed")))
     loners = members.filter(pl.col("fleet").is_null())
     n_loners = loners.group_by("block").agg(pl.len().alias("n_loners"))
-    options = (loners.filter(pl.col("dormant")).drop("fleet")
-               .join(per_fleet, on="block").join(n_loners, on="block"))
+    options = loners.drop("fleet").join(per_fleet, on="block").join(n_loners, on="block")
+    held = pl.DataFrame(schema={"idx": options.schema["idx"], "fleet": options.schema["fleet"]})
+    if holds is not None:
+        held = holds.select(pl.col("loner").alias("idx"), "fleet").cast(held.schema)
+    holder = pl.col("idx").is_in(held["idx"].implode())
+    options = pl.concat([options.filter(pl.col("dormant") & ~holder),
+                         options.join(held, on=["idx", "fleet"], how="semi")])
     pairs = options.select("idx", "fleet").unique()
     fits = []
     if hours is not None and hours.height:
@@ -361,8 +378,8 @@ def attach_loners(
         options.with_columns((weight / weight.sum().over("idx", "block")).alias("share"))
         .filter((pl.col("n") >= params.attach_links) & (pl.col("share") >= params.attach_share))
         .with_columns(
-            (pl.col("share")
-             * (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0)
+            (pl.col("share") * pl.when(holder).then(1.0).otherwise(
+                (1.0 - pl.col("lam") * loner_rate / pl.col("n_loners")).clip(0.0, 1.0))
              ).alias("belief"),
             (pl.col("n") * pl.col("s")).alias("attachment"),
         )
@@ -428,7 +445,8 @@ def _zone_likelihood(options: pl.DataFrame, fleet_of: pl.DataFrame, zones: pl.Da
 
 
 def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams,
-                  zones: pl.DataFrame | None = None) -> tuple[pl.DataFrame, Links]:
+                  zones: pl.DataFrame | None = None, holds: pl.DataFrame | None = None
+                  ) -> tuple[pl.DataFrame, Links]:
     """Fleets of sign-up cohorts among the accounts nothing else placed: the membership
     and the links with the cohort edges those fleets use among their edges (their
     evidence, for the score and the sentences).
@@ -447,7 +465,7 @@ def cohort_fleets(membership: pl.DataFrame, links: Links, params: FleetParams,
     if not links.cohort.height:
         return membership, links
     membership = attach_loners(membership, links.cohort_members, links.accounts.height, params,
-                               links.hours, zones)
+                               links.hours, zones, holds)
     placed = membership["idx"].implode()
     edges = links.cohort.filter(~pl.col("a").is_in(placed) & ~pl.col("b").is_in(placed))
     if not edges.height:

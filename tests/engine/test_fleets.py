@@ -65,6 +65,34 @@ def test_a_burst_split_between_two_fleets_attaches_nobody() -> None:
     assert out.filter(pl.col("idx") == 10).height == 0
 
 
+def test_a_burst_loner_holding_one_fleets_own_entity_joins_that_fleet() -> None:
+    # Two operators sign up through one service in the same surge: the burst's placed
+    # members are split between them, and ordinary sign-ups were expected in the window.
+    fleets = _membership({0: [0, 1, 2], 1: [3, 4, 5, 6, 7, 8]})
+    burst = _burst([*range(9), 10, 11, 12], lam=3.0, dormant={10, 12})
+    # 10 (dormant) and 11 (busy) use fleet 0's own template; 12 holds nothing.
+    holds = pl.DataFrame({"loner": [10, 11], "fleet": [0, 0]})
+    out = attach_loners(fleets, burst, 5000, FleetParams(), holds=holds)
+    added = out.filter(pl.col("idx") >= 10).sort("idx")
+    # Weighed among the fleets they hold alone, and no bystander discount: an ordinary
+    # sign-up does not use the operator's own template.
+    assert added.select("idx", "fleet", "belief").rows() == [(10, 0, 1.0), (11, 0, 1.0)]
+    # Without the holding the burst is split and bystanders expected: nobody attaches.
+    assert attach_loners(fleets, burst, 5000, FleetParams()).filter(
+        pl.col("idx") >= 10).height == 0
+
+
+def test_a_burst_loner_holding_a_fleet_outside_its_burst_attaches_nowhere() -> None:
+    fleets = _membership({0: [0, 1, 2, 3], 1: [20, 21, 22]})
+    burst = _burst([0, 1, 2, 3, 10], lam=0.01, dormant={10})
+    # Its burst is fleet 0's, but it uses fleet 1's own template: fleet 0 is not its.
+    holds = pl.DataFrame({"loner": [10], "fleet": [1]})
+    assert attach_loners(fleets, burst, 5000, FleetParams(), holds=holds).filter(
+        pl.col("idx") == 10).height == 0
+    assert attach_loners(fleets, burst, 5000, FleetParams()).filter(
+        pl.col("idx") == 10)["fleet"].to_list() == [0]
+
+
 def _near(rows: list[tuple[int, int, dict[str, float]]]) -> pl.DataFrame:
     return pl.DataFrame(
         [(a, b, *[s.get(f, 0.0) for f in FAMILIES]) for a, b, s in rows],
