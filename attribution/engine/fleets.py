@@ -42,8 +42,9 @@ def place_accounts(links: Links, uses: pl.DataFrame, feats: pl.DataFrame, params
     operations' own entities, ``crossed_edges``), their fragments merged by the operator
     entities they share, loners attached by evidence spread over a fleet (named by what
     they hold of one, ``own_holdings``) and by their sign-up bursts (weighed by their
-    hours and device zones, and named by what they hold). Then the pieces of one sign-up surge merge (``merge_surges``) before
-    the surge's cohorts are placed (``cohort_fleets``): a cohort joins the fleet that
+    hours and device zones, and named by what they hold). Then the pieces of one sign-up
+    surge merge (``merge_surges``) before the surge's cohorts are placed
+    (``cohort_fleets``): a cohort joins the fleet that
     holds most of its placed members, and an operation found in a dozen pieces holds none
     of them mostly, so its cohort would join another operator's fleet that shares the
     service's windows. The cohort fleets are compared with the rest after them.
@@ -494,7 +495,9 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
     fleet as a whole (per family, its strongest tie to any member), that is
     the same evidence an edge asks for, and it is held to the same bar: two
     families agreeing, one of them identity or synchrony (``linking.anchored``),
-    and the same total weight. The fleet must also hold
+    and the same total weight; and one of them must be what the loner holds in
+    common with the fleet (``_identified``), since clock ties to the strongest of
+    many members are expected by chance. The fleet must also hold
     ``ATTACH_DOMINANCE`` times the candidate evidence of any other fleet, so
     an account with ties in every direction (a busy shared network) is left
     alone. Such a member has no identity edge, so attribution does not reach
@@ -544,12 +547,24 @@ def attach_by_evidence(membership: pl.DataFrame, near: pl.DataFrame, params: Lin
         chosen = pl.concat([named, chosen.join(named, on="loner", how="anti")])
     per_fleet = chosen.filter((pl.col("families") >= params.min_families)
                               & (pl.col("attachment") >= params.min_weight)
-                              & anchored(params.family_threshold))
+                              & anchored(params.family_threshold)
+                              & _identified(params.family_threshold))
     added = per_fleet.select(pl.col("loner").cast(pl.Int32).alias("idx"), "fleet",
                              pl.col("attachment").cast(pl.Float64))
     if "belief" in membership.columns:
         added = added.with_columns(pl.lit(1.0).alias("belief"))
     return pl.concat([membership, added.select(membership.columns)]).sort("idx")
+
+
+def _identified(threshold: float) -> pl.Expr:
+    """Whether evidence towards a fleet holds an identity family (card, device, domain,
+    template) at ``threshold``.
+
+    Taken as the strongest tie to any of a fleet's members, the clock families (shared
+    minutes, sign-up time, a lockstep block) grow with the fleet: among thousands of
+    members on one rented service, someone was active in the loner's minutes and someone
+    signed up in its half hour. What it holds in common with them does not grow so."""
+    return pl.any_horizontal([pl.col(f"s_{f}") >= threshold for f in IDENTITY_FAMILIES])
 
 
 def _dominant(per_fleet: pl.DataFrame) -> pl.DataFrame:

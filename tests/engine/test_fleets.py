@@ -109,6 +109,21 @@ def test_evidence_spread_over_members_of_one_fleet_attaches_a_loner() -> None:
     assert out.filter(pl.col("idx") == 9)["fleet"].to_list() == [0]
 
 
+def test_clock_ties_to_a_large_fleet_alone_attach_nobody() -> None:
+    # On one rented service someone of a fleet of thousands was active in the loner's
+    # minutes and someone signed up in its half hour: two families, anchored, but
+    # nothing the loner holds in common with the fleet.
+    fleets = _membership({0: list(range(100))})
+    near = _near([(3, 900, {"timing": 1.8}), (40, 900, {"creation": 1.2}),
+                  (77, 900, {"lockstep": 1.0})])
+    assert attach_by_evidence(fleets, near, LinkParams()).filter(
+        pl.col("idx") == 900).height == 0
+    # A template shared with a member besides the sign-up is something it holds.
+    held = pl.concat([near, _near([(5, 900, {"prompt": 0.6})])])
+    assert attach_by_evidence(fleets, held, LinkParams()).filter(
+        pl.col("idx") == 900)["fleet"].to_list() == [0]
+
+
 def test_one_family_or_evidence_in_every_direction_attaches_nobody() -> None:
     fleets = _membership({0: [0, 1, 2], 1: [5, 6]})
     one_family = _near([(0, 9, {"prompt": 2.0}), (1, 9, {"prompt": 1.9})])
@@ -126,7 +141,7 @@ def test_a_loner_holding_one_fleets_own_entity_joins_that_fleet() -> None:
     # shares the service's exits with many of the larger (more evidence in all), but
     # uses the smaller one's own template (``own_holdings`` says so).
     fleets = _membership({0: [0, 1, 2], 1: list(range(10, 20))})
-    service = {"creation": 1.6, "network": 1.0}
+    service = {"creation": 1.6, "network": 1.0, "email": 0.5}
     near = _near([(0, 9, {"prompt": 1.5}), (1, 9, {"creation": 1.6}),
                   *[(i, 9, service) for i in range(10, 20)]])
     holds = pl.DataFrame({"loner": [9], "fleet": [0]})
