@@ -686,19 +686,17 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
             "fleet", "fleet_b")
     if not pairs.height:
         return membership
-    # Union-find over fleet numbers; each group takes its smallest number.
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    for x, y in sorted(pairs.iter_rows()):
-        rx, ry = root(int(x)), root(int(y))
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-    return _relabel(membership, {x: root(x) for x in parent})
+    # Fleets joined by the pairs, each group under its smallest number.
+    numbers, ends = np.unique(pairs.select("fleet", "fleet_b").to_numpy().ravel(),
+                              return_inverse=True)
+    ends = ends.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(ends)), (ends[:, 0], ends[:, 1])),
+                       shape=(len(numbers), len(numbers)))
+    _, group = connected_components(graph, directed=False)
+    smallest = np.full(int(group.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, group, numbers)
+    return _relabel(membership, dict(zip(numbers.tolist(), smallest[group].tolist(),
+                                         strict=True)))
 
 
 def _relabel(membership: pl.DataFrame, merged: dict[int, int]) -> pl.DataFrame:
