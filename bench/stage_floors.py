@@ -39,6 +39,8 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from attribution.store.embedded import GRAPH_COMPRESSION
+
 LOCKSTEP_MINUTES = 5  # the finest scale of LockstepParams.scales, the one read from the minutes
 RESULT_TABLES = ("assignments", "fleets", "evidence")
 
@@ -130,15 +132,15 @@ def graph_floor(files: RunFiles, repeat: int) -> list[float]:
 
 
 def load_floor(files: RunFiles, repeat: int) -> list[float]:
-    """Writing the graph's frames as Parquet with polars' defaults into a fresh directory:
-    exactly what the embedded store does, so a ratio near 1 is expected and says the stage
-    is its floor (only writing less, or cheaper encodings, would go below it)."""
+    """Writing the graph's frames as Parquet, in the store's encoding (``GRAPH_COMPRESSION``),
+    into a fresh directory: exactly what the embedded store does, so a ratio near 1 is
+    expected and says the stage is its floor (only writing less would go below it)."""
     frames = {p.stem: pl.read_parquet(p) for p in sorted(files.graph.glob("*.parquet"))}
 
     def work() -> None:
         with tempfile.TemporaryDirectory(dir=files.graph.parent.parent.parent) as tmp:
             for name, frame in frames.items():
-                frame.write_parquet(Path(tmp) / f"{name}.parquet")
+                frame.write_parquet(Path(tmp) / f"{name}.parquet", compression=GRAPH_COMPRESSION)
     return _timed(work, repeat)
 
 

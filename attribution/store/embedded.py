@@ -36,7 +36,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -44,6 +44,12 @@ from attribution.contracts.graph import PropertyGraph
 from attribution.contracts.results import RunRecord, read_tables, write_tables
 from attribution.errors import Unsupported
 from attribution.job.killpoints import checkpoint
+
+# The graph's files are written once a run and read on the same machine (by the run
+# itself at once, then by the API and later runs): LZ4 writes them in about half the
+# time of polars' default (zstd) and reads them a third faster (the family 1M graph:
+# 5.4 -> 3.1 s written, 1.75 -> 1.24 s read), for a third more disk (461 -> 625 MB).
+GRAPH_COMPRESSION: Final = "lz4"
 
 GRAPHS = "graphs"
 LEGACY_GRAPH = "graph"
@@ -94,7 +100,7 @@ class EmbeddedStore:
         try:
             counts = {}
             for name, frame in graph.frames().items():
-                frame.write_parquet(tmp / f"{name}.parquet")
+                frame.write_parquet(tmp / f"{name}.parquet", compression=GRAPH_COMPRESSION)
                 counts[name] = frame.height
             (tmp / "graph.json").write_text(json.dumps(
                 {"digest": digest, "counts": counts, "graph_id": graph_id}))
