@@ -102,7 +102,7 @@ def _accounts_and_uses(tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, p
         ("prompt", agg.prompts),
     ]
     # One lazy plan: polars sorts the ten million uses of a 1M world in about half the
-    # time of an eager sort of the concatenated frame (3.6-4.5 s against 6.8-8.5 s).
+    # time of an eager sort of the concatenated frame (3.7-5.2 s against 6.2-6.8 s).
     uses = pl.concat(
         [
             frame.lazy().select(
