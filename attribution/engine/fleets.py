@@ -81,8 +81,7 @@ def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl
     a = edges["a"].to_numpy().astype(np.int64)
     b = edges["b"].to_numpy().astype(np.int64)
     w = edges["weight"].to_numpy().astype(np.float64)
-    matrix = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_accounts, n_accounts))
-    _, comp = connected_components(matrix, directed=False)
+    comp = _components(a, b, n_accounts)
     labels = comp.astype(np.int64).copy()
     sizes = np.bincount(comp)
     next_label = int(comp.max()) + 1
@@ -114,6 +113,12 @@ def find_fleets(n_accounts: int, edges: pl.DataFrame, params: FleetParams) -> pl
     return frame.join(first.select("raw", "fleet"), on="raw").select(
         "idx", "fleet", "attachment"
     ).sort("idx")
+
+
+def _components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """The connected component of each of ``n`` nodes joined by the pairs (a[i], b[i])."""
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def fleet_edges(edges: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFrame:
@@ -690,9 +695,7 @@ def merge_fragments(membership: pl.DataFrame, accounts: pl.DataFrame, uses: pl.D
     numbers, ends = np.unique(pairs.select("fleet", "fleet_b").to_numpy().ravel(),
                               return_inverse=True)
     ends = ends.reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(ends)), (ends[:, 0], ends[:, 1])),
-                       shape=(len(numbers), len(numbers)))
-    _, group = connected_components(graph, directed=False)
+    group = _components(ends[:, 0], ends[:, 1], len(numbers))
     smallest = np.full(int(group.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(smallest, group, numbers)
     return _relabel(membership, dict(zip(numbers.tolist(), smallest[group].tolist(),
@@ -999,10 +1002,7 @@ def _entity_groups(used: pl.DataFrame, params: FleetParams) -> pl.DataFrame:
               .group_by("e", "e_b").agg(pl.len().alias("both"))
               .join(size, on="e").join(size.rename({"e": "e_b", "m": "m_b"}), on="e_b")
               .filter(pl.col("both") >= params.fragment_touch * pl.min_horizontal("m", "m_b")))
-    n = ents.height
-    graph = coo_matrix((np.ones(shared.height), (shared["e"].to_numpy(), shared["e_b"].to_numpy())),
-                       shape=(n, n))
-    _, group = connected_components(graph, directed=False)
+    group = _components(shared["e"].to_numpy(), shared["e_b"].to_numpy(), ents.height)
     return ents.select("kind", "entity_id", pl.Series("group", group, dtype=pl.Int64))
 
 
