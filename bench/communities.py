@@ -44,10 +44,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from attribution.contracts.settings import RunParams
-from attribution.engine.features import account_features, account_zones
 from attribution.engine.fleets import _louvain_level0, _merge_back, _top_k
 from attribution.engine.linking import infer_links
-from attribution.engine.lockstep import find_blocks
+from attribution.job.pipeline import group_evidence
 from attribution.stages.build import build_graph
 from attribution.stages.ingest import read_snapshot
 from fixtures.evaluate import adjusted_rand_index
@@ -62,9 +61,8 @@ def run_edges(snapshot: Path, cache: Path) -> pl.DataFrame:
         return pl.read_parquet(cache)
     params = RunParams()
     graph = build_graph(read_snapshot(snapshot).tables)
-    zones = account_zones(graph.uses, graph.devices)
-    blocks = find_blocks(graph.activity, params.lockstep, zones)
-    links = infer_links(graph, params.link, account_features(graph, zones), blocks)
+    feats, signups, blocks = group_evidence(graph, params)
+    links = infer_links(graph, params.link, feats, blocks, signups)
     edges = links.edges.select("a", "b", "weight")
     cache.parent.mkdir(parents=True, exist_ok=True)
     edges.write_parquet(cache)

@@ -128,26 +128,57 @@ def rarity(n: pl.Expr, hub: pl.Expr | float) -> pl.Expr:
     return (((hub_e / n_f) + 1.0).log() / ((hub_e / 2.0) + 1.0).log()).clip(0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class SignUps:
+    """Every account's sign-up and the bursts and surges among them, found once a run:
+    the links read them, and so does the lockstep step's null (``born``)."""
+
+    accounts: pl.DataFrame  # account_id, idx: the account index of the links
+    signup: pl.DataFrame    # idx, net: the network each account signed up through
+    table: pl.DataFrame     # ``_signups``
+    bursts: pl.DataFrame    # ``_creation_blocks``
+    surges: pl.DataFrame    # ``_surge_blocks``, every one
+
+    @classmethod
+    def of(cls, graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame) -> SignUps:
+        """The sign-ups of ``graph``'s accounts; ``feats``: ``features.account_features``."""
+        accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
+            pl.col("idx").cast(pl.Int32))
+        signup = _signup_networks(graph, accounts)
+        table = _signups(graph, accounts, signup, feats)
+        return cls(accounts=accounts, signup=signup, table=table,
+                   bursts=_creation_blocks(table, params), surges=_surge_blocks(table, params))
+
+    def born(self, graph: PropertyGraph, params: LinkParams) -> pl.DataFrame:
+        """(account_id, minute): from when the lockstep null may move each account's
+        timeline (``lockstep.find_blocks``): its sign-up. Not for an account signed up in
+        a burst or a surge as strong as one that attaches a loner (``attach_min``): when
+        it was born is part of what its operator coordinated, so its timeline may go
+        anywhere in the snapshot, as an account older than the snapshot's does."""
+        coordinated = pl.concat([self.bursts.filter(attaching(params))["idx"].cast(pl.Int32),
+                                 self.surges.filter(attaching(params))["idx"].cast(pl.Int32)]).implode()
+        return graph.accounts.join(self.accounts, on="account_id").filter(
+            ~pl.col("idx").is_in(coordinated)).select(
+            "account_id", (pl.col("created_at").dt.epoch("s") // 60).alias("minute"))
+
+
 def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None,
-                blocks: Blocks | None = None) -> Links:
+                blocks: Blocks | None = None, signups: SignUps | None = None) -> Links:
     """Score candidate pairs from every blocking family and keep the edges.
 
     ``blocks`` (group-level lockstep, ``engine.lockstep``) give their members the
     lockstep family: a synchrony family, so it anchors weak evidence, and it links
-    two members only beside one other family agreeing."""
-    accounts = graph.accounts.select("account_id").with_row_index("idx").with_columns(
-        pl.col("idx").cast(pl.Int32)
-    )
+    two members only beside one other family agreeing. ``signups``: ``SignUps.of``
+    the same graph, when the run has them already."""
     blocks = blocks if blocks is not None else Blocks.empty()
     feats = feats if feats is not None else features.account_features(graph)
+    su = signups if signups is not None else SignUps.of(graph, params, feats)
+    accounts, signup, table, bursts = su.accounts, su.signup, su.table, su.bursts
     in_block = _in_block(blocks, accounts)
-    signup = _signup_networks(graph, accounts)
-    signups = _signups(graph, accounts, signup, feats)
-    bursts = _creation_blocks(signups, params)
     # Only surges as strong for a member as a burst must be to attach a loner on its
     # sign-up alone (``attach_min``) say anything of it: the cohorts and the episodes alike.
-    every_surge = _surge_blocks(signups, params)
-    surges = every_surge.filter(pl.col("s") >= params.attach_min * params.cap["creation"])
+    every_surge = su.surges
+    surges = every_surge.filter(attaching(params))
     creation = _creation_evidence(bursts, params)
     entity, open_network, entities = _entity_evidence(graph, accounts, params, feats)
     parts = [entity, creation, _timing_candidates(graph, params), _lockstep_pairs(in_block, params)]
@@ -163,10 +194,10 @@ def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | 
     if batch.height:
         edges = pl.concat([edges, batch]).sort("a", "b")
     strong = _strong_bursts(bursts, graph, params)
-    networks = _counted_networks(signups).select("idx", "net")
+    networks = _counted_networks(table).select("idx", "net")
     cohort, cohort_members, cohort_candidates = _cohort_edges(graph, tables, networks, surges,
                                                               strong, edges, params)
-    episodes, episode_stats = _surge_episodes(surges, every_surge, signups, params)
+    episodes, episode_stats = _surge_episodes(surges, every_surge, table, params)
     linked = pl.concat([edges["a"], edges["b"]]).unique().implode()
     near = scored.filter(pl.col("a").is_in(linked) != pl.col("b").is_in(linked)).select(
         "a", "b", *STRENGTH_COLUMNS)
@@ -300,8 +331,14 @@ def _strong_bursts(bursts: pl.DataFrame, graph: PropertyGraph, p: LinkParams
     shared with an orchestrated wave of a fleet's accounts is a single
     coincidence seen many times over.
     """
-    return bursts.filter(pl.col("s") >= p.attach_min * p.cap["creation"]).select(
+    return bursts.filter(attaching(p)).select(
         "block", "idx", "s", "lam", pl.col("idx").is_in(_dormant(graph, p)).alias("dormant"))
+
+
+def attaching(p: LinkParams) -> pl.Expr:
+    """Burst and surge members (``s``) as strong as a burst must be to attach a loner on
+    its sign-up alone."""
+    return pl.col("s") >= p.attach_min * p.cap["creation"]
 
 
 def _dormant(graph: PropertyGraph, p: LinkParams) -> pl.Series:

@@ -29,9 +29,15 @@ block's mass against what its volume would hold by chance). What we changed, and
    cells holding two other members) are more than its own timeline explains, and
    better explained by the block than by that timeline. The null is drawn from the
    snapshot: the account's own buckets shifted to other days of the same kind
-   (weekday or weekend: its daily and weekly rhythm stay, any coordination goes), in
-   closed form: a bucket at time of day t lands in a block cell with the share of
-   such days on which the block has a cell at t. The binomial tail of its hits
+   (weekday or weekend: its daily and weekly rhythm stay, any coordination goes) on
+   which it existed, in closed form: a bucket at time of day t lands in a block cell
+   with the share of such days on which the block has a cell at t. An account signed
+   up in the snapshot's last weeks could not have met a wave before; moved to any day
+   of the snapshot, its neighbours' cells would be missing from most of them and its
+   real hits would look many, so a crowd of recent sign-ups on a big ISP (a tool's
+   launch) became a block "1 in 10^100 by chance". An account signed up in a burst or
+   a surge (``linking.SignUps.born``) is moved over the whole snapshot, as one older
+   than it: when it was born is part of what its operator coordinated. The binomial tail of its hits
    against that expectation is its surprise. The block's own rate is the share of its
    members' sessions that meet a wave, and the log10 likelihood ratio of the
    account's k hits in n sessions at that rate against its null rate is its support
@@ -283,14 +289,17 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
             .select("acc", "net", pl.col("node").min().over("comp").cast(pl.Int64).alias("block")))
 
 
-def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
+def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame,
+                  born: pl.DataFrame) -> pl.DataFrame:
     """(block, acc, net, hits, expected, trials, surprise, support) for every account with a
     hit on a block (``support``: see ``support``, against the block's rate among ``members``).
 
     A block's cells are the hot cells holding two of its members besides the one tested;
     ``expected`` is the account's hits with its own buckets moved to another day of the
     same kind (a weekday to a weekday, a weekend day to a weekend day): daily and weekly
-    rhythms stay (office hours, cron jobs that skip the weekend), coordination goes."""
+    rhythms stay (office hours, cron jobs that skip the weekend), coordination goes. An
+    account born inside the snapshot (``born``: acc, first day) moves only to days it
+    existed on."""
     per_day = MINUTES_PER_DAY // s.minutes
     # Keys packed into one Int64 (``_pack``; block names, the seeds' node numbers, are below
     # 2^31 too). A block lies on one network (its seeds share cells, and cells are per
@@ -323,11 +332,24 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
     )
     # Only an account with a hit can be a member: the null is computed for those alone
     # (every bucket of theirs on the network, against every block they hit).
-    on_net = s.occupied.lazy().select(acc_net, "b").join(hits.lazy().select(acc_net, "h", "block"), on="an")
+    on_net = s.occupied.lazy().select(acc_net, "acc", "b").join(
+        hits.lazy().select(acc_net, "h", "block"), on="an")
+    # Accounts that existed from the snapshot's start: a bucket lands in a block cell with
+    # the share of the days of its kind on which the block has a cell at that time of day.
     slot_share = cells.group_by(slot).agg((pl.len() / days_of_kind.first()).alias("share"))
+    shares = [on_net.join(born.lazy(), on="acc", how="anti").with_columns(slot)
+              .join(slot_share, on="slot").select("h", "b", "share")]
+    # Accounts born inside it: the same share over the days since they were born
+    # (``_lifetime_share``); a small part of the rows at a million accounts.
+    young = on_net.join(born.lazy(), on="acc").with_columns(slot, kind.alias("kind")).select(
+        "h", "b", "slot", "kind", "first").collect()
+    if young.height:
+        cell_days = cells.select(slot, day.alias("day")).collect()
+        shares.append(young.select("h", "b", pl.Series("share", _lifetime_share(
+            cell_days, young, by_day))).lazy())
     session = (pl.col("h").cast(pl.Int64) * _HIGH + pl.col("b") // s.per_session).alias("hs")
     expected = (
-        on_net.with_columns(slot).join(slot_share, on="slot")
+        pl.concat(shares)
         .group_by(session).agg(pl.col("share").sum().clip(upper_bound=1.0))
         .group_by((pl.col("hs") // _HIGH).cast(pl.UInt32).alias("h"))
         .agg(pl.col("share").sum().alias("expected"))
@@ -349,6 +371,23 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame) -> p
     )
 
 
+def _lifetime_share(cells: pl.DataFrame, rows: pl.DataFrame, by_day: pl.DataFrame) -> np.ndarray:
+    """Per bucket row (slot, kind, first): the share of the days of its kind since its
+    account was born (``first``, a day) on which the block has a cell at that slot
+    (``cells``: slot, day)."""
+    n_days = by_day.height
+    key = np.sort(cells["slot"].to_numpy().astype(np.int64) * n_days + cells["day"].to_numpy())
+    slot = rows["slot"].to_numpy().astype(np.int64)
+    first = rows["first"].to_numpy().astype(np.int64)
+    count = np.searchsorted(key, (slot + 1) * n_days) - np.searchsorted(key, slot * n_days + first)
+    # the days of each kind from each day on (a suffix count per kind)
+    kinds = by_day["kind"].cast(pl.Int64).to_numpy()
+    left = np.zeros((2, n_days + 1), np.int64)
+    for k in (0, 1):
+        left[k, :n_days] = np.cumsum((kinds == k)[::-1])[::-1]
+    return count / np.maximum(left[rows["kind"].to_numpy(), first], 1)
+
+
 def support(k: np.ndarray, n: np.ndarray, r: np.ndarray, q: np.ndarray) -> np.ndarray:
     """log10 of the likelihood ratio of k hits in n sessions at the block's rate ``r``
     against the account's own null rate ``q`` (no ratio where r <= q: no support)."""
@@ -367,10 +406,12 @@ def _calendar(first_day: int, days: int) -> pl.DataFrame:
     return cal.join(cal.group_by("kind").agg(pl.len().alias("days_of_kind")), on="kind")
 
 
-def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None = None) -> Blocks:
+def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None = None,
+                born: pl.DataFrame | None = None) -> Blocks:
     """Lockstep blocks in an activity table (``ACTIVITY_SCHEMA``); with ``zones``
     (account_id, timezone: ``features.account_zones``), proxy traffic is also tested per
-    device zone (``split_by_zone``)."""
+    device zone (``split_by_zone``); with ``born`` (account_id, minute: a sign-up), an
+    account's null moves its buckets only to days from then on (``_member_tests``)."""
     if act.height == 0 or not p.scales:
         return Blocks.empty()
     if zones is not None and p.zones:
@@ -386,6 +427,12 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
     for minutes in sorted(p.scales):
         scales.append(_scale(coded, minutes, days, p, scales[-1] if scales else None))
     calendar = _calendar(start // MINUTES_PER_DAY, days)
+    # (acc, first): the accounts born after the snapshot's first day, and that day
+    first = (accounts.join(born, on="account_id").select(
+        pl.col("acc").cast(pl.Int32),
+        ((pl.col("minute") - start) // MINUTES_PER_DAY).clip(0, days - 1).cast(pl.Int64)
+        .alias("first")).filter(pl.col("first") > 0) if born is not None
+        else pl.DataFrame(schema={"acc": pl.Int32, "first": pl.Int64}))
     # every network value and the service it splits (itself when it is not a zone of one)
     code = networks.select(pl.col("net").cast(pl.Int32), "network")
     roots = code.with_columns(pl.col("network").str.split(ZONE).list.first()).join(
@@ -393,7 +440,7 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
     finals = []
     taken = pl.DataFrame(schema={"acc": pl.Int32, "net": pl.Int32})
     for n in range(p.passes):
-        found = _one_pass(scales, calendar, p, taken)
+        found = _one_pass(scales, calendar, p, taken, first)
         if found is None:
             break
         # names stay apart across passes: a pass has fewer seed nodes than activity rows
@@ -428,7 +475,7 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
 
 
 def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
-              taken: pl.DataFrame) -> pl.DataFrame | None:
+              taken: pl.DataFrame, born: pl.DataFrame) -> pl.DataFrame | None:
     """Seeds, then ``rounds`` of member tests: the tests of the final members, or None."""
     members = _seeds(scales[0], p, taken)
     if members.height == 0:
@@ -437,8 +484,8 @@ def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
     scales = [s.on(nets) for s in scales]
     tests = members
     for _ in range(p.rounds):
-        tests = pl.concat([_member_tests(s, members, calendar).with_columns(pl.lit(s.minutes).alias("scale"))
-                           for s in scales])
+        tests = pl.concat([_member_tests(s, members, calendar, born)
+                           .with_columns(pl.lit(s.minutes).alias("scale")) for s in scales])
         # the best scale per account and block, paid for by the number of scales tried
         paid = float(np.log10(len(scales)))
         tests = (tests.sort("surprise", "support", "scale", descending=[True, True, False])

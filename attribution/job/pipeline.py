@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
+
 from attribution import __version__
 from attribution.contracts.graph import PropertyGraph
 from attribution.contracts.results import RunRecord
@@ -22,8 +24,8 @@ from attribution.engine.diff import run_diff
 from attribution.engine.features import account_features, account_zones
 from attribution.engine.fleet_ids import assign_fleet_ids
 from attribution.engine.fleets import place_accounts
-from attribution.engine.linking import infer_links
-from attribution.engine.lockstep import find_blocks
+from attribution.engine.linking import SignUps, infer_links
+from attribution.engine.lockstep import Blocks, find_blocks
 from attribution.engine.scoring import sybil_scores
 from attribution.engine.verdict_stage import apply_verdicts, cap_legit, confirmed_accounts, pin_links
 from attribution.job.progress import Stages
@@ -167,6 +169,16 @@ def _timings(stages: Stages, started: dt.datetime) -> dict[str, float]:
     return timings
 
 
+def group_evidence(graph: PropertyGraph, params: RunParams) -> tuple[pl.DataFrame, SignUps, Blocks]:
+    """The accounts' features, their sign-ups and the lockstep blocks: the blocks' null
+    needs the sign-ups (``SignUps.born``), and the links read all three."""
+    zones = account_zones(graph.uses, graph.devices)
+    feats = account_features(graph, zones)
+    signups = SignUps.of(graph, params.link, feats)
+    return feats, signups, find_blocks(graph.activity, params.lockstep, zones,
+                                       signups.born(graph, params.link))
+
+
 def attribute_graph(
     graph: PropertyGraph,
     *,
@@ -186,12 +198,10 @@ def attribute_graph(
     if hidden.height:
         graph = replace(graph, uses=drop_hidden(graph.uses, verdicts))
     with stages.stage("lockstep"):
-        zones = account_zones(graph.uses, graph.devices)
-        blocks = find_blocks(graph.activity, params.lockstep, zones)
+        feats, signups, blocks = group_evidence(graph, params)
     stages.say(f"{blocks.blocks.height} lockstep blocks, {blocks.members.height} accounts in them")
     with stages.stage("links"):
-        feats = account_features(graph, zones)
-        links = infer_links(graph, params.link, feats, blocks)
+        links = infer_links(graph, params.link, feats, blocks, signups)
         pins = pinned_members(graph.uses, links.accounts, verdicts)
         if pins.height:
             links = pin_links(links, pins, params)

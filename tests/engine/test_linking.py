@@ -7,7 +7,14 @@ import pytest
 
 from attribution.contracts.settings import LinkParams
 from attribution.contracts.vocabulary import FAMILIES
-from attribution.engine.linking import _same_block, corroborating, entity_strength, infer_links
+from attribution.engine.features import account_features
+from attribution.engine.linking import (
+    SignUps,
+    _same_block,
+    corroborating,
+    entity_strength,
+    infer_links,
+)
 from attribution.stages.build import build_graph
 from tests.support.tables import tables, ts
 
@@ -93,6 +100,22 @@ def test_an_unused_batch_signed_up_through_one_rented_network_is_linked() -> Non
     assert {(a, b) for a, b in got if a.startswith("b")} == {
         (f"b{i}", f"b{j}") for i in range(5) for j in range(i + 1, 5)}
     assert all(a.startswith("b") and b.startswith("b") for a, b in got)
+
+
+def test_the_lockstep_null_moves_a_batch_over_the_whole_snapshot() -> None:
+    """``SignUps.born``: an ordinary account's timeline starts at its sign-up; a batch's
+    members have none (when they were born is part of what was coordinated), and the
+    run's links read the same sign-ups as the lockstep step."""
+    graph = build_graph(batch_world(same_network=True))
+    feats = account_features(graph)
+    signups = SignUps.of(graph, LinkParams(), feats)
+    born = signups.born(graph, LinkParams())
+    assert born.height == 200
+    assert not born["account_id"].str.starts_with("b").any()
+    created = graph.accounts.filter(pl.col("account_id") == "o007")["created_at"]
+    assert born.filter(pl.col("account_id") == "o007")["minute"].item() == created.dt.epoch("s").item() // 60
+    again = infer_links(graph, LinkParams(), feats, signups=signups)
+    assert again.edges.equals(infer_links(graph, LinkParams()).edges)
 
 
 def test_an_unused_batch_from_unrelated_networks_is_not() -> None:

@@ -162,6 +162,50 @@ def test_two_campaigns_on_one_network_accuse_no_bystander() -> None:
     assert (~found.str.starts_with("op") & ~found.str.starts_with("ox")).sum() == 0
 
 
+def _joined(rng: np.random.Generator, n: int, network: str, day: int) -> list[pl.DataFrame]:
+    """Ordinary users who all signed up on ``day`` (a tool's launch) and use the service most
+    days since, each around their own hour: no coordination, only a shared birthday."""
+    out = []
+    for i in range(n):
+        hour = rng.normal(14, 4)
+        days = np.arange(day, DAYS)
+        days = days[rng.random(days.size) < 0.8]
+        starts = days * 1440 + np.clip(rng.normal(hour, 2, days.size), 0, 23.9) * 60
+        minutes = np.concatenate([s + np.arange(int(rng.integers(5, 40))) for s in starts.astype(int)])
+        out.append(_rows(f"new{i:05d}", minutes, network))
+    return out
+
+
+def _born(ids: list[str], day: int) -> pl.DataFrame:
+    """(account_id, minute): every one of ``ids`` signed up at the start of ``day``."""
+    return pl.DataFrame({"account_id": ids, "minute": START + day * 1440}).cast({"minute": pl.Int64})
+
+
+def test_a_crowd_of_recent_sign_ups_is_not_a_block() -> None:
+    """300 users of a home ISP who signed up on day 24 of 35: moved to any day of the
+    snapshot, their real hits on each other's busy cells look many, since they did not
+    exist on most of those days ("1 in 10^194 by chance"); moved only to days since their
+    sign-up, they are nobody's block."""
+    act = _world(_joined(np.random.default_rng(21), 300, "asn:64600", 24))
+    assert find_blocks(act, LockstepParams()).members.height >= 100
+    born = _born([f"new{i:05d}" for i in range(300)], 24)
+    assert find_blocks(act, LockstepParams(), born=born).members.height == 0
+
+
+def test_a_young_campaign_is_found_in_its_own_lifetime() -> None:
+    """A campaign whose accounts were born on day 20 and fire waves from then on is still
+    a block when its null knows their birthday: its waves are what is unlikely, not its
+    age."""
+    rng = np.random.default_rng(11)
+    camp = [f.with_columns((pl.col("minute") - START) % (15 * 1440) + START + 20 * 1440)
+            for f in _campaign(rng, 150, "proxy:Quietline", (4, 7))]
+    blocks = find_blocks(_world(camp), LockstepParams(), born=_born([f"op{i:04d}" for i in range(150)], 20))
+    found = blocks.members["account_id"]
+    assert found.str.starts_with("op").sum() >= 0.6 * 150
+    assert (~found.str.starts_with("op")).sum() == 0
+    assert blocks.blocks.height == 1 and blocks.blocks["log10_chance"][0] >= 6
+
+
 def test_describe_network_names_values_not_organizations() -> None:
     assert describe_network("proxy:Quietline") == "the same proxy service (Quietline)"
     assert describe_network("asn:64500") == "the same network (AS64500)"
