@@ -156,7 +156,9 @@ def lockstep_floor(files: RunFiles, repeat: int) -> list[float]:
     """The occupied cells of the finest scale: the unique (account, network, 5-minute
     bucket) of every activity row, then the accounts per (network, bucket) cell. The
     detector cannot judge a cell hot without these counts; its baselines, the coarser
-    scale, seeds, member tests and passes are all on top."""
+    scale, seeds, member tests and passes are all on top, and so are the accounts'
+    features and sign-ups (``SignUps``), found in this stage since its null reads them
+    and read again by the links."""
     act = _graph_frames(files, "activity")["activity"]
     plan = act.lazy().select("account_id", "network",
                              (pl.col("minute") // LOCKSTEP_MINUTES).alias("b")).unique() \
@@ -170,8 +172,8 @@ def links_floor(files: RunFiles, repeat: int) -> list[float]:
     a group_by is the cheaper of the two ways to gather them (sorting uses by entity
     takes about 3x as long at 200k accounts), and a self-join on entity capped at
     ``max_block`` would be far more than the engine does (it bands big blocks), so it is
-    no floor. Pair formation and scoring (``candidate_pairs`` pairs), features, MinHash
-    bands and sign-up bursts are on top."""
+    no floor. Pair formation and scoring (``candidate_pairs`` pairs), MinHash bands and
+    the sign-ups' edges are on top."""
     uses = _graph_frames(files, "uses")["uses"].select("account_id", "kind", "entity_id")
     plan = uses.lazy().group_by("kind", "entity_id").agg("account_id")
     return _timed(plan.collect, repeat)

@@ -155,11 +155,12 @@ class SignUps:
         a burst or a surge as strong as one that attaches a loner (``attach_min``): when
         it was born is part of what its operator coordinated, so its timeline may go
         anywhere in the snapshot, as an account older than the snapshot's does."""
-        coordinated = pl.concat([self.bursts.filter(attaching(params))["idx"].cast(pl.Int32),
-                                 self.surges.filter(attaching(params))["idx"].cast(pl.Int32)]).implode()
-        return graph.accounts.join(self.accounts, on="account_id").filter(
-            ~pl.col("idx").is_in(coordinated)).select(
-            "account_id", (pl.col("created_at").dt.epoch("s") // 60).alias("minute"))
+        # ``idx`` is the row of ``graph.accounts`` (``of``): a mask, not a join on the ids
+        keep = np.ones(graph.accounts.height, dtype=bool)
+        for found in (self.bursts, self.surges):
+            keep[found.filter(attaching(params))["idx"].to_numpy()] = False
+        return graph.accounts.select(
+            "account_id", (pl.col("created_at").dt.epoch("s") // 60).alias("minute")).filter(pl.Series(keep))
 
 
 def infer_links(graph: PropertyGraph, params: LinkParams, feats: pl.DataFrame | None = None,
