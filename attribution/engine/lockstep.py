@@ -37,14 +37,14 @@ block's mass against what its volume would hold by chance). What we changed, and
    real hits would look many, so a crowd of recent sign-ups on a big ISP (a tool's
    launch) became a block "1 in 10^100 by chance". An account signed up in a burst or
    a surge (``linking.SignUps.born``) is moved over the whole snapshot, as one older
-   than it: when it was born is part of what its operator coordinated. The binomial tail of its hits
-   against that expectation is its surprise. The block's own rate is the share of its
-   members' sessions that meet a wave, and the log10 likelihood ratio of the
-   account's k hits in n sessions at that rate against its null rate is its support
-   (Neyman-Pearson, the two binomials of a two-component mixture): three hits in
-   thirty sessions, a bystander on the same service, are surprising against a null
-   of one in twenty but far likelier at that null than at the members' four in ten,
-   so the bystander stays out. (Support alone, with no surprise, as the criterion
+   than it: when it was born is part of what its operator coordinated. The binomial
+   tail of its hits against that expectation is its surprise. The block's own rate is
+   the share of its members' sessions that meet a wave, and the log10 likelihood
+   ratio of the account's k hits in n sessions at that rate against its null rate is
+   its support (Neyman-Pearson, the two binomials of a two-component mixture): three
+   hits in thirty sessions, a bystander on the same service, are surprising against a
+   null of one in twenty but far likelier at that null than at the members' four in
+   ten, so the bystander stays out. (Support alone, with no surprise, as the criterion
    let in more of the careful campaigns' sparse accounts, and more of a second
    operation on the same service with them: two operations came out as one fleet.)
    The test is repeated (the block and its rate re-derived from its members) so that
@@ -290,7 +290,7 @@ def _seeds(s: _Scale, p: LockstepParams, taken: pl.DataFrame) -> pl.DataFrame:
 
 
 def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame,
-                  born: pl.DataFrame) -> pl.DataFrame:
+                  first: pl.DataFrame) -> pl.DataFrame:
     """(block, acc, net, hits, expected, trials, surprise, support) for every account with a
     hit on a block (``support``: see ``support``, against the block's rate among ``members``).
 
@@ -298,8 +298,8 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame,
     ``expected`` is the account's hits with its own buckets moved to another day of the
     same kind (a weekday to a weekday, a weekend day to a weekend day): daily and weekly
     rhythms stay (office hours, cron jobs that skip the weekend), coordination goes. An
-    account born inside the snapshot (``born``: acc, first day) moves only to days it
-    existed on."""
+    account born inside the snapshot (``first``: acc, the day it was born) moves only to
+    days it existed on."""
     per_day = MINUTES_PER_DAY // s.minutes
     # Keys packed into one Int64 (``_pack``; block names, the seeds' node numbers, are below
     # 2^31 too). A block lies on one network (its seeds share cells, and cells are per
@@ -337,11 +337,11 @@ def _member_tests(s: _Scale, members: pl.DataFrame, calendar: pl.DataFrame,
     # Accounts that existed from the snapshot's start: a bucket lands in a block cell with
     # the share of the days of its kind on which the block has a cell at that time of day.
     slot_share = cells.group_by(slot).agg((pl.len() / days_of_kind.first()).alias("share"))
-    shares = [on_net.join(born.lazy(), on="acc", how="anti").with_columns(slot)
+    shares = [on_net.join(first.lazy(), on="acc", how="anti").with_columns(slot)
               .join(slot_share, on="slot").select("h", "b", "share")]
     # Accounts born inside it: the same share over the days since they were born
     # (``_lifetime_share``); a small part of the rows at a million accounts.
-    young = on_net.join(born.lazy(), on="acc").with_columns(slot, kind.alias("kind")).select(
+    young = on_net.join(first.lazy(), on="acc").with_columns(slot, kind.alias("kind")).select(
         "h", "b", "slot", "kind", "first").collect()
     if young.height:
         cell_days = cells.select(slot, day.alias("day")).collect()
@@ -475,7 +475,7 @@ def find_blocks(act: pl.DataFrame, p: LockstepParams, zones: pl.DataFrame | None
 
 
 def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
-              taken: pl.DataFrame, born: pl.DataFrame) -> pl.DataFrame | None:
+              taken: pl.DataFrame, first: pl.DataFrame) -> pl.DataFrame | None:
     """Seeds, then ``rounds`` of member tests: the tests of the final members, or None."""
     members = _seeds(scales[0], p, taken)
     if members.height == 0:
@@ -484,7 +484,7 @@ def _one_pass(scales: list[_Scale], calendar: pl.DataFrame, p: LockstepParams,
     scales = [s.on(nets) for s in scales]
     tests = members
     for _ in range(p.rounds):
-        tests = pl.concat([_member_tests(s, members, calendar, born)
+        tests = pl.concat([_member_tests(s, members, calendar, first)
                            .with_columns(pl.lit(s.minutes).alias("scale")) for s in scales])
         # the best scale per account and block, paid for by the number of scales tried
         paid = float(np.log10(len(scales)))
