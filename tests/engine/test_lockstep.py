@@ -42,12 +42,16 @@ def _background(rng: np.random.Generator, n: int, network: str, prefix: str,
     out = []
     for i in range(n):
         hour = rng.normal(14, 4)
-        k = int(rng.integers(*sessions))
-        days = rng.integers(0, DAYS, k)
-        starts = days * 1440 + np.clip(rng.normal(hour, 2, k), 0, 23.9) * 60
-        minutes = np.concatenate([s + np.arange(int(rng.integers(1, 30))) for s in starts.astype(int)])
-        out.append(_rows(f"{prefix}{i:05d}", minutes, network))
+        days = rng.integers(0, DAYS, int(rng.integers(*sessions)))
+        out.append(_rows(f"{prefix}{i:05d}", _sessions(rng, days, hour, (1, 30)), network))
     return out
+
+
+def _sessions(rng: np.random.Generator, days: np.ndarray, hour: float,
+              minutes: tuple[int, int]) -> np.ndarray:
+    """One session a day on ``days``, starting around ``hour``, each of ``minutes`` long."""
+    starts = days * 1440 + np.clip(rng.normal(hour, 2, days.size), 0, 23.9) * 60
+    return np.concatenate([s + np.arange(int(rng.integers(*minutes))) for s in starts.astype(int)])
 
 
 def _campaign(rng: np.random.Generator, n: int, network: str, wave: tuple[int, int],
@@ -170,9 +174,7 @@ def _joined(rng: np.random.Generator, n: int, network: str, day: int) -> list[pl
         hour = rng.normal(14, 4)
         days = np.arange(day, DAYS)
         days = days[rng.random(days.size) < 0.8]
-        starts = days * 1440 + np.clip(rng.normal(hour, 2, days.size), 0, 23.9) * 60
-        minutes = np.concatenate([s + np.arange(int(rng.integers(5, 40))) for s in starts.astype(int)])
-        out.append(_rows(f"new{i:05d}", minutes, network))
+        out.append(_rows(f"new{i:05d}", _sessions(rng, days, hour, (5, 40)), network))
     return out
 
 
